@@ -1,0 +1,74 @@
+//! The `oasis` command line: one subcommand per module.
+
+mod bench;
+mod run;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// Oasis: an on-prem AI appliance.
+#[derive(Debug, Parser)]
+#[command(name = "oasis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a completion for one prompt and stream it to stdout.
+    Run(run::RunArgs),
+    /// Measure prefill and decode speed (tokens per second, median of several runs).
+    Bench(bench::BenchArgs),
+}
+
+/// Options shared by the commands that load a model.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The GGUF model file [default: the default model in the data directory].
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Compute threads [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+}
+
+impl ModelArgs {
+    /// Loads the model and starts an engine for it.
+    pub fn engine(&self, max_context: Option<usize>) -> Result<engine::Engine> {
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None => {
+                let p = crate::paths::default_model_path();
+                if !p.exists() {
+                    anyhow::bail!(
+                        "no --model given and the default model is not at {}; fetch it with scripts/fetch-model",
+                        p.display()
+                    );
+                }
+                p
+            }
+        };
+        let model = engine::Model::load(&path).context("cannot load model")?;
+        let threads = self
+            .threads
+            .map_or_else(engine::generate::default_threads, usize::from);
+        Ok(engine::Engine::new(
+            model,
+            &engine::EngineOptions {
+                threads,
+                max_context,
+            },
+        )?)
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Bench(args) => bench::bench(&args),
+    }
+}

@@ -1,0 +1,6 @@
+//! The Oasis appliance daemon and its command line (`oasis`).
+//!
+//! The binary is thin: [`cli`] defines the commands and runs them against the engine.
+
+pub mod cli;
+pub mod paths;

@@ -1,0 +1,20 @@
+//! The Oasis inference engine.
+//!
+//! Layers, from the file up: [`gguf`] reads model files, [`tokenizer`] turns text into
+//! token ids and back (with the model's chat template), [`model`] holds a loaded model and
+//! runs its forward pass on the `kernels` crate, [`sampling`] picks tokens and holds back
+//! stop strings, and [`generate`] drives one request from prompt to finish. The engine
+//! knows nothing of HTTP, keys or storage: the daemon calls it.
+
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+
+pub use error::{EngineError, Result};
+pub use generate::{
+    Engine, EngineOptions, FinishReason, GenerateOutput, GenerateRequest, Prompt, TokenEvent,
+};
+pub use model::{Logits, Model, ModelConfig};

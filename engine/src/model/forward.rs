@@ -1,0 +1,309 @@
+//! The forward pass of a Llama-family decoder over a batch of tokens of one sequence.
+//!
+//! One call takes the next tokens of a sequence (a whole prompt, or one token while
+//! decoding), runs every layer over all of them at once (each weight matrix read once per
+//! call, multiplied with all tokens' activations) and leaves logits for the positions asked
+//! for. Scratch buffers live in [`Scratch`] and are reused, so decoding allocates nothing.
+
+use kernels::ops::{self, RopeCache};
+use kernels::{Activations, AttnShape, Isa, MatmulTarget, ThreadPool, attention, matmul};
+
+use super::Model;
+use super::kv_cache::KvCache;
+use super::weights::{LayerWeights, Mat};
+use crate::error::{EngineError, Result};
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (scoring, tests against teacher-forced references).
+    All,
+}
+
+/// Reusable buffers of the forward pass.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// Quantized activations, reused by every product.
+    acts: Activations,
+    /// One RoPE table per token of the batch.
+    rope: Vec<RopeCache>,
+    /// The logits of the positions asked for, `rows x vocab`.
+    pub logits: Vec<f32>,
+}
+
+/// What a forward pass needs besides the model: threads, instruction set, the sequence's
+/// cache and scratch memory.
+#[derive(Debug)]
+pub struct ForwardCtx<'a> {
+    pub pool: &'a ThreadPool,
+    pub isa: Isa,
+    pub cache: &'a mut KvCache,
+    pub scratch: &'a mut Scratch,
+}
+
+fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len, 0.0);
+    &mut buf[..len]
+}
+
+/// Runs `x` (`tokens x cols`) through each matrix of `mats` into the matching `outs`,
+/// quantizing `x` once per distinct activation type.
+#[allow(clippy::too_many_arguments)] // the inputs of one grouped product
+fn project(
+    pool: &ThreadPool,
+    isa: Isa,
+    model: &Model,
+    acts: &mut Activations,
+    x: &[f32],
+    tokens: usize,
+    mats: &[&Mat],
+    outs: &mut [&mut Vec<f32>],
+) -> Result<()> {
+    let cols = mats.first().map_or(0, |m| m.cols);
+    for (m, out) in mats.iter().zip(outs.iter_mut()) {
+        resize(out, tokens * m.rows);
+    }
+    let mut done = [false; kernels::MAX_TARGETS];
+    for i in 0..mats.len() {
+        if done[i] {
+            continue;
+        }
+        let act_ty = mats[i].ty.vec_dot_type();
+        acts.quantize(pool, mats[i].ty, x, tokens, cols)?;
+        let mut group: [Option<kernels::QMatrix<'_>>; kernels::MAX_TARGETS] =
+            [None; kernels::MAX_TARGETS];
+        for j in i..mats.len() {
+            if !done[j] && mats[j].ty.vec_dot_type() == act_ty {
+                group[j] = Some(mats[j].view(&model.file)?);
+                done[j] = true;
+            }
+        }
+        let mut targets: [Option<MatmulTarget<'_, '_>>; kernels::MAX_TARGETS] = Default::default();
+        let mut n = 0;
+        for (w, out) in group.iter().zip(outs.iter_mut()) {
+            if let Some(w) = w {
+                targets[n] = Some(MatmulTarget {
+                    weight: w,
+                    out: &mut out[..],
+                });
+                n += 1;
+            }
+        }
+        run_targets(pool, isa, acts, &mut targets[..n])?;
+    }
+    Ok(())
+}
+
+fn run_targets(
+    pool: &ThreadPool,
+    isa: Isa,
+    acts: &Activations,
+    targets: &mut [Option<MatmulTarget<'_, '_>>],
+) -> Result<()> {
+    // Move the targets into a contiguous array for `matmul` without allocating.
+    let mut it = targets.iter_mut().filter_map(Option::take);
+    match (it.next(), it.next(), it.next()) {
+        (Some(a), None, _) => matmul(pool, isa, acts, &mut [a])?,
+        (Some(a), Some(b), None) => matmul(pool, isa, acts, &mut [a, b])?,
+        (Some(a), Some(b), Some(c)) => match it.next() {
+            None => matmul(pool, isa, acts, &mut [a, b, c])?,
+            Some(d) => matmul(pool, isa, acts, &mut [a, b, c, d])?,
+        },
+        (None, _, _) => {}
+    }
+    Ok(())
+}
+
+impl Model {
+    /// Runs `tokens` (the sequence's next tokens) through the model, appending them to
+    /// `ctx.cache`, and leaves the requested logits in `ctx.scratch.logits`.
+    pub fn forward(&self, ctx: &mut ForwardCtx<'_>, tokens: &[u32], logits: Logits) -> Result<()> {
+        let cfg = &self.config;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(EngineError::InvalidRequest("no tokens to run".into()));
+        }
+        if let Some(bad) = tokens.iter().find(|t| **t as usize >= cfg.vocab_size) {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                cfg.vocab_size
+            )));
+        }
+        ctx.cache.reserve(n)?;
+        let pos0 = ctx.cache.len();
+        let (d, pool, isa) = (cfg.d_model, ctx.pool, ctx.isa);
+        let s = &mut *ctx.scratch;
+
+        // Token embeddings.
+        let embd = self.weights.tok_embd.view(&self.file)?;
+        let x = resize(&mut s.x, n * d);
+        for (t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
+            kernels::dequantize_row(embd.ty(), embd.row(*t as usize), row)?;
+        }
+        s.rope.resize_with(n, RopeCache::default);
+        for (t, rc) in s.rope.iter_mut().enumerate() {
+            rc.fill(&cfg.rope, pos0 + t);
+        }
+        for (li, layer) in self.weights.layers.iter().enumerate() {
+            self.attention_block(pool, isa, ctx.cache, s, li, layer, pos0, n)?;
+            self.ffn_block(pool, isa, s, layer, n)?;
+        }
+        ctx.cache.advance(n);
+
+        // Final norm and output head on the rows asked for.
+        let (first, rows) = match logits {
+            Logits::Last => (n - 1, 1),
+            Logits::All => (0, n),
+        };
+        let h = resize(&mut s.h, rows * d);
+        h.copy_from_slice(&s.x[first * d..n * d]);
+        ops::rms_norm(h, &self.weights.output_norm, cfg.rms_eps)?;
+        let head = &self.weights.output;
+        project(
+            pool,
+            isa,
+            self,
+            &mut s.acts,
+            &s.h[..rows * d],
+            rows,
+            &[head],
+            &mut [&mut s.logits],
+        )?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // one layer's worth of context; bundling would only rename it
+    fn attention_block(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        cache: &mut KvCache,
+        s: &mut Scratch,
+        li: usize,
+        l: &LayerWeights,
+        pos0: usize,
+        n: usize,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let (d, hd) = (cfg.d_model, cfg.head_dim);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let h = resize(&mut s.h, n * d);
+        h.copy_from_slice(&s.x[..n * d]);
+        ops::rms_norm(h, &l.attn_norm, cfg.rms_eps)?;
+        project(
+            pool,
+            isa,
+            self,
+            &mut s.acts,
+            &s.h[..n * d],
+            n,
+            &[&l.wq, &l.wk, &l.wv],
+            &mut [&mut s.q, &mut s.k, &mut s.v],
+        )?;
+        for (bias, buf, width) in [
+            (&l.bq, &mut s.q, qd),
+            (&l.bk, &mut s.k, kvd),
+            (&l.bv, &mut s.v, kvd),
+        ] {
+            if let Some(b) = bias {
+                for row in buf[..n * width].chunks_exact_mut(width) {
+                    ops::add_assign(row, b)?;
+                }
+            }
+        }
+        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+            ops::rms_norm(&mut s.q[..n * qd], qn, cfg.rms_eps)?;
+            ops::rms_norm(&mut s.k[..n * kvd], kn, cfg.rms_eps)?;
+        }
+        for t in 0..n {
+            let rope = &s.rope[t];
+            rope.apply(cfg.rope.style, &mut s.q[t * qd..(t + 1) * qd], hd);
+            rope.apply(cfg.rope.style, &mut s.k[t * kvd..(t + 1) * kvd], hd);
+            cache.write(
+                li,
+                pos0 + t,
+                &s.k[t * kvd..(t + 1) * kvd],
+                &s.v[t * kvd..(t + 1) * kvd],
+            );
+        }
+        let shape = AttnShape {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: hd,
+        };
+        let scale = 1.0 / (hd as f32).sqrt();
+        let attn = resize(&mut s.attn, n * qd);
+        attention(
+            pool,
+            isa,
+            shape,
+            cache.view(li),
+            &s.q[..n * qd],
+            pos0,
+            n,
+            scale,
+            attn,
+        )?;
+        project(
+            pool,
+            isa,
+            self,
+            &mut s.acts,
+            &s.attn[..n * qd],
+            n,
+            &[&l.wo],
+            &mut [&mut s.o],
+        )?;
+        ops::add_assign(&mut s.x[..n * d], &s.o[..n * d])?;
+        Ok(())
+    }
+
+    fn ffn_block(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        s: &mut Scratch,
+        l: &LayerWeights,
+        n: usize,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let (d, ff) = (cfg.d_model, cfg.ffn_dim);
+        let h = resize(&mut s.h, n * d);
+        h.copy_from_slice(&s.x[..n * d]);
+        ops::rms_norm(h, &l.ffn_norm, cfg.rms_eps)?;
+        project(
+            pool,
+            isa,
+            self,
+            &mut s.acts,
+            &s.h[..n * d],
+            n,
+            &[&l.w_gate, &l.w_up],
+            &mut [&mut s.gate, &mut s.up],
+        )?;
+        kernels::vmath::swiglu(isa, &mut s.gate[..n * ff], &s.up[..n * ff]);
+        project(
+            pool,
+            isa,
+            self,
+            &mut s.acts,
+            &s.gate[..n * ff],
+            n,
+            &[&l.w_down],
+            &mut [&mut s.o],
+        )?;
+        ops::add_assign(&mut s.x[..n * d], &s.o[..n * d])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! Causal grouped-query attention over an f16 key/value cache.
+//!
+//! The layout and arithmetic are llama.cpp's without flash attention, which is what the
+//! reference fixtures were produced with: keys are stored one row per position, values
+//! transposed (one row per channel, positions along the row); scores are f16 dot products
+//! of the key rows with the query rounded to f16, the softmax runs in f32 with an f64 sum,
+//! (ggml's vector exp, see `vmath`) and the probabilities are rounded to f16 before they
+//! weight the values. Dot products accumulate in llama.cpp's order, which differs between
+//! one token (`ggml_vec_dot_f16`) and a batch (tinyBLAS). Rows of positions are padded to
+//! a multiple of 32 with zero probabilities, which keeps each position in the same SIMD
+//! lane as in ggml.
+
+use std::cell::RefCell;
+
+use half::f16;
+
+use crate::pool::DisjointSlice;
+use crate::quant::{F16Order, Isa, f16_dot};
+use crate::{KernelError, ThreadPool, vmath};
+
+/// Position rows are padded to a multiple of this.
+pub const KV_PAD: usize = 32;
+
+/// Head counts and size of one attention layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}
+
+/// One layer's cache of one sequence: `k` is `cap x kv_dim`, `vt` is `kv_dim x cap`.
+#[derive(Debug, Clone, Copy)]
+pub struct KvView<'a> {
+    pub k: &'a [f16],
+    pub vt: &'a [f16],
+    /// Positions the cache can hold; a multiple of [`KV_PAD`].
+    pub cap: usize,
+}
+
+/// The bytes of an f16 slice, as the dot kernels take them.
+pub fn f16_bytes(x: &[f16]) -> &[u8] {
+    // SAFETY: `f16` is `repr(transparent)` over `u16`: two bytes, no padding, and `u8`
+    // has alignment 1, so the same memory is a valid `[u8]` of twice the length.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), std::mem::size_of_val(x)) }
+}
+
+thread_local! {
+    /// Per-thread scratch (query in f16, scores, probabilities in f16), grown once.
+    static SCRATCH: RefCell<(Vec<f16>, Vec<f32>, Vec<f16>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// Attention of `tokens` queries at positions `pos0..pos0 + tokens` (query `t` sees
+/// positions `0..=pos0 + t`, all already in `kv`). `q` and `out` are `tokens x q_dim`.
+#[allow(clippy::too_many_arguments)] // the shape of one attention call; a struct would only rename them
+pub fn attention(
+    pool: &ThreadPool,
+    isa: Isa,
+    shape: AttnShape,
+    kv: KvView<'_>,
+    q: &[f32],
+    pos0: usize,
+    tokens: usize,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let AttnShape {
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = shape;
+    let shape_err = |what, expected, got| KernelError::Shape {
+        op: "attention",
+        what,
+        expected,
+        got,
+    };
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
+        return Err(shape_err(
+            "n_heads (a multiple of n_kv_heads)",
+            n_kv_heads,
+            n_heads,
+        ));
+    }
+    if q.len() != tokens * shape.q_dim() || out.len() != q.len() {
+        return Err(shape_err(
+            "query/output length",
+            tokens * shape.q_dim(),
+            q.len().max(out.len()),
+        ));
+    }
+    let cap = kv.cap;
+    if !cap.is_multiple_of(KV_PAD)
+        || kv.k.len() != cap * shape.kv_dim()
+        || kv.vt.len() != cap * shape.kv_dim()
+    {
+        return Err(shape_err("cache length", cap * shape.kv_dim(), kv.k.len()));
+    }
+    if pos0 + tokens > cap {
+        return Err(shape_err("positions (cache capacity)", cap, pos0 + tokens));
+    }
+    // llama.cpp's dot products differ between one token and a batch; follow them.
+    let order = if tokens >= 2 {
+        F16Order::Batched
+    } else {
+        F16Order::Vector
+    };
+    let kq_dot = f16_dot(
+        isa,
+        if head_dim.is_multiple_of(8) {
+            order
+        } else {
+            F16Order::Vector
+        },
+    )?;
+    let pv_dot = f16_dot(isa, order)?;
+    let group = n_heads / n_kv_heads;
+    let kv_dim = shape.kv_dim();
+    let dst = DisjointSlice::new(out);
+    pool.run(n_heads * tokens, &|task| {
+        let (t, h) = (task / n_heads, task % n_heads);
+        let kvh = h / group;
+        let n_kv = pos0 + t + 1;
+        let padded = n_kv.div_ceil(KV_PAD) * KV_PAD;
+        SCRATCH.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let (q16, scores, p16) = &mut *guard;
+            let qh = &q[t * shape.q_dim() + h * head_dim..][..head_dim];
+            q16.clear();
+            q16.extend(qh.iter().map(|v| f16::from_f32(*v)));
+            scores.resize(n_kv, 0.0);
+            for (j, s) in scores.iter_mut().enumerate() {
+                let krow = &kv.k[j * kv_dim + kvh * head_dim..][..head_dim];
+                *s = kq_dot(head_dim, f16_bytes(krow), f16_bytes(q16)) * scale;
+            }
+            vmath::softmax(isa, scores);
+            p16.clear();
+            p16.extend(scores.iter().map(|s| f16::from_f32(*s)));
+            p16.resize(padded, f16::ZERO);
+            // SAFETY: task (t, h) alone writes this head's slice of token t's output.
+            let o = unsafe { dst.slice_mut(t * shape.q_dim() + h * head_dim, head_dim) };
+            for (d, v) in o.iter_mut().enumerate() {
+                let vrow = &kv.vt[(kvh * head_dim + d) * cap..][..padded];
+                *v = pv_dot(padded, f16_bytes(vrow), f16_bytes(p16));
+            }
+        });
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Straightforward f64 attention for one query against `n` positions.
+    fn reference(q: &[f32], keys: &[Vec<f32>], values: &[Vec<f32>], scale: f64) -> Vec<f64> {
+        let s: Vec<f64> = keys
+            .iter()
+            .map(|k| {
+                k.iter()
+                    .zip(q)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum::<f64>()
+                    * scale
+            })
+            .collect();
+        let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        (0..q.len())
+            .map(|d| {
+                e.iter()
+                    .zip(values)
+                    .map(|(p, v)| p / z * f64::from(v[d]))
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn causal_gqa_matches_float64_reference() {
+        let shape = AttnShape {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 8,
+        };
+        let (cap, tokens) = (64usize, 37usize);
+        let val =
+            |i: usize, salt: usize| (((i * 2654435761 + salt * 97) % 1000) as f32 / 500.0) - 1.0;
+        let mut k = vec![f16::ZERO; cap * shape.kv_dim()];
+        let mut vt = vec![f16::ZERO; cap * shape.kv_dim()];
+        let mut keys = vec![vec![vec![0f32; 8]; tokens]; 2];
+        let mut vals = vec![vec![vec![0f32; 8]; tokens]; 2];
+        for p in 0..tokens {
+            for c in 0..shape.kv_dim() {
+                let (kk, vv) = (
+                    f16::from_f32(val(p * 16 + c, 1)),
+                    f16::from_f32(val(p * 16 + c, 2)),
+                );
+                k[p * shape.kv_dim() + c] = kk;
+                vt[c * cap + p] = vv;
+                keys[c / 8][p][c % 8] = kk.to_f32();
+                vals[c / 8][p][c % 8] = vv.to_f32();
+            }
+        }
+        let q: Vec<f32> = (0..tokens * shape.q_dim()).map(|i| val(i, 3)).collect();
+        let pool = ThreadPool::new(2);
+        let mut out = vec![f32::NAN; q.len()];
+        let kv = KvView {
+            k: &k,
+            vt: &vt,
+            cap,
+        };
+        attention(
+            &pool,
+            Isa::active(),
+            shape,
+            kv,
+            &q,
+            0,
+            tokens,
+            0.35,
+            &mut out,
+        )
+        .unwrap();
+        for t in [0usize, 1, 20, 36] {
+            for h in 0..4 {
+                let qh = &q[t * 32 + h * 8..][..8];
+                let want = reference(qh, &keys[h / 2][..=t], &vals[h / 2][..=t], 0.35);
+                for d in 0..8 {
+                    let got = f64::from(out[t * 32 + h * 8 + d]);
+                    assert!(
+                        (got - want[d]).abs() < 5e-3,
+                        "t={t} h={h} d={d}: {got} vs {}",
+                        want[d]
+                    );
+                }
+            }
+        }
+        // A single later token (decode) sees what the batched query at that position sees,
+        // up to the accumulation order, which follows llama.cpp's and differs by design.
+        let mut one = vec![0f32; shape.q_dim()];
+        attention(
+            &pool,
+            Isa::active(),
+            shape,
+            kv,
+            &q[36 * 32..],
+            36,
+            1,
+            0.35,
+            &mut one,
+        )
+        .unwrap();
+        for (a, b) in one.iter().zip(&out[36 * 32..]) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let pool = ThreadPool::new(1);
+        let shape = AttnShape {
+            n_heads: 3,
+            n_kv_heads: 2,
+            head_dim: 4,
+        };
+        let kv = KvView {
+            k: &[],
+            vt: &[],
+            cap: 0,
+        };
+        let mut out = vec![0.0; 12];
+        assert!(
+            attention(
+                &pool,
+                Isa::active(),
+                shape,
+                kv,
+                &[0.0; 12],
+                0,
+                1,
+                1.0,
+                &mut out
+            )
+            .is_err()
+        );
+        let shape = AttnShape {
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 4,
+        };
+        let k = vec![f16::ZERO; 32 * 4];
+        let kv = KvView {
+            k: &k,
+            vt: &k,
+            cap: 32,
+        };
+        let mut out = vec![0.0; 8];
+        assert!(
+            attention(
+                &pool,
+                Isa::active(),
+                shape,
+                kv,
+                &[0.0; 8],
+                32,
+                1,
+                1.0,
+                &mut out
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,382 @@
+//! Matrix products of quantized weights with a batch of activations, on the thread pool.
+//!
+//! `out[t][r] = dot(weight row r, activation row t)`. Activations are quantized once per
+//! product into the weight type's `vec_dot_type`; the work is split into chunks of weight
+//! rows, and within a chunk tokens are taken four at a time so each weight block is
+//! unpacked once per four tokens while it sits in L1. One call can run several matrices that
+//! share an input (Q, K and V; gate and up), so they cost one hand-off to the pool.
+
+use crate::pool::DisjointSlice;
+use crate::quant::{DotKernel, Isa, quantize_row};
+use crate::{GgmlType, KernelError, ThreadPool};
+
+/// A weight matrix borrowed from a model file: `rows` rows of `cols` values of type `ty`.
+#[derive(Debug, Clone, Copy)]
+pub struct QMatrix<'a> {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks that `data` holds exactly `rows` rows of `cols` values of `ty`.
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<QMatrix<'a>, KernelError> {
+        let row_bytes = ty.row_bytes(cols).ok_or(KernelError::NotBlockMultiple {
+            op: "QMatrix::new",
+            what: "column count",
+            ty: ty.name(),
+            block: ty.block_len(),
+            got: cols,
+        })?;
+        let expected = row_bytes.saturating_mul(rows);
+        if data.len() != expected || !ty.is_storage_type() {
+            return Err(KernelError::Length {
+                op: "QMatrix::new",
+                what: "weight data",
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The bytes of row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+}
+
+/// A batch of activation rows quantized for one weight type. The buffer is kept between
+/// calls, so the decode loop does not allocate.
+#[derive(Debug)]
+pub struct Activations {
+    ty: GgmlType,
+    tokens: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl Default for Activations {
+    fn default() -> Self {
+        Activations {
+            ty: GgmlType::F32,
+            tokens: 0,
+            cols: 0,
+            row_bytes: 0,
+            data: Vec::new(),
+        }
+    }
+}
+
+impl Activations {
+    /// Quantizes `x` (`tokens` rows of `cols` values) as the activation type that weights of
+    /// type `weight_ty` multiply with.
+    pub fn quantize(
+        &mut self,
+        pool: &ThreadPool,
+        weight_ty: GgmlType,
+        x: &[f32],
+        tokens: usize,
+        cols: usize,
+    ) -> Result<(), KernelError> {
+        let ty = weight_ty.vec_dot_type();
+        let row_bytes = ty.row_bytes(cols).ok_or(KernelError::NotBlockMultiple {
+            op: "Activations::quantize",
+            what: "column count",
+            ty: ty.name(),
+            block: ty.block_len(),
+            got: cols,
+        })?;
+        if x.len() != tokens * cols {
+            return Err(KernelError::Shape {
+                op: "Activations::quantize",
+                what: "input length",
+                expected: tokens * cols,
+                got: x.len(),
+            });
+        }
+        self.data.resize(tokens * row_bytes, 0);
+        (self.ty, self.tokens, self.cols, self.row_bytes) = (ty, tokens, cols, row_bytes);
+        if tokens < 8 {
+            for (xr, dst) in x
+                .chunks_exact(cols)
+                .zip(self.data.chunks_exact_mut(row_bytes))
+            {
+                quantize_row(ty, xr, dst)?;
+            }
+            return Ok(());
+        }
+        let dst = DisjointSlice::new(&mut self.data);
+        pool.run(tokens, &|t| {
+            // SAFETY: task t writes only the bytes of row t.
+            let row = unsafe { dst.slice_mut(t * row_bytes, row_bytes) };
+            // Lengths were checked above, so this cannot fail.
+            let _ = quantize_row(ty, &x[t * cols..(t + 1) * cols], row);
+        });
+        Ok(())
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    fn row(&self, t: usize) -> &[u8] {
+        &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
+/// The most products one `matmul` call runs together.
+pub const MAX_TARGETS: usize = 4;
+
+/// One product of a batch: `out` receives `tokens x weight.rows()` values, token-major.
+#[derive(Debug)]
+pub struct MatmulTarget<'w, 'o> {
+    pub weight: &'w QMatrix<'w>,
+    pub out: &'o mut [f32],
+}
+
+/// Multiplies every target's weight with `acts` on the pool. All weights must take the
+/// activation type `acts` was quantized as, and have `acts`' column count.
+pub fn matmul(
+    pool: &ThreadPool,
+    isa: Isa,
+    acts: &Activations,
+    targets: &mut [MatmulTarget<'_, '_>],
+) -> Result<(), KernelError> {
+    let tokens = acts.tokens;
+    if targets.len() > MAX_TARGETS {
+        return Err(KernelError::Shape {
+            op: "matmul",
+            what: "target count",
+            expected: MAX_TARGETS,
+            got: targets.len(),
+        });
+    }
+    // Fixed-size tables, so a decode step allocates nothing here.
+    let mut kernels: [Option<DotKernel>; MAX_TARGETS] = [None; MAX_TARGETS];
+    for (t, slot) in targets.iter().zip(kernels.iter_mut()) {
+        let w = t.weight;
+        if w.ty.vec_dot_type() != acts.ty {
+            return Err(KernelError::UnsupportedType {
+                op: "matmul: activations quantized for another type",
+                ty: w.ty.name(),
+            });
+        }
+        if w.cols != acts.cols {
+            return Err(KernelError::Shape {
+                op: "matmul",
+                what: "weight columns",
+                expected: acts.cols,
+                got: w.cols,
+            });
+        }
+        if t.out.len() != tokens * w.rows {
+            return Err(KernelError::Shape {
+                op: "matmul",
+                what: "output length",
+                expected: tokens * w.rows,
+                got: t.out.len(),
+            });
+        }
+        *slot = Some(DotKernel::new(isa, w.ty)?);
+    }
+    // Chunks small enough to balance over the threads, large enough to amortise the claim.
+    let total_rows: usize = targets.iter().map(|t| t.weight.rows).sum();
+    let chunk = (total_rows / (pool.threads() * 8)).clamp(4, 64);
+    let mut first_task = [usize::MAX; MAX_TARGETS];
+    let mut n_tasks = 0;
+    for (t, first) in targets.iter().zip(first_task.iter_mut()) {
+        *first = n_tasks;
+        n_tasks += t.weight.rows.div_ceil(chunk);
+    }
+    let n_targets = targets.len();
+    let mut iter = targets.iter_mut();
+    let jobs: [Option<(&QMatrix<'_>, DisjointSlice<'_, f32>)>; MAX_TARGETS] =
+        std::array::from_fn(|_| iter.next().map(|t| (t.weight, DisjointSlice::new(t.out))));
+    pool.run(n_tasks, &|task| {
+        let which = first_task[..n_targets]
+            .iter()
+            .rposition(|first| *first <= task)
+            .unwrap_or(0);
+        if let (Some((w, out)), Some(k)) = (&jobs[which], kernels[which]) {
+            let r0 = (task - first_task[which]) * chunk;
+            let r1 = (r0 + chunk).min(w.rows);
+            run_chunk(w, acts, k, r0..r1, out);
+        }
+    });
+    Ok(())
+}
+
+/// Rows `rows` of `w` against all tokens, token tiles of 4.
+fn run_chunk(
+    w: &QMatrix<'_>,
+    acts: &Activations,
+    k: DotKernel,
+    rows: std::ops::Range<usize>,
+    out: &DisjointSlice<'_, f32>,
+) {
+    let n = w.cols;
+    let tokens = acts.tokens;
+    let quads = tokens / 4 * 4;
+    // Token tiles keep a few activation rows hot while the chunk's weight rows cycle.
+    const TILE: usize = 16;
+    let mut t0 = 0;
+    while t0 < quads {
+        let t1 = (t0 + TILE).min(quads);
+        for r in rows.clone() {
+            let x = w.row(r);
+            let mut t = t0;
+            while t < t1 {
+                let ys = [
+                    acts.row(t),
+                    acts.row(t + 1),
+                    acts.row(t + 2),
+                    acts.row(t + 3),
+                ];
+                let v = (k.four)(n, x, ys);
+                for (j, value) in v.into_iter().enumerate() {
+                    // SAFETY: (token, row) pairs of this chunk belong to this task alone.
+                    unsafe { out.write((t + j) * w.rows + r, value) };
+                }
+                t += 4;
+            }
+        }
+        t0 = t1;
+    }
+    for t in quads..tokens {
+        let y = acts.row(t);
+        for r in rows.clone() {
+            // SAFETY: as above.
+            unsafe { out.write(t * w.rows + r, (k.one)(n, w.row(r), y)) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dequantize_row;
+
+    fn reference(w: &QMatrix<'_>, x: &[f32], tokens: usize) -> Vec<f32> {
+        // Same arithmetic through vec_dot, one pair at a time.
+        let act_ty = w.ty().vec_dot_type();
+        let mut out = vec![0f32; tokens * w.rows()];
+        for t in 0..tokens {
+            let mut a = vec![0u8; act_ty.row_bytes(w.cols()).unwrap()];
+            quantize_row(act_ty, &x[t * w.cols()..(t + 1) * w.cols()], &mut a).unwrap();
+            for r in 0..w.rows() {
+                out[t * w.rows() + r] =
+                    crate::vec_dot(Isa::active(), w.ty(), w.cols(), w.row(r), &a).unwrap();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn batched_products_equal_pairwise_dots_for_every_batch_size() {
+        let pool = ThreadPool::new(2);
+        let (rows, cols) = (37, 64);
+        let mut data = vec![0u8; GgmlType::Q8_0.row_bytes(cols).unwrap() * rows];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i * 31 % 251) as u8;
+        }
+        for blk in data.chunks_exact_mut(34) {
+            blk[0..2].copy_from_slice(&half::f16::from_f32(0.01).to_bits().to_le_bytes());
+        }
+        let w = QMatrix::new(GgmlType::Q8_0, rows, cols, &data).unwrap();
+        let mut acts = Activations::default();
+        for tokens in [1usize, 3, 4, 5, 9, 17, 33] {
+            let x: Vec<f32> = (0..tokens * cols)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+                .collect();
+            acts.quantize(&pool, w.ty(), &x, tokens, cols).unwrap();
+            let mut out = vec![f32::NAN; tokens * rows];
+            matmul(
+                &pool,
+                Isa::active(),
+                &acts,
+                &mut [MatmulTarget {
+                    weight: &w,
+                    out: &mut out,
+                }],
+            )
+            .unwrap();
+            let want = reference(&w, &x, tokens);
+            assert_eq!(
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+        let mut row = vec![0f32; cols];
+        dequantize_row(GgmlType::Q8_0, w.row(0), &mut row).unwrap();
+        assert!(row.iter().any(|v| *v != 0.0));
+    }
+
+    #[test]
+    fn shape_errors_are_reported() {
+        let pool = ThreadPool::new(1);
+        assert!(QMatrix::new(GgmlType::Q4_1, 2, 32, &[0u8; 39]).is_err());
+        assert!(QMatrix::new(GgmlType::Q4_1, 2, 30, &[0u8; 40]).is_err());
+        let data = [0u8; 40];
+        let w = QMatrix::new(GgmlType::Q4_1, 2, 32, &data).unwrap();
+        let mut acts = Activations::default();
+        assert!(
+            acts.quantize(&pool, GgmlType::Q4_1, &[0.0; 31], 1, 32)
+                .is_err()
+        );
+        acts.quantize(&pool, GgmlType::Q4_1, &[0.5; 32], 1, 32)
+            .unwrap();
+        let mut out = vec![0f32; 3];
+        assert!(
+            matmul(
+                &pool,
+                Isa::active(),
+                &acts,
+                &mut [MatmulTarget {
+                    weight: &w,
+                    out: &mut out
+                }]
+            )
+            .is_err()
+        );
+        acts.quantize(&pool, GgmlType::Q8_0, &[0.5; 32], 1, 32)
+            .unwrap();
+        let mut out = vec![0f32; 2];
+        assert!(
+            matmul(
+                &pool,
+                Isa::active(),
+                &acts,
+                &mut [MatmulTarget {
+                    weight: &w,
+                    out: &mut out
+                }]
+            )
+            .is_err()
+        );
+    }
+}

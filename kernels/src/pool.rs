@@ -1,0 +1,348 @@
+//! A small fork-join thread pool for the compute kernels.
+//!
+//! A decode step runs about four matrix products per layer, each a few tens of
+//! microseconds long, so the cost of handing work to threads matters as much as the
+//! kernels themselves. Workers spin briefly on a generation counter between jobs (the next
+//! job nearly always comes within microseconds) and then park, so an idle engine burns no
+//! CPU. Tasks are claimed from an atomic counter, so uneven tasks balance themselves.
+
+use std::cell::UnsafeCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a worker spins waiting for the next job before it parks.
+const SPIN_BEFORE_PARK: Duration = Duration::from_millis(2);
+
+type Job = dyn Fn(usize) + Sync;
+
+/// A fixed set of worker threads plus the calling thread.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Serialises `run` calls from different threads: one job at a time.
+    run_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("threads", &self.threads())
+            .finish()
+    }
+}
+
+struct Shared {
+    /// The current job, valid while `remaining > 0` for the current generation.
+    job: UnsafeCell<Option<*const Job>>,
+    n_tasks: AtomicUsize,
+    /// Next task index to claim.
+    next_task: AtomicUsize,
+    /// Workers that have not yet finished the current generation.
+    remaining: AtomicUsize,
+    /// Bumped once per job; workers wake on a change.
+    generation: AtomicU64,
+    /// Set when a task panicked on a worker; the caller re-raises it.
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    sleep_lock: Mutex<()>,
+    wake: Condvar,
+}
+
+// SAFETY: `job` is written only by the thread inside `run` (holding `run_lock`) before the
+// generation bump (Release) and read by workers after observing that bump (Acquire); `run`
+// does not return, and so the pointee outlives every use, until all workers have finished.
+unsafe impl Sync for Shared {}
+// SAFETY: the raw job pointer is only dereferenced under the protocol above.
+unsafe impl Send for Shared {}
+
+impl ThreadPool {
+    /// A pool that runs jobs on `threads` threads in all (the caller counts as one).
+    pub fn new(threads: usize) -> ThreadPool {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            job: UnsafeCell::new(None),
+            n_tasks: AtomicUsize::new(0),
+            next_task: AtomicUsize::new(0),
+            remaining: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            sleep_lock: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let mut workers = Vec::with_capacity(threads - 1);
+        for i in 1..threads {
+            let shared = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("oasis-kernel-{i}"))
+                .spawn(move || worker_loop(&shared));
+            // A thread that cannot be spawned only makes the pool smaller.
+            if let Ok(handle) = spawned {
+                workers.push(handle);
+            }
+        }
+        ThreadPool {
+            shared,
+            workers,
+            run_lock: Mutex::new(()),
+        }
+    }
+
+    /// Threads that take part in a job, the caller included.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `f(task)` for every task in `0..n_tasks`, spread over the pool, and returns
+    /// when all have finished. A panic in a task is re-raised here.
+    pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if n_tasks == 0 {
+            return;
+        }
+        if self.workers.is_empty() || n_tasks == 1 {
+            (0..n_tasks).for_each(f);
+            return;
+        }
+        let _serial = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = &*self.shared;
+        // SAFETY: erases the lifetime of `f`; the pointer is used only until every worker
+        // has decremented `remaining`, which this function waits for before returning.
+        let job: *const Job = unsafe {
+            std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const Job>(f as *const _)
+        };
+        // SAFETY: no worker reads `job` now: the previous generation has fully finished
+        // (remaining == 0) and the new one has not been published.
+        unsafe { *shared.job.get() = Some(job) };
+        shared.n_tasks.store(n_tasks, Ordering::Relaxed);
+        shared.next_task.store(0, Ordering::Relaxed);
+        shared
+            .remaining
+            .store(self.workers.len(), Ordering::Relaxed);
+        shared.panicked.store(false, Ordering::Relaxed);
+        {
+            let _guard = shared.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+            shared.generation.fetch_add(1, Ordering::Release);
+        }
+        shared.wake.notify_all();
+
+        let caller = catch_unwind(AssertUnwindSafe(|| claim_tasks(shared, f)));
+        let mut spins = 0u32;
+        while shared.remaining.load(Ordering::Acquire) != 0 {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(1024) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        // SAFETY: all workers are done with this generation.
+        unsafe { *shared.job.get() = None };
+        if let Err(payload) = caller {
+            std::panic::resume_unwind(payload);
+        }
+        if shared.panicked.load(Ordering::Relaxed) {
+            panic!("a kernel task panicked on a worker thread");
+        }
+    }
+}
+
+fn claim_tasks(shared: &Shared, f: &(dyn Fn(usize) + Sync)) {
+    let n = shared.n_tasks.load(Ordering::Relaxed);
+    loop {
+        let task = shared.next_task.fetch_add(1, Ordering::Relaxed);
+        if task >= n {
+            break;
+        }
+        f(task);
+    }
+}
+
+fn worker_loop(shared: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        // Spin, then park, until a new generation or shutdown.
+        let started = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if shared.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if shared.generation.load(Ordering::Acquire) != seen {
+                break;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) {
+                // Give the core away now and then: when threads outnumber cores (other
+                // pools, other processes), a pure spin would starve the thread with work.
+                std::thread::yield_now();
+            }
+            if spins.is_multiple_of(256) && started.elapsed() > SPIN_BEFORE_PARK {
+                let guard = shared.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let _guard = shared
+                    .wake
+                    .wait_while(guard, |_| {
+                        shared.generation.load(Ordering::Acquire) == seen
+                            && !shared.shutdown.load(Ordering::Acquire)
+                    })
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            std::hint::spin_loop();
+        }
+        seen = shared.generation.load(Ordering::Acquire);
+        // SAFETY: the generation bump (Acquire above) happens after `job` was written, and
+        // `run` keeps the pointee alive until this worker decrements `remaining`.
+        let job = unsafe { *shared.job.get() };
+        if let Some(job) = job {
+            // SAFETY: see above; the pointer is valid for this generation.
+            let f = unsafe { &*job };
+            if catch_unwind(AssertUnwindSafe(|| claim_tasks(shared, f))).is_err() {
+                shared.panicked.store(true, Ordering::Relaxed);
+            }
+        }
+        shared.remaining.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        {
+            let _guard = self
+                .shared
+                .sleep_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.shared.shutdown.store(true, Ordering::Release);
+        }
+        self.shared.wake.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A mutable slice that several tasks of one job write at disjoint indices.
+///
+/// `ThreadPool::run` takes a shared closure, so tasks cannot hold `&mut` to one output
+/// buffer; this wrapper carries the raw pointer and makes each write an explicit promise.
+#[derive(Debug)]
+pub struct DisjointSlice<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: writers promise disjoint indices (see `write`), so sharing is data-race free.
+unsafe impl<T: Send> Sync for DisjointSlice<'_, T> {}
+
+impl<'a, T> DisjointSlice<'a, T> {
+    pub fn new(slice: &'a mut [T]) -> Self {
+        DisjointSlice {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes `value` at `index`.
+    ///
+    /// # Safety
+    /// No other task of the same job may read or write `index`.
+    #[inline]
+    pub unsafe fn write(&self, index: usize, value: T) {
+        assert!(
+            index < self.len,
+            "DisjointSlice index {index} out of bounds {}",
+            self.len
+        );
+        // SAFETY: in bounds (checked) and exclusive (the caller's promise).
+        unsafe { self.ptr.add(index).write(value) };
+    }
+
+    /// A mutable view of `range`.
+    ///
+    /// # Safety
+    /// No other task of the same job may touch any index in `range` while the view lives.
+    #[inline]
+    #[allow(clippy::mut_from_ref)] // the disjointness promise is what makes this sound
+    pub unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "DisjointSlice range out of bounds"
+        );
+        // SAFETY: in bounds (checked) and exclusive (the caller's promise).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn every_task_runs_exactly_once() {
+        let pool = ThreadPool::new(3);
+        for n in [0usize, 1, 2, 7, 100, 1000] {
+            let hits: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+            pool.run(n, &|t| {
+                hits[t].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn disjoint_writes_land() {
+        let pool = ThreadPool::new(2);
+        let mut out = vec![0usize; 257];
+        let dst = DisjointSlice::new(&mut out);
+        // SAFETY: each task writes only its own index.
+        pool.run(257, &|t| unsafe { dst.write(t, t * 2) });
+        assert!(out.iter().enumerate().all(|(i, v)| *v == i * 2));
+    }
+
+    #[test]
+    fn survives_idle_periods_and_many_jobs() {
+        let pool = ThreadPool::new(2);
+        let total = AtomicUsize::new(0);
+        for round in 0..2000 {
+            pool.run(4, &|_| {
+                total.fetch_add(1, Ordering::Relaxed);
+            });
+            if round == 1000 {
+                std::thread::sleep(Duration::from_millis(10)); // workers park
+            }
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 8000);
+    }
+
+    #[test]
+    fn a_panicking_task_is_reraised_and_the_pool_still_works() {
+        let pool = ThreadPool::new(2);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(64, &|t| {
+                if t == 63 {
+                    panic!("boom");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        let count = AtomicUsize::new(0);
+        pool.run(10, &|_| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 10);
+    }
+}

@@ -1,0 +1,424 @@
+//! AVX2 + FMA + F16C dot products (x86_64), chosen at run time when the CPU has them.
+//!
+//! The legacy-quant kernels follow ggml's AVX2 ones (`ggml_vec_dot_q4_1_q8_1` etc.); the
+//! K-quant kernels sum each 256-value super-block exactly in integers and finish in scalar
+//! floats. `portable.rs` mirrors every step, so both paths give identical bits.
+//! The `x4` variants multiply one weight row with four activation rows, unpacking each weight
+//! block once: that is what makes prefill (many tokens per weight read) fast.
+
+#![allow(clippy::cast_ptr_alignment)] // all vector loads here are unaligned loads
+
+use std::arch::x86_64::*;
+
+use super::portable::{k4_mins_sum, q8k_parts};
+use super::{f16_at, get_scale_min_k4};
+use crate::{QK, QK_K};
+
+/// Reads a little-endian f16 at `p` and widens it.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16x2(bits: u32) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_f32_8(x: __m256) -> f32 {
+    let res = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    let res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+    let res = _mm_add_ss(res, _mm_movehdup_ps(res));
+    _mm_cvtss_f32(res)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32_8(x: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// 16 bytes of nibbles -> 32 bytes: low nibbles then high nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes at `p`.
+    let tmp = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    let bytes = _mm256_insertf128_si256(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4), 1);
+    _mm256_and_si256(_mm256_set1_epi8(0x0F), bytes)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load32(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes at `p`.
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+}
+
+/// Unsigned-by-signed byte products summed in fours, as floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn us8_pairs_f32(ax: __m256i, sy: __m256i) -> __m256 {
+    let dot = _mm256_maddubs_epi16(ax, sy);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+}
+
+/// Signed-by-signed byte products summed in fours (ggml's sign trick), as floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn i8_pairs_f32(x: __m256i, y: __m256i) -> __m256 {
+    us8_pairs_f32(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// Q4_1 weights x Q8_1 activations, one weight row against `N` activation rows.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `x` holds `n / 32` Q4_1 blocks and every `ys[r]`
+/// holds `n / 32` Q8_1 blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_1_q8_1<const N: usize>(n: usize, x: &[u8], ys: [&[u8]; N]) -> [f32; N] {
+    let nb = n / QK;
+    assert!(x.len() >= nb * 20 && ys.iter().all(|y| y.len() >= nb * 36));
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut summs = [0f32; N];
+    for i in 0..nb {
+        // SAFETY: block i lies within x (asserted above).
+        let xp = unsafe { x.as_ptr().add(i * 20) };
+        let xdm = f16x2(u32::from_le_bytes([
+            x[i * 20],
+            x[i * 20 + 1],
+            x[i * 20 + 2],
+            x[i * 20 + 3],
+        ]));
+        // SAFETY: 16 nibble bytes follow the 4-byte header of block i.
+        let qx = unsafe { nibbles(xp.add(4)) };
+        for r in 0..N {
+            let y = ys[r];
+            let yds = f16x2(u32::from_le_bytes([
+                y[i * 36],
+                y[i * 36 + 1],
+                y[i * 36 + 2],
+                y[i * 36 + 3],
+            ]));
+            let prod = _mm_mul_ps(xdm, yds); // [d0*d1, ..]
+            // m0 * s1 + summs, fused as llama.cpp's build fuses it.
+            let ms = _mm_movehdup_ps(xdm);
+            let s1 = _mm_movehdup_ps(yds);
+            summs[r] = _mm_cvtss_f32(_mm_fmadd_ss(ms, s1, _mm_set_ss(summs[r])));
+            let d = _mm256_broadcastss_ps(prod);
+            // SAFETY: 32 value bytes follow the 4-byte header of block i of y.
+            let qy = unsafe { load32(y.as_ptr().add(i * 36 + 4)) };
+            acc[r] = _mm256_fmadd_ps(d, us8_pairs_f32(qx, qy), acc[r]);
+        }
+    }
+    let mut out = [0f32; N];
+    for r in 0..N {
+        out[r] = hsum_f32_8(acc[r]) + summs[r];
+    }
+    out
+}
+
+/// Q4_0 weights x Q8_0 activations, one weight row against `N` activation rows.
+///
+/// # Safety
+/// As for [`dot_q4_1_q8_1`], with Q4_0 / Q8_0 blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_0_q8_0<const N: usize>(n: usize, x: &[u8], ys: [&[u8]; N]) -> [f32; N] {
+    let nb = n / QK;
+    assert!(x.len() >= nb * 18 && ys.iter().all(|y| y.len() >= nb * 34));
+    let mut acc = [_mm256_setzero_ps(); N];
+    for i in 0..nb {
+        let dx = f16_at(x, i * 18);
+        // SAFETY: 16 nibble bytes follow the 2-byte scale of block i.
+        let qx = _mm256_sub_epi8(
+            unsafe { nibbles(x.as_ptr().add(i * 18 + 2)) },
+            _mm256_set1_epi8(8),
+        );
+        for r in 0..N {
+            let d = _mm256_set1_ps(dx * f16_at(ys[r], i * 34));
+            // SAFETY: 32 value bytes follow the scale of block i of y.
+            let qy = unsafe { load32(ys[r].as_ptr().add(i * 34 + 2)) };
+            acc[r] = _mm256_fmadd_ps(d, i8_pairs_f32(qx, qy), acc[r]);
+        }
+    }
+    let mut out = [0f32; N];
+    for r in 0..N {
+        out[r] = hsum_f32_8(acc[r]);
+    }
+    out
+}
+
+/// Q8_0 weights x Q8_0 activations, one weight row against `N` activation rows.
+///
+/// # Safety
+/// As for [`dot_q4_1_q8_1`], with Q8_0 blocks on both sides.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q8_0_q8_0<const N: usize>(n: usize, x: &[u8], ys: [&[u8]; N]) -> [f32; N] {
+    let nb = n / QK;
+    assert!(x.len() >= nb * 34 && ys.iter().all(|y| y.len() >= nb * 34));
+    let mut acc = [_mm256_setzero_ps(); N];
+    for i in 0..nb {
+        let dx = f16_at(x, i * 34);
+        // SAFETY: 32 value bytes follow the scale of block i.
+        let qx = unsafe { load32(x.as_ptr().add(i * 34 + 2)) };
+        for r in 0..N {
+            let d = _mm256_set1_ps(dx * f16_at(ys[r], i * 34));
+            // SAFETY: as above, for y.
+            let qy = unsafe { load32(ys[r].as_ptr().add(i * 34 + 2)) };
+            acc[r] = _mm256_fmadd_ps(d, i8_pairs_f32(qx, qy), acc[r]);
+        }
+    }
+    let mut out = [0f32; N];
+    for r in 0..N {
+        out[r] = hsum_f32_8(acc[r]);
+    }
+    out
+}
+
+/// Sum over one 32-value sub-block of `q * q8` times a scale, in i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scaled(q: __m256i, q8: __m256i, scale: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, q8), scale)
+}
+
+/// Q4_K (`HIGH_BITS = false`) or Q5_K (`true`) weights x Q8_K activations.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `x` holds `n / 256` blocks of the type and `y` as
+/// many Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q45_k_q8_k<const HIGH_BITS: bool>(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    let bb = if HIGH_BITS { 176 } else { 144 };
+    let nb = n / QK_K;
+    assert!(x.len() >= nb * bb && y.len() >= nb * 292);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let mut sumf = 0f32;
+    for i in 0..nb {
+        let (xb, yb) = (&x[i * bb..(i + 1) * bb], &y[i * 292..(i + 1) * 292]);
+        let (yd, q8, bsums) = q8k_parts(yb);
+        let d = yd * f16_at(xb, 0);
+        let dmin = yd * f16_at(xb, 2);
+        let scales = &xb[4..16];
+        let qs_at = if HIGH_BITS { 48 } else { 16 };
+        // SAFETY: a Q5_K block has 32 high-bit bytes at 16 (only read when HIGH_BITS).
+        let qh = if HIGH_BITS {
+            unsafe { load32(xb.as_ptr().add(16)) }
+        } else {
+            _mm256_setzero_si256()
+        };
+        let mut acc = _mm256_setzero_si256();
+        for j in 0..QK_K / 64 {
+            // SAFETY: 32 quant bytes per 64-value chunk j, within the block.
+            let q = unsafe { load32(xb.as_ptr().add(qs_at + 32 * j)) };
+            let mut lo = _mm256_and_si256(q, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if HIGH_BITS {
+                let shift = _mm_cvtsi32_si128(2 * j as i32);
+                let hb = _mm256_srl_epi16(qh, shift);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                let hb = _mm256_srli_epi16(hb, 1);
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+            }
+            let (sc_lo, _) = get_scale_min_k4(2 * j, scales);
+            let (sc_hi, _) = get_scale_min_k4(2 * j + 1, scales);
+            // SAFETY: 64 Q8_K values per chunk, within y's block.
+            let (q8l, q8h) = unsafe {
+                (
+                    load32(q8.as_ptr().add(64 * j)),
+                    load32(q8.as_ptr().add(64 * j + 32)),
+                )
+            };
+            acc = _mm256_add_epi32(acc, scaled(lo, q8l, _mm256_set1_epi16(i16::from(sc_lo))));
+            acc = _mm256_add_epi32(acc, scaled(hi, q8h, _mm256_set1_epi16(i16::from(sc_hi))));
+        }
+        sumf += d * hsum_i32_8(acc) as f32;
+        sumf -= dmin * k4_mins_sum(scales, &bsums) as f32;
+    }
+    sumf
+}
+
+/// Q6_K weights x Q8_K activations.
+///
+/// # Safety
+/// As for [`dot_q45_k_q8_k`], with Q6_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q6_k_q8_k(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    let nb = n / QK_K;
+    assert!(x.len() >= nb * 210 && y.len() >= nb * 292);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(0x03);
+    let mut sumf = 0f32;
+    for i in 0..nb {
+        let (xb, yb) = (&x[i * 210..(i + 1) * 210], &y[i * 292..(i + 1) * 292]);
+        let (yd, q8, bsums) = q8k_parts(yb);
+        let sc = &xb[192..208];
+        let d = f16_at(xb, 208);
+        let mut acc = _mm256_setzero_si256();
+        for half in 0..2 {
+            // SAFETY: ql (128 bytes) at 0 and qh (64 bytes) at 128 lie within the block.
+            let (ql0, ql1, qh) = unsafe {
+                (
+                    load32(xb.as_ptr().add(64 * half)),
+                    load32(xb.as_ptr().add(64 * half + 32)),
+                    load32(xb.as_ptr().add(128 + 32 * half)),
+                )
+            };
+            let h = |s: i32| {
+                let shifted = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(s));
+                _mm256_slli_epi16(_mm256_and_si256(shifted, m3), 4)
+            };
+            let quads = [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), h(0)),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), h(2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h(4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h(6)),
+            ];
+            for (k, q) in quads.into_iter().enumerate() {
+                let g = 8 * half + 2 * k;
+                let scale = _mm256_set_m128i(
+                    _mm_set1_epi16(i16::from(sc[g + 1] as i8)),
+                    _mm_set1_epi16(i16::from(sc[g] as i8)),
+                );
+                // SAFETY: 32 Q8_K values of this quarter, within y's block.
+                let q8v = unsafe { load32(q8.as_ptr().add(128 * half + 32 * k)) };
+                acc = _mm256_add_epi32(acc, scaled(q, q8v, scale));
+            }
+        }
+        let bias: i32 = (0..16).map(|g| i32::from(sc[g] as i8) * bsums[g]).sum();
+        let sumi = hsum_i32_8(acc) - 32 * bias;
+        sumf += (yd * d) * sumi as f32;
+    }
+    sumf
+}
+
+/// An element type of the float dot products.
+trait FloatElem {
+    const BYTES: usize;
+    /// Loads 8 elements at `p` widened to f32.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C; `8 * BYTES` bytes are readable at `p`.
+    unsafe fn load8(p: *const u8) -> __m256;
+    /// Element `k` of `b`, widened.
+    fn scalar(b: &[u8], k: usize) -> f32;
+}
+
+struct F32Elem;
+struct F16Elem;
+struct Bf16Elem;
+
+impl FloatElem for F32Elem {
+    const BYTES: usize = 4;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        // SAFETY: the caller guarantees 32 readable bytes.
+        unsafe { _mm256_loadu_ps(p as *const f32) }
+    }
+    fn scalar(b: &[u8], k: usize) -> f32 {
+        f32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]])
+    }
+}
+
+impl FloatElem for F16Elem {
+    const BYTES: usize = 2;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        // SAFETY: the caller guarantees 16 readable bytes.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p as *const __m128i) })
+    }
+    fn scalar(b: &[u8], k: usize) -> f32 {
+        f16_at(b, 2 * k)
+    }
+}
+
+impl FloatElem for Bf16Elem {
+    const BYTES: usize = 2;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        // SAFETY: the caller guarantees 16 readable bytes.
+        let raw = unsafe { _mm_loadu_si128(p as *const __m128i) };
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16))
+    }
+    fn scalar(b: &[u8], k: usize) -> f32 {
+        super::dequant::bf16_to_f32(u16::from_le_bytes([b[2 * k], b[2 * k + 1]]))
+    }
+}
+
+/// Float dot products with four 8-lane accumulators (see `portable::dot_float`).
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_float<E: FloatElem>(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    assert!(x.len() >= n * E::BYTES && y.len() >= n * E::BYTES);
+    let mut s = [_mm256_setzero_ps(); 4];
+    let steps = n / 32;
+    for i in 0..steps {
+        for (j, acc) in s.iter_mut().enumerate() {
+            let at = (32 * i + 8 * j) * E::BYTES;
+            // SAFETY: 8 elements at `at` lie within both slices (asserted above).
+            let (xv, yv) = unsafe { (E::load8(x.as_ptr().add(at)), E::load8(y.as_ptr().add(at))) };
+            *acc = _mm256_fmadd_ps(xv, yv, *acc);
+        }
+    }
+    let t = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+    let t0 = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    let t1 = _mm_hadd_ps(t0, t0);
+    let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+    for k in steps * 32..n {
+        sum += E::scalar(x, k) * E::scalar(y, k);
+    }
+    sum
+}
+
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `x`, `y` hold `n` F32 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    // SAFETY: forwarded from the caller.
+    unsafe { dot_float::<F32Elem>(n, x, y) }
+}
+
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `x`, `y` hold `n` F16 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    // SAFETY: forwarded from the caller.
+    unsafe { dot_float::<F16Elem>(n, x, y) }
+}
+
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `x`, `y` hold `n` BF16 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    // SAFETY: forwarded from the caller.
+    unsafe { dot_float::<Bf16Elem>(n, x, y) }
+}
+
+/// The F16 dot product of llama.cpp's batched path (see `portable::dot_f16_gemm`).
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `x`, `y` hold `n` F16 values, `n.is_multiple_of(8)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_gemm(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    assert!(x.len() >= 2 * n && y.len() >= 2 * n && n.is_multiple_of(8));
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / 8 {
+        // SAFETY: 8 values at 16 * i lie within both slices (asserted above).
+        let (xv, yv) = unsafe {
+            (
+                F16Elem::load8(x.as_ptr().add(16 * i)),
+                F16Elem::load8(y.as_ptr().add(16 * i)),
+            )
+        };
+        acc = _mm256_fmadd_ps(xv, yv, acc);
+    }
+    hsum_f32_8(acc)
+}

@@ -1,0 +1,317 @@
+//! ggml's quantized formats on the CPU: dequantization, activation quantization and dot
+//! products, with run-time choice between AVX2 and a portable path that gives the same bits.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod dequant;
+mod portable;
+mod quantize;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::OnceLock;
+
+use crate::{GgmlType, KernelError};
+
+/// The instruction set the dot products run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// Plain Rust, any CPU.
+    Portable,
+    /// x86_64 with AVX2, FMA and F16C.
+    Avx2,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            return Isa::Avx2;
+        }
+        Isa::Portable
+    }
+
+    /// The instruction set in use: the best one, unless `OASIS_KERNELS=portable` asks for
+    /// the portable path (to check that both give the same tokens).
+    pub fn active() -> Isa {
+        static ACTIVE: OnceLock<Isa> = OnceLock::new();
+        *ACTIVE.get_or_init(|| match std::env::var("OASIS_KERNELS").as_deref() {
+            Ok("portable") => Isa::Portable,
+            _ => Isa::detect(),
+        })
+    }
+
+    /// Whether this CPU can run `self`.
+    pub fn is_available(self) -> bool {
+        self == Isa::Portable || Isa::detect() == Isa::Avx2
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+        }
+    }
+}
+
+/// A little-endian f16 at byte `at`, widened (exact).
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
+}
+
+/// Writes `v` rounded to f16 (nearest even, as F16C does) at byte `at`.
+#[inline(always)]
+pub(crate) fn put_f16(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes());
+}
+
+/// f32 to bf16 bits, rounding to nearest even and keeping NaNs quiet (ggml's rule).
+#[inline(always)]
+pub(crate) fn f32_to_bf16(v: f32) -> u16 {
+    let u = v.to_bits();
+    if (u & 0x7fff_ffff) > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
+}
+
+/// The 6-bit scale and min of sub-block `j` of a Q4_K/Q5_K block (ggml's
+/// `get_scale_min_k4`).
+#[inline(always)]
+pub(crate) fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Horizontal sum of eight lanes in the order `_mm256` code reduces them.
+#[inline(always)]
+pub(crate) fn hsum8(a: [f32; 8]) -> f32 {
+    let r = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// Four 8-lane accumulators of the float dot products.
+#[derive(Default)]
+pub(crate) struct F16Lanes(pub(crate) [[f32; 8]; 4]);
+
+impl F16Lanes {
+    /// ggml's `GGML_F32x8_REDUCE`: `(s0 + s2) + (s1 + s3)` lane-wise, then the two 128-bit
+    /// halves added and two horizontal adds, so float results match llama.cpp's order.
+    #[inline(always)]
+    pub(crate) fn reduce(&self) -> f32 {
+        let s = &self.0;
+        let mut v = [0f32; 8];
+        for (l, x) in v.iter_mut().enumerate() {
+            *x = (s[0][l] + s[2][l]) + (s[1][l] + s[3][l]);
+        }
+        hadd_reduce8(v)
+    }
+}
+
+/// `t = low + high; hadd; hadd`: `((v0+v4) + (v1+v5)) + ((v2+v6) + (v3+v7))`.
+#[inline(always)]
+pub(crate) fn hadd_reduce8(v: [f32; 8]) -> f32 {
+    let t = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    (t[0] + t[1]) + (t[2] + t[3])
+}
+
+fn check_row(
+    op: &'static str,
+    what: &'static str,
+    ty: GgmlType,
+    n: usize,
+    bytes: usize,
+) -> Result<(), KernelError> {
+    let expected = ty.row_bytes(n).ok_or(KernelError::NotBlockMultiple {
+        op,
+        what: "row length",
+        ty: ty.name(),
+        block: ty.block_len(),
+        got: n,
+    })?;
+    if bytes != expected {
+        return Err(KernelError::Length {
+            op,
+            what,
+            expected,
+            got: bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Dequantizes one row of `ty` (`src`) into `dst`, whose length is the row's value count.
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
+    check_row("dequantize_row", "source row", ty, dst.len(), src.len())?;
+    dequant::dequantize_row(ty, src, dst);
+    Ok(())
+}
+
+/// Quantizes activations `x` into `dst` as `ty`, which must be an activation type
+/// (the `vec_dot_type` of some weight type).
+pub fn quantize_row(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+    if !matches!(
+        ty,
+        GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q8_0
+            | GgmlType::Q8_1
+            | GgmlType::Q8_K
+    ) {
+        return Err(KernelError::UnsupportedType {
+            op: "quantize_row",
+            ty: ty.name(),
+        });
+    }
+    check_row("quantize_row", "destination row", ty, x.len(), dst.len())?;
+    quantize::quantize_row(ty, x, dst);
+    Ok(())
+}
+
+/// A dot product of one weight row with activation rows of the weight's `vec_dot_type`,
+/// chosen once per matrix product so the inner loops do not branch on the type.
+#[derive(Clone, Copy)]
+pub(crate) struct DotKernel {
+    pub(crate) one: DotFn,
+    pub(crate) four: DotFn4,
+}
+
+/// `dot(n, weight_row, activation_row)`.
+pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
+/// One weight row against four activation rows.
+pub(crate) type DotFn4 = fn(usize, &[u8], [&[u8]; 4]) -> [f32; 4];
+
+impl std::fmt::Debug for DotKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DotKernel")
+    }
+}
+
+fn four_of(one: DotFn, n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
+    [
+        one(n, x, ys[0]),
+        one(n, x, ys[1]),
+        one(n, x, ys[2]),
+        one(n, x, ys[3]),
+    ]
+}
+
+macro_rules! portable_kernel {
+    ($f:path) => {
+        DotKernel {
+            one: $f,
+            four: |n, x, ys| four_of($f, n, x, ys),
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx2_kernel {
+    (multi $m:ident :: $f:ident) => {
+        DotKernel {
+            // SAFETY: only built by `DotKernel::new` after `Isa::Avx2` was checked to be
+            // available; the callers pass whole blocks (checked by the matmul entry points).
+            one: |n, x, y| unsafe { $m::$f::<1>(n, x, [y])[0] },
+            // SAFETY: as above.
+            four: |n, x, ys| unsafe { $m::$f::<4>(n, x, ys) },
+        }
+    };
+    (single $f:expr) => {{
+        // SAFETY: as above.
+        let one: DotFn = |n, x, y| unsafe { $f(n, x, y) };
+        DotKernel {
+            one,
+            four: |n, x, ys| four_of(|n, x, y| unsafe { $f(n, x, y) }, n, x, ys),
+        }
+    }};
+}
+
+impl DotKernel {
+    /// The kernel for weights of type `ty` on `isa` (falls back to portable when `isa` is
+    /// not available on this CPU).
+    pub(crate) fn new(isa: Isa, ty: GgmlType) -> Result<DotKernel, KernelError> {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2 && isa.is_available() {
+            return Ok(match ty {
+                GgmlType::F32 => avx2_kernel!(single avx2::dot_f32),
+                GgmlType::F16 => avx2_kernel!(single avx2::dot_f16),
+                GgmlType::BF16 => avx2_kernel!(single avx2::dot_bf16),
+                GgmlType::Q4_0 => avx2_kernel!(multi avx2::dot_q4_0_q8_0),
+                GgmlType::Q4_1 => avx2_kernel!(multi avx2::dot_q4_1_q8_1),
+                GgmlType::Q8_0 => avx2_kernel!(multi avx2::dot_q8_0_q8_0),
+                GgmlType::Q4_K => avx2_kernel!(single avx2::dot_q45_k_q8_k::<false>),
+                GgmlType::Q5_K => avx2_kernel!(single avx2::dot_q45_k_q8_k::<true>),
+                GgmlType::Q6_K => avx2_kernel!(single avx2::dot_q6_k_q8_k),
+                GgmlType::Q8_1 | GgmlType::Q8_K => {
+                    return Err(KernelError::UnsupportedType {
+                        op: "dot",
+                        ty: ty.name(),
+                    });
+                }
+            });
+        }
+        let _ = isa;
+        Ok(match ty {
+            GgmlType::F32 => portable_kernel!(portable::dot_f32),
+            GgmlType::F16 => portable_kernel!(portable::dot_f16),
+            GgmlType::BF16 => portable_kernel!(portable::dot_bf16),
+            GgmlType::Q4_0 => portable_kernel!(portable::dot_q4_0_q8_0),
+            GgmlType::Q4_1 => portable_kernel!(portable::dot_q4_1_q8_1),
+            GgmlType::Q8_0 => portable_kernel!(portable::dot_q8_0_q8_0),
+            GgmlType::Q4_K => portable_kernel!(portable::dot_q4_k_q8_k),
+            GgmlType::Q5_K => portable_kernel!(portable::dot_q5_k_q8_k),
+            GgmlType::Q6_K => portable_kernel!(portable::dot_q6_k_q8_k),
+            GgmlType::Q8_1 | GgmlType::Q8_K => {
+                return Err(KernelError::UnsupportedType {
+                    op: "dot",
+                    ty: ty.name(),
+                });
+            }
+        })
+    }
+}
+
+/// How an F16 dot product accumulates: llama.cpp uses different orders for one token
+/// (`ggml_vec_dot_f16`: four 8-lane accumulators) and for a batch (tinyBLAS: one), and on a
+/// small model the difference shows in the logits, so attention follows the same split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F16Order {
+    /// `ggml_vec_dot_f16`, used when one token is processed.
+    Vector,
+    /// tinyBLAS, used for batches; needs a length divisible by 8 (else `Vector` applies).
+    Batched,
+}
+
+/// An F16 x F16 dot product with the given accumulation order.
+pub(crate) fn f16_dot(isa: Isa, order: F16Order) -> Result<DotFn, KernelError> {
+    if order == F16Order::Vector {
+        return Ok(DotKernel::new(isa, GgmlType::F16)?.one);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && isa.is_available() {
+        // SAFETY: AVX2 was detected; callers pass n.is_multiple_of(8) and whole rows.
+        return Ok(|n, x, y| unsafe { avx2::dot_f16_gemm(n, x, y) });
+    }
+    Ok(portable::dot_f16_gemm)
+}
+
+/// The dot product of weight row `x` (type `ty`, `n` values) with activation row `y`
+/// (type `ty.vec_dot_type()`), on instruction set `isa`.
+pub fn vec_dot(isa: Isa, ty: GgmlType, n: usize, x: &[u8], y: &[u8]) -> Result<f32, KernelError> {
+    check_row("vec_dot", "weight row", ty, n, x.len())?;
+    check_row("vec_dot", "activation row", ty.vec_dot_type(), n, y.len())?;
+    Ok((DotKernel::new(isa, ty)?.one)(n, x, y))
+}

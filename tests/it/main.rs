@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `oasis` binary and the real model file, checked against
+//! llama.cpp's outputs on the same file.
+
+// Test helpers: a failed unwrap is a failed test, with the value that broke it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli_errors;
+mod cli_run;
+mod parity;

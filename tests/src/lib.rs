@@ -1,0 +1,125 @@
+//! Helpers for the workspace's end-to-end tests: find the real `oasis` binary (building it
+//! when needed), the real model file and the reference fixtures.
+
+pub mod gguf_writer;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// File name of the default model.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The default model (SmolLM2-135M-Instruct Q4_1): `$OASIS_MODEL`, else the data
+/// directories `scripts/fetch-model` writes to. Panics with the fix when it is missing:
+/// these tests exist to run on the real file, so a missing file is a failure, not a skip.
+pub fn model_path() -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("OASIS_MODEL") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(d) = std::env::var_os("OASIS_DATA_DIR") {
+        candidates.push(PathBuf::from(d).join("models").join(DEFAULT_MODEL_FILE));
+    }
+    candidates.push(
+        workspace_root()
+            .join(".oasis/models")
+            .join(DEFAULT_MODEL_FILE),
+    );
+    candidates.push(PathBuf::from("/var/lib/oasis/models").join(DEFAULT_MODEL_FILE));
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => p.clone(),
+        None => panic!(
+            "the default model is missing (looked in {candidates:?}); run scripts/fetch-model \
+             (scripts/test does it for you)"
+        ),
+    }
+}
+
+/// A fixture file under `tests/fixtures/`, parsed as JSON.
+pub fn fixture_json(rel: &str) -> serde_json::Value {
+    let path = workspace_root().join("tests/fixtures").join(rel);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// The `oasis` binary of this build profile, built once per test process so the tests
+/// always run the current code.
+pub fn oasis_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // The test binary is target/<profile>/deps/it-<hash>; the binary goes to
+        // target/<profile>/oasis.
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let target_dir = profile_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "appliance-daemon",
+            "--bin",
+            "oasis",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(workspace_root());
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo build: {e}"));
+        assert!(status.success(), "cargo build of oasis failed");
+        profile_dir.join("oasis")
+    })
+}
+
+/// Runs `oasis` with `args` and waits for it.
+pub fn oasis(args: &[&str]) -> Output {
+    oasis_with_env(args, &[])
+}
+
+/// Runs `oasis` with `args` and extra environment variables.
+pub fn oasis_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(oasis_bin());
+    cmd.args(args).env(
+        "OASIS_DATA_DIR",
+        workspace_root().join("target/test-data-dir-unused"),
+    );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot start oasis: {e}"))
+}
+
+/// stdout of a run that must have succeeded.
+pub fn stdout_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "oasis failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
