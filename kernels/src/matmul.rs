@@ -206,7 +206,8 @@ pub fn matmul(
     }
     // Chunks small enough to balance over the threads, large enough to amortise the claim.
     let total_rows: usize = targets.iter().map(|t| t.weight.rows).sum();
-    let chunk = (total_rows / (pool.threads() * 8)).clamp(4, 64);
+    // A multiple of 4 so single tokens run four rows at a time.
+    let chunk = (total_rows / (pool.threads() * 8)).clamp(4, 64) / 4 * 4;
     let mut first_task = [usize::MAX; MAX_TARGETS];
     let mut n_tasks = 0;
     for (t, first) in targets.iter().zip(first_task.iter_mut()) {
@@ -231,7 +232,9 @@ pub fn matmul(
     Ok(())
 }
 
-/// Rows `rows` of `w` against all tokens, token tiles of 4.
+/// Rows `rows` of `w` against all tokens: four rows at a time against each token when
+/// there are few tokens (decode), four tokens at a time against each row in token tiles
+/// otherwise (prefill). Every (row, token) value is computed the same way either way.
 fn run_chunk(
     w: &QMatrix<'_>,
     acts: &Activations,
@@ -241,7 +244,7 @@ fn run_chunk(
 ) {
     let n = w.cols;
     let tokens = acts.tokens;
-    let quads = tokens / 4 * 4;
+    let quads = if tokens >= 4 { tokens / 4 * 4 } else { 0 };
     // Token tiles keep a few activation rows hot while the chunk's weight rows cycle.
     const TILE: usize = 16;
     let mut t0 = 0;
@@ -257,7 +260,7 @@ fn run_chunk(
                     acts.row(t + 2),
                     acts.row(t + 3),
                 ];
-                let v = (k.four)(n, x, ys);
+                let v = (k.acts4)(n, x, ys);
                 for (j, value) in v.into_iter().enumerate() {
                     // SAFETY: (token, row) pairs of this chunk belong to this task alone.
                     unsafe { out.write((t + j) * w.rows + r, value) };
@@ -269,7 +272,16 @@ fn run_chunk(
     }
     for t in quads..tokens {
         let y = acts.row(t);
-        for r in rows.clone() {
+        let mut r = rows.start;
+        while r + 4 <= rows.end {
+            let v = (k.rows4)(n, [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], y);
+            for (j, value) in v.into_iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { out.write(t * w.rows + r + j, value) };
+            }
+            r += 4;
+        }
+        for r in r..rows.end {
             // SAFETY: as above.
             unsafe { out.write(t * w.rows + r, (k.one)(n, w.row(r), y)) };
         }

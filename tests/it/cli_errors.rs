@@ -51,7 +51,7 @@ fn truncated_file() {
     assert_clean_error(&run_on(&path, &["hi"]), "truncated download");
     // Cut inside the metadata.
     std::fs::write(&path, &full[..5000]).unwrap();
-    assert_clean_error(&run_on(&path, &["hi"]), "truncated");
+    assert_clean_error(&run_on(&path, &["hi"]), "remain");
 }
 
 #[test]

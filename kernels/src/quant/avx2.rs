@@ -71,109 +71,164 @@ fn i8_pairs_f32(x: __m256i, y: __m256i) -> __m256 {
     us8_pairs_f32(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
-/// Q4_1 weights x Q8_1 activations, one weight row against `N` activation rows.
+/// Two f16 values at `p` (a block header), widened into lanes 0 and 1.
 ///
 /// # Safety
-/// The CPU supports AVX2, FMA and F16C; `x` holds `n / 32` Q4_1 blocks and every `ys[r]`
-/// holds `n / 32` Q8_1 blocks.
+/// Four bytes are readable at `p`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_1_q8_1<const N: usize>(n: usize, x: &[u8], ys: [&[u8]; N]) -> [f32; N] {
+unsafe fn f16x2_at(p: *const u8) -> __m128 {
+    // SAFETY: the caller guarantees 4 readable bytes; the read is unaligned.
+    let bits = unsafe { std::ptr::read_unaligned(p.cast::<u32>()) };
+    f16x2(bits)
+}
+
+/// One f16 value at `p`, widened into lane 0.
+///
+/// # Safety
+/// Two bytes are readable at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16x1_at(p: *const u8) -> __m128 {
+    // SAFETY: the caller guarantees 2 readable bytes; the read is unaligned.
+    let bits = unsafe { std::ptr::read_unaligned(p.cast::<u16>()) };
+    f16x2(u32::from(bits))
+}
+
+/// Q4_1 weights x Q8_1 activations: `R` weight rows against `N` activation rows, each
+/// pair accumulated exactly as llama.cpp's `ggml_vec_dot_q4_1_q8_1` does (so any tile
+/// shape gives the same bits). Several independent rows hide the latency of the fused
+/// accumulation chains, and each unpacked weight block serves `N` activation rows.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; each `xs[r]` holds `n / 32` Q4_1 blocks and each
+/// `ys[c]` `n / 32` Q8_1 blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_1_q8_1<const R: usize, const N: usize>(
+    n: usize,
+    xs: [&[u8]; R],
+    ys: [&[u8]; N],
+) -> [[f32; N]; R] {
     let nb = n / QK;
-    assert!(x.len() >= nb * 20 && ys.iter().all(|y| y.len() >= nb * 36));
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut summs = [0f32; N];
+    assert!(xs.iter().all(|x| x.len() >= nb * 20) && ys.iter().all(|y| y.len() >= nb * 36));
+    let mut acc = [[_mm256_setzero_ps(); N]; R];
+    let mut summs = [[_mm_setzero_ps(); N]; R];
     for i in 0..nb {
-        // SAFETY: block i lies within x (asserted above).
-        let xp = unsafe { x.as_ptr().add(i * 20) };
-        let xdm = f16x2(u32::from_le_bytes([
-            x[i * 20],
-            x[i * 20 + 1],
-            x[i * 20 + 2],
-            x[i * 20 + 3],
-        ]));
-        // SAFETY: 16 nibble bytes follow the 4-byte header of block i.
-        let qx = unsafe { nibbles(xp.add(4)) };
-        for r in 0..N {
-            let y = ys[r];
-            let yds = f16x2(u32::from_le_bytes([
-                y[i * 36],
-                y[i * 36 + 1],
-                y[i * 36 + 2],
-                y[i * 36 + 3],
-            ]));
-            let prod = _mm_mul_ps(xdm, yds); // [d0*d1, ..]
-            // m0 * s1 + summs, fused as llama.cpp's build fuses it.
-            let ms = _mm_movehdup_ps(xdm);
-            let s1 = _mm_movehdup_ps(yds);
-            summs[r] = _mm_cvtss_f32(_mm_fmadd_ss(ms, s1, _mm_set_ss(summs[r])));
-            let d = _mm256_broadcastss_ps(prod);
-            // SAFETY: 32 value bytes follow the 4-byte header of block i of y.
-            let qy = unsafe { load32(y.as_ptr().add(i * 36 + 4)) };
-            acc[r] = _mm256_fmadd_ps(d, us8_pairs_f32(qx, qy), acc[r]);
+        let mut yd = [_mm_setzero_ps(); N];
+        let mut ysum = [_mm_setzero_ps(); N];
+        let mut qy = [_mm256_setzero_si256(); N];
+        for c in 0..N {
+            // SAFETY: block i of ys[c] is in bounds (asserted): 4 header bytes, 32 values.
+            unsafe {
+                let p = ys[c].as_ptr().add(i * 36);
+                yd[c] = f16x2_at(p);
+                qy[c] = load32(p.add(4));
+            }
+            ysum[c] = _mm_movehdup_ps(yd[c]);
+        }
+        for r in 0..R {
+            // SAFETY: block i of xs[r] is in bounds (asserted): 4 header bytes, 16 nibbles.
+            let (xdm, qx) = unsafe {
+                let p = xs[r].as_ptr().add(i * 20);
+                (f16x2_at(p), nibbles(p.add(4)))
+            };
+            let m = _mm_movehdup_ps(xdm);
+            for c in 0..N {
+                // m * s + summs, fused as llama.cpp's build fuses it.
+                summs[r][c] = _mm_fmadd_ss(m, ysum[c], summs[r][c]);
+                let d = _mm256_broadcastss_ps(_mm_mul_ss(xdm, yd[c]));
+                acc[r][c] = _mm256_fmadd_ps(d, us8_pairs_f32(qx, qy[c]), acc[r][c]);
+            }
         }
     }
-    let mut out = [0f32; N];
-    for r in 0..N {
-        out[r] = hsum_f32_8(acc[r]) + summs[r];
+    let mut out = [[0f32; N]; R];
+    for r in 0..R {
+        for c in 0..N {
+            out[r][c] = hsum_f32_8(acc[r][c]) + _mm_cvtss_f32(summs[r][c]);
+        }
     }
     out
 }
 
-/// Q4_0 weights x Q8_0 activations, one weight row against `N` activation rows.
+/// Q4_0 (`NIBBLES = true`) or Q8_0 weights x Q8_0 activations, `R` x `N` pairs as in
+/// [`dot_q4_1_q8_1`] (ggml's `ggml_vec_dot_q4_0_q8_0` / `ggml_vec_dot_q8_0_q8_0`).
 ///
 /// # Safety
-/// As for [`dot_q4_1_q8_1`], with Q4_0 / Q8_0 blocks.
+/// The CPU supports AVX2, FMA and F16C; each `xs[r]` holds `n / 32` blocks of the weight
+/// type and each `ys[c]` `n / 32` Q8_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_0_q8_0<const N: usize>(n: usize, x: &[u8], ys: [&[u8]; N]) -> [f32; N] {
+pub(crate) unsafe fn dot_q_q8_0<const NIBBLES: bool, const R: usize, const N: usize>(
+    n: usize,
+    xs: [&[u8]; R],
+    ys: [&[u8]; N],
+) -> [[f32; N]; R] {
     let nb = n / QK;
-    assert!(x.len() >= nb * 18 && ys.iter().all(|y| y.len() >= nb * 34));
-    let mut acc = [_mm256_setzero_ps(); N];
+    let bb = if NIBBLES { 18 } else { 34 };
+    assert!(xs.iter().all(|x| x.len() >= nb * bb) && ys.iter().all(|y| y.len() >= nb * 34));
+    let mut acc = [[_mm256_setzero_ps(); N]; R];
     for i in 0..nb {
-        let dx = f16_at(x, i * 18);
-        // SAFETY: 16 nibble bytes follow the 2-byte scale of block i.
-        let qx = _mm256_sub_epi8(
-            unsafe { nibbles(x.as_ptr().add(i * 18 + 2)) },
-            _mm256_set1_epi8(8),
-        );
-        for r in 0..N {
-            let d = _mm256_set1_ps(dx * f16_at(ys[r], i * 34));
-            // SAFETY: 32 value bytes follow the scale of block i of y.
-            let qy = unsafe { load32(ys[r].as_ptr().add(i * 34 + 2)) };
-            acc[r] = _mm256_fmadd_ps(d, i8_pairs_f32(qx, qy), acc[r]);
+        let mut yd = [_mm_setzero_ps(); N];
+        let mut qy = [_mm256_setzero_si256(); N];
+        for c in 0..N {
+            // SAFETY: block i of ys[c] is in bounds (asserted): 2 scale bytes, 32 values.
+            unsafe {
+                let p = ys[c].as_ptr().add(i * 34);
+                yd[c] = f16x1_at(p);
+                qy[c] = load32(p.add(2));
+            }
+        }
+        for r in 0..R {
+            // SAFETY: block i of xs[r] is in bounds (asserted).
+            let (xd, qx) = unsafe {
+                let p = xs[r].as_ptr().add(i * bb);
+                let q = if NIBBLES {
+                    _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8))
+                } else {
+                    load32(p.add(2))
+                };
+                (f16x1_at(p), q)
+            };
+            for c in 0..N {
+                let d = _mm256_broadcastss_ps(_mm_mul_ss(xd, yd[c]));
+                acc[r][c] = _mm256_fmadd_ps(d, i8_pairs_f32(qx, qy[c]), acc[r][c]);
+            }
         }
     }
-    let mut out = [0f32; N];
-    for r in 0..N {
-        out[r] = hsum_f32_8(acc[r]);
+    let mut out = [[0f32; N]; R];
+    for r in 0..R {
+        for c in 0..N {
+            out[r][c] = hsum_f32_8(acc[r][c]);
+        }
     }
     out
 }
 
-/// Q8_0 weights x Q8_0 activations, one weight row against `N` activation rows.
+/// Q4_0 weights x Q8_0 activations (see [`dot_q_q8_0`]).
 ///
 /// # Safety
-/// As for [`dot_q4_1_q8_1`], with Q8_0 blocks on both sides.
+/// As for [`dot_q_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q8_0_q8_0<const N: usize>(n: usize, x: &[u8], ys: [&[u8]; N]) -> [f32; N] {
-    let nb = n / QK;
-    assert!(x.len() >= nb * 34 && ys.iter().all(|y| y.len() >= nb * 34));
-    let mut acc = [_mm256_setzero_ps(); N];
-    for i in 0..nb {
-        let dx = f16_at(x, i * 34);
-        // SAFETY: 32 value bytes follow the scale of block i.
-        let qx = unsafe { load32(x.as_ptr().add(i * 34 + 2)) };
-        for r in 0..N {
-            let d = _mm256_set1_ps(dx * f16_at(ys[r], i * 34));
-            // SAFETY: as above, for y.
-            let qy = unsafe { load32(ys[r].as_ptr().add(i * 34 + 2)) };
-            acc[r] = _mm256_fmadd_ps(d, i8_pairs_f32(qx, qy), acc[r]);
-        }
-    }
-    let mut out = [0f32; N];
-    for r in 0..N {
-        out[r] = hsum_f32_8(acc[r]);
-    }
-    out
+pub(crate) unsafe fn dot_q4_0_q8_0<const R: usize, const N: usize>(
+    n: usize,
+    xs: [&[u8]; R],
+    ys: [&[u8]; N],
+) -> [[f32; N]; R] {
+    // SAFETY: forwarded from the caller.
+    unsafe { dot_q_q8_0::<true, R, N>(n, xs, ys) }
+}
+
+/// Q8_0 weights x Q8_0 activations (see [`dot_q_q8_0`]).
+///
+/// # Safety
+/// As for [`dot_q_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q8_0_q8_0<const R: usize, const N: usize>(
+    n: usize,
+    xs: [&[u8]; R],
+    ys: [&[u8]; N],
+) -> [[f32; N]; R] {
+    // SAFETY: forwarded from the caller.
+    unsafe { dot_q_q8_0::<false, R, N>(n, xs, ys) }
 }
 
 /// Sum over one 32-value sub-block of `q * q8` times a scale, in i32 lanes.

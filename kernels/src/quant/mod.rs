@@ -181,18 +181,26 @@ pub fn quantize_row(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), Kerne
     Ok(())
 }
 
-/// A dot product of one weight row with activation rows of the weight's `vec_dot_type`,
-/// chosen once per matrix product so the inner loops do not branch on the type.
+/// A dot product of weight rows with activation rows of the weight's `vec_dot_type`,
+/// chosen once per matrix product so the inner loops do not branch on the type. Every
+/// shape computes each (row, activation) pair with the same arithmetic, so results do not
+/// depend on how a product is tiled.
 #[derive(Clone, Copy)]
 pub(crate) struct DotKernel {
+    /// One weight row, one activation row.
     pub(crate) one: DotFn,
-    pub(crate) four: DotFn4,
+    /// One weight row, four activation rows (batches).
+    pub(crate) acts4: DotFnActs4,
+    /// Four weight rows, one activation row (single tokens).
+    pub(crate) rows4: DotFnRows4,
 }
 
 /// `dot(n, weight_row, activation_row)`.
 pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
 /// One weight row against four activation rows.
-pub(crate) type DotFn4 = fn(usize, &[u8], [&[u8]; 4]) -> [f32; 4];
+pub(crate) type DotFnActs4 = fn(usize, &[u8], [&[u8]; 4]) -> [f32; 4];
+/// Four weight rows against one activation row.
+pub(crate) type DotFnRows4 = fn(usize, [&[u8]; 4], &[u8]) -> [f32; 4];
 
 impl std::fmt::Debug for DotKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -200,33 +208,25 @@ impl std::fmt::Debug for DotKernel {
     }
 }
 
-fn four_of(one: DotFn, n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
-    [
-        one(n, x, ys[0]),
-        one(n, x, ys[1]),
-        one(n, x, ys[2]),
-        one(n, x, ys[3]),
-    ]
-}
-
 macro_rules! portable_kernel {
     ($f:path) => {
         DotKernel {
             one: $f,
-            four: |n, x, ys| four_of($f, n, x, ys),
+            acts4: |n, x, ys| ys.map(|y| $f(n, x, y)),
+            rows4: |n, xs, y| xs.map(|x| $f(n, x, y)),
         }
     };
 }
 
 #[cfg(target_arch = "x86_64")]
 macro_rules! avx2_kernel {
-    (multi $m:ident :: $f:ident) => {
+    (tiled $m:ident :: $f:ident) => {
         DotKernel {
-            // SAFETY: only built by `DotKernel::new` after `Isa::Avx2` was checked to be
-            // available; the callers pass whole blocks (checked by the matmul entry points).
-            one: |n, x, y| unsafe { $m::$f::<1>(n, x, [y])[0] },
-            // SAFETY: as above.
-            four: |n, x, ys| unsafe { $m::$f::<4>(n, x, ys) },
+            // SAFETY (all three): only built by `DotKernel::new` after `Isa::Avx2` was
+            // found available; the matmul entry points check that rows are whole blocks.
+            one: |n, x, y| unsafe { $m::$f::<1, 1>(n, [x], [y])[0][0] },
+            acts4: |n, x, ys| unsafe { $m::$f::<1, 4>(n, [x], ys)[0] },
+            rows4: |n, xs, y| unsafe { $m::$f::<4, 1>(n, xs, [y]).map(|r| r[0]) },
         }
     };
     (single $f:expr) => {{
@@ -234,7 +234,10 @@ macro_rules! avx2_kernel {
         let one: DotFn = |n, x, y| unsafe { $f(n, x, y) };
         DotKernel {
             one,
-            four: |n, x, ys| four_of(|n, x, y| unsafe { $f(n, x, y) }, n, x, ys),
+            // SAFETY: as above.
+            acts4: |n, x, ys| ys.map(|y| unsafe { $f(n, x, y) }),
+            // SAFETY: as above.
+            rows4: |n, xs, y| xs.map(|x| unsafe { $f(n, x, y) }),
         }
     }};
 }
@@ -249,9 +252,9 @@ impl DotKernel {
                 GgmlType::F32 => avx2_kernel!(single avx2::dot_f32),
                 GgmlType::F16 => avx2_kernel!(single avx2::dot_f16),
                 GgmlType::BF16 => avx2_kernel!(single avx2::dot_bf16),
-                GgmlType::Q4_0 => avx2_kernel!(multi avx2::dot_q4_0_q8_0),
-                GgmlType::Q4_1 => avx2_kernel!(multi avx2::dot_q4_1_q8_1),
-                GgmlType::Q8_0 => avx2_kernel!(multi avx2::dot_q8_0_q8_0),
+                GgmlType::Q4_0 => avx2_kernel!(tiled avx2::dot_q4_0_q8_0),
+                GgmlType::Q4_1 => avx2_kernel!(tiled avx2::dot_q4_1_q8_1),
+                GgmlType::Q8_0 => avx2_kernel!(tiled avx2::dot_q8_0_q8_0),
                 GgmlType::Q4_K => avx2_kernel!(single avx2::dot_q45_k_q8_k::<false>),
                 GgmlType::Q5_K => avx2_kernel!(single avx2::dot_q45_k_q8_k::<true>),
                 GgmlType::Q6_K => avx2_kernel!(single avx2::dot_q6_k_q8_k),

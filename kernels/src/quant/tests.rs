@@ -179,13 +179,26 @@ fn simd_and_portable_give_identical_bits() {
                     ty.name()
                 );
             }
-            let (pf, sf) = ((p.four)(n, &w, ys), (s.four)(n, &w, ys));
+            let (pf, sf) = ((p.acts4)(n, &w, ys), (s.acts4)(n, &w, ys));
             for r in 0..4 {
-                assert_eq!(pf[r].to_bits(), sf[r].to_bits(), "{} x4 row {r}", ty.name());
+                assert_eq!(pf[r].to_bits(), sf[r].to_bits(), "{} acts4 {r}", ty.name());
                 assert_eq!(
                     pf[r].to_bits(),
                     (p.one)(n, &w, ys[r]).to_bits(),
-                    "{} x4 vs x1",
+                    "{} acts4 vs one",
+                    ty.name()
+                );
+            }
+            // Four weight rows (this one and three more) against one activation row.
+            let more: Vec<Vec<u8>> = (0..3).map(|_| random_weights(&mut rng, ty, n)).collect();
+            let xs = [&w[..], &more[0][..], &more[1][..], &more[2][..]];
+            let (pr, sr) = ((p.rows4)(n, xs, ys[1]), (s.rows4)(n, xs, ys[1]));
+            for r in 0..4 {
+                assert_eq!(pr[r].to_bits(), sr[r].to_bits(), "{} rows4 {r}", ty.name());
+                assert_eq!(
+                    sr[r].to_bits(),
+                    (s.one)(n, xs[r], ys[1]).to_bits(),
+                    "{} rows4 vs one",
                     ty.name()
                 );
             }
