@@ -2,5 +2,7 @@
 //!
 //! The binary is thin: [`cli`] defines the commands and runs them against the engine.
 
+#![forbid(unsafe_code)] // `unsafe` lives only in `kernels` (ARCHITECTURE.md)
+
 pub mod cli;
 pub mod paths;

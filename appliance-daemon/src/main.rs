@@ -1,6 +1,8 @@
 //! `oasis`: the Oasis appliance binary. Parses the command line and hands over to the
 //! library; errors become one line on stderr and a non-zero exit code.
 
+#![forbid(unsafe_code)] // `unsafe` lives only in `kernels` (ARCHITECTURE.md)
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -6,6 +6,8 @@
 //! stop strings, and [`generate`] drives one request from prompt to finish. The engine
 //! knows nothing of HTTP, keys or storage: the daemon calls it.
 
+#![forbid(unsafe_code)] // `unsafe` lives only in `kernels` (ARCHITECTURE.md)
+
 pub mod error;
 pub mod generate;
 pub mod gguf;

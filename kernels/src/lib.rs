@@ -10,6 +10,7 @@ pub mod attention;
 mod error;
 pub mod ggml_type;
 pub mod matmul;
+pub mod mmap;
 pub mod ops;
 pub mod pool;
 pub mod quant;

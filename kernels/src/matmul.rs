@@ -204,10 +204,17 @@ pub fn matmul(
         }
         *slot = Some(DotKernel::new(isa, w.ty)?);
     }
-    // Chunks small enough to balance over the threads, large enough to amortise the claim.
+    // How rows are split into tasks. A single token (decode) streams each weight once and
+    // is bound by memory: two long contiguous runs per thread let the hardware prefetcher
+    // stream (measured ~15% faster than 64-row chunks). Batches are bound by compute:
+    // smaller chunks balance the threads better. A multiple of 4 either way, so single
+    // tokens run four rows at a time.
     let total_rows: usize = targets.iter().map(|t| t.weight.rows).sum();
-    // A multiple of 4 so single tokens run four rows at a time.
-    let chunk = (total_rows / (pool.threads() * 8)).clamp(4, 64) / 4 * 4;
+    let chunk = if tokens < 4 {
+        (total_rows / (pool.threads() * 2)).max(4).div_ceil(4) * 4
+    } else {
+        (total_rows / (pool.threads() * 8)).clamp(4, 64) / 4 * 4
+    };
     let mut first_task = [usize::MAX; MAX_TARGETS];
     let mut n_tasks = 0;
     for (t, first) in targets.iter().zip(first_task.iter_mut()) {

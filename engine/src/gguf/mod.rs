@@ -22,10 +22,10 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use kernels::mmap::{Mmap, map_readonly};
 
 pub use error::GgufError;
 pub use tensors::TensorInfo;
@@ -68,15 +68,6 @@ impl Storage {
             Storage::Owned(bytes) => bytes,
         }
     }
-}
-
-/// Maps `file` read-only.
-fn map_readonly(file: &File) -> io::Result<Mmap> {
-    // SAFETY: the map is read-only and lives no longer than the `GgufFile` that owns it.
-    // Model files are not expected to change while the engine runs; if another process
-    // truncates or rewrites the file anyway, reads of the map may see the new bytes or fault
-    // (SIGBUS). That is the documented limitation of serving weights from a memory map.
-    unsafe { Mmap::map(file) }
 }
 
 impl GgufFile {
