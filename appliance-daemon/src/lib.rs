@@ -1,8 +1,12 @@
 //! The Oasis appliance daemon and its command line (`oasis`).
 //!
-//! The binary is thin: [`cli`] defines the commands and runs them against the engine.
+//! The binary is thin: [`cli`] defines the commands; [`server`] is the HTTP daemon over
+//! the engine, with its configuration in [`config`] and its durable state in [`store`].
 
 #![forbid(unsafe_code)] // `unsafe` lives only in `kernels` (ARCHITECTURE.md)
 
 pub mod cli;
+pub mod config;
 pub mod paths;
+pub mod server;
+pub mod store;

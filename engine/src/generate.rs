@@ -6,6 +6,7 @@
 //! forward pass.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Instant;
 
 use kernels::{Isa, ThreadPool};
@@ -62,6 +63,9 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Keep going past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Report each token's log-probability under the model (the log-softmax of the raw
+    /// logits) and this many most likely alternatives; `None` reports the sampler's.
+    pub logprobs: Option<usize>,
 }
 
 /// Why generation ended, in OpenAI's terms.
@@ -89,7 +93,11 @@ pub struct TokenEvent<'a> {
     pub token_id: u32,
     /// Text that became safe to show with this token (may be empty).
     pub text: &'a str,
+    /// The token's log-probability: under the model when the request asked for
+    /// `logprobs`, else in the distribution it was sampled from.
     pub logprob: f32,
+    /// With `logprobs`, the most likely tokens and their log-probabilities, best first.
+    pub top_logprobs: &'a [(u32, f32)],
 }
 
 /// The result of a request.
@@ -108,7 +116,8 @@ pub struct GenerateOutput {
 /// A model with its threads and one sequence's state.
 #[derive(Debug)]
 pub struct Engine {
-    model: Model,
+    /// Shared with whoever tokenizes and checks requests for this engine.
+    model: Arc<Model>,
     pool: ThreadPool,
     isa: Isa,
     cache: KvCache,
@@ -116,7 +125,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(model: Model, options: &EngineOptions) -> Result<Engine> {
+    pub fn new(model: impl Into<Arc<Model>>, options: &EngineOptions) -> Result<Engine> {
+        let model = model.into();
         let n_ctx = options.max_context.unwrap_or(model.config.n_ctx_train);
         if n_ctx == 0 {
             return Err(EngineError::InvalidRequest(
@@ -154,20 +164,7 @@ impl Engine {
 
     /// The token ids of `prompt`.
     pub fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        let tok = self.model.tokenizer();
-        match prompt {
-            Prompt::Text(text) => Ok(tok.encode_prompt(text, true)?),
-            Prompt::Chat(messages) => {
-                let text = tok.render_chat(messages, true)?;
-                // A template that writes the BOS text itself must not get a second BOS.
-                let bos_text = tok.bos_id().and_then(|id| tok.token_text(id));
-                match bos_text {
-                    Some(b) if tok.add_bos() && text.starts_with(b) => Ok(tok.encode(&text, true)?),
-                    _ => Ok(tok.encode_prompt(&text, true)?),
-                }
-            }
-            Prompt::Tokens(ids) => Ok(ids.clone()),
-        }
+        tokenize(&self.model, prompt)
     }
 
     /// Forgets the current sequence.
@@ -227,11 +224,16 @@ impl Engine {
         let mut detok = Detokenizer::new();
         let mut text = String::new();
         let mut output = Vec::with_capacity(request.max_tokens.min(4096));
+        let mut top = Vec::with_capacity(request.logprobs.unwrap_or(0) + 1);
         self.forward(&prompt_ids, Logits::Last)?;
         let prefill_ms = started.elapsed().as_secs_f64() * 1e3;
         let finish = loop {
             let picked = sampler.sample(&self.scratch.logits[..vocab], &history);
             let id = picked.token_id;
+            let logprob = match request.logprobs {
+                Some(k) => model_logprobs(&self.scratch.logits[..vocab], id, k, &mut top),
+                None => picked.logprob,
+            };
             output.push(id);
             history.push(id);
             let eog = !request.ignore_eos && self.model.tokenizer().is_eog(id);
@@ -264,7 +266,8 @@ impl Engine {
             let event = TokenEvent {
                 token_id: id,
                 text: &delta,
-                logprob: picked.logprob,
+                logprob,
+                top_logprobs: &top,
             };
             if on_token(event).is_break() {
                 break FinishReason::Stop;
@@ -283,5 +286,72 @@ impl Engine {
             prefill_ms,
             decode_ms,
         })
+    }
+}
+
+/// The token ids of `prompt` for `model`: text as llama.cpp's completion API tokenizes it,
+/// chat messages through the model's template.
+pub fn tokenize(model: &Model, prompt: &Prompt) -> Result<Vec<u32>> {
+    let tok = model.tokenizer();
+    match prompt {
+        Prompt::Text(text) => Ok(tok.encode_prompt(text, true)?),
+        Prompt::Chat(messages) => {
+            let text = tok.render_chat(messages, true)?;
+            // A template that writes the BOS text itself must not get a second BOS.
+            let bos_text = tok.bos_id().and_then(|id| tok.token_text(id));
+            match bos_text {
+                Some(b) if tok.add_bos() && text.starts_with(b) => Ok(tok.encode(&text, true)?),
+                _ => Ok(tok.encode_prompt(&text, true)?),
+            }
+        }
+        Prompt::Tokens(ids) => Ok(ids.clone()),
+    }
+}
+
+/// The log-softmax of `logits` at `id`, with the `k` most likely tokens (best first, ties
+/// to the lower id) written to `top`.
+pub fn model_logprobs(logits: &[f32], id: u32, k: usize, top: &mut Vec<(u32, f32)>) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits
+        .iter()
+        .map(|&l| f64::from(l - max).exp())
+        .sum::<f64>();
+    let log_z = f64::from(max) + sum.ln();
+    let lp = |l: f32| (f64::from(l) - log_z) as f32;
+    top.clear();
+    if k > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if top.len() == k && top.last().is_some_and(|&(_, worst)| l <= worst) {
+                continue;
+            }
+            let at = top.partition_point(|&(_, v)| v >= l);
+            top.insert(at, (i as u32, l));
+            top.truncate(k);
+        }
+        for entry in top.iter_mut() {
+            entry.1 = lp(entry.1);
+        }
+    }
+    logits
+        .get(id as usize)
+        .map_or(f32::NEG_INFINITY, |&l| lp(l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_logprobs;
+
+    #[test]
+    fn model_logprobs_are_a_log_softmax_with_ordered_alternatives() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, -1.0];
+        let mut top = Vec::new();
+        let lp = model_logprobs(&logits, 2, 3, &mut top);
+        let z: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
+        assert!((f64::from(lp) - (2.0 - z.ln())).abs() < 1e-6);
+        let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, [1, 3, 2]);
+        assert!((f64::from(top[0].1) - (3.0 - z.ln())).abs() < 1e-6);
+        model_logprobs(&logits, 0, 0, &mut top);
+        assert!(top.is_empty());
     }
 }

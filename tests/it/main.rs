@@ -7,3 +7,4 @@
 mod cli_errors;
 mod cli_run;
 mod parity;
+mod serve;

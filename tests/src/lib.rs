@@ -1,6 +1,7 @@
 //! Helpers for the workspace's end-to-end tests: find the real `oasis` binary (building it
 //! when needed), the real model file and the reference fixtures.
 
+pub mod daemon;
 pub mod gguf_writer;
 
 use std::path::{Path, PathBuf};

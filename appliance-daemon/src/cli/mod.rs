@@ -1,7 +1,10 @@
 //! The `oasis` command line: one subcommand per module.
 
 mod bench;
+mod client;
 mod run;
+mod serve;
+mod status;
 
 use std::path::PathBuf;
 
@@ -22,6 +25,13 @@ pub enum Command {
     Run(run::RunArgs),
     /// Measure prefill and decode speed (tokens per second, median of several runs).
     Bench(bench::BenchArgs),
+    /// Run the daemon: the OpenAI-compatible API over the configured models.
+    Serve(serve::ServeArgs),
+    /// Show a running daemon's state.
+    Status(status::StatusArgs),
+    /// Models of a running daemon.
+    #[command(subcommand)]
+    Model(status::ModelCommand),
 }
 
 /// Options shared by the commands that load a model.
@@ -70,5 +80,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Status(args) => status::status(&args),
+        Command::Model(cmd) => status::model(&cmd),
     }
 }

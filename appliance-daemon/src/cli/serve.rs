@@ -1,0 +1,104 @@
+//! `oasis serve`: the daemon. Flags override `OASIS_*` variables, which override the
+//! configuration file, which overrides the defaults (see `crate::config`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::config::{FileConfig, LogFormat, Overrides, ServeConfig};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "OASIS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "OASIS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// State and model store [default: /var/lib/oasis as root, ./.oasis otherwise].
+    #[arg(long, env = "OASIS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A GGUF model to serve (repeatable; added to the catalog). `OASIS_MODELS` takes a
+    /// comma-separated list.
+    #[arg(
+        long = "model",
+        env = "OASIS_MODELS",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub models: Vec<PathBuf>,
+    /// Compute threads per model [default: one per core].
+    #[arg(long, env = "OASIS_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Context limit per sequence, in tokens [default: the model's, at most 8192].
+    #[arg(long, env = "OASIS_MAX_CONTEXT", value_name = "N")]
+    pub max_context: Option<usize>,
+    /// Largest request body in bytes [default: 4 MiB].
+    #[arg(long, env = "OASIS_MAX_BODY_BYTES", value_name = "N")]
+    pub max_body_bytes: Option<usize>,
+    /// Time limit for a non-streaming request, in seconds [default: 600].
+    #[arg(long, env = "OASIS_REQUEST_TIMEOUT_S", value_name = "S")]
+    pub request_timeout_s: Option<u64>,
+    /// Time in-flight requests get to finish on SIGINT/SIGTERM, in seconds [default: 10].
+    #[arg(long, env = "OASIS_SHUTDOWN_GRACE_S", value_name = "S")]
+    pub shutdown_grace_s: Option<u64>,
+    /// Requests that may wait per model before new ones get 503 [default: 64].
+    #[arg(long, env = "OASIS_MAX_WAITING", value_name = "N")]
+    pub max_waiting: Option<usize>,
+    /// Log format: text or json [default: text]. The level comes from `OASIS_LOG`
+    /// (e.g. `info`, `debug`, `oasis=debug`).
+    #[arg(long, env = "OASIS_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+impl ServeArgs {
+    /// The configuration these arguments (and the file they name) resolve to.
+    pub fn resolve(&self) -> Result<ServeConfig> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        ServeConfig::resolve(
+            file,
+            Overrides {
+                listen: self.listen.clone(),
+                data_dir: self.data_dir.clone(),
+                models: self.models.clone(),
+                threads: self.threads,
+                max_context: self.max_context,
+                max_body_bytes: self.max_body_bytes,
+                request_timeout_s: self.request_timeout_s,
+                shutdown_grace_s: self.shutdown_grace_s,
+                max_waiting: self.max_waiting,
+                log_format: self.log_format.clone(),
+            },
+        )
+    }
+}
+
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    let config = args.resolve()?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("oasis-http")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(crate::server::run(config))
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("OASIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

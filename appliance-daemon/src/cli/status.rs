@@ -1,0 +1,190 @@
+//! `oasis status` and `oasis model list`: readable summaries of a running daemon, or its
+//! JSON with `--json`.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::client::DaemonArgs;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// The models the daemon serves.
+    List(StatusArgs),
+}
+
+pub fn status(args: &StatusArgs) -> Result<()> {
+    let doc = args.daemon.get("/admin/v1/status")?;
+    if args.daemon.json {
+        println!("{doc}");
+        return Ok(());
+    }
+    print!("{}", render_status(&args.daemon.base_url()?, &doc));
+    Ok(())
+}
+
+pub fn model(cmd: &ModelCommand) -> Result<()> {
+    match cmd {
+        ModelCommand::List(args) => {
+            let doc = args.daemon.get("/v1/models")?;
+            if args.daemon.json {
+                println!("{doc}");
+            } else {
+                print!("{}", render_models(&doc));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// `1.5M`, `7.2B`: a count for people.
+fn count(v: u64) -> String {
+    match v {
+        0..1_000 => v.to_string(),
+        1_000..1_000_000 => format!("{:.1}K", v as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}M", v as f64 / 1e6),
+        _ => format!("{:.1}B", v as f64 / 1e9),
+    }
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86_400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+fn render_status(url: &str, doc: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "oasis {} at {url}: {}, up {} (start #{})",
+        s(&doc["version"]),
+        s(&doc["state"]),
+        duration(n(&doc["uptime_s"])),
+        n(&doc["starts"]),
+    );
+    let _ = writeln!(out, "data dir: {}", s(&doc["data_dir"]));
+    let models = doc["models"].as_array().cloned().unwrap_or_default();
+    if models.is_empty() {
+        let _ = writeln!(out, "models: none (start the daemon with --model PATH)");
+    } else {
+        let _ = writeln!(out, "models:");
+    }
+    for m in &models {
+        if m["state"] == "ready" {
+            let _ = writeln!(
+                out,
+                "  {}  ready  {}  {} params  ctx {}  waiting {}  running {}  requests {}  tokens in/out {}/{}",
+                s(&m["id"]),
+                s(&m["architecture"]),
+                count(n(&m["parameters"])),
+                n(&m["context_length"]),
+                n(&m["waiting"]),
+                n(&m["running"]),
+                n(&m["requests_total"]),
+                n(&m["prompt_tokens_total"]),
+                n(&m["completion_tokens_total"]),
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}",
+                s(&m["id"]),
+                s(&m["state"]),
+                s(&m["error"])
+            );
+        }
+    }
+    out
+}
+
+fn render_models(doc: &Value) -> String {
+    let rows: Vec<[String; 6]> = doc["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    [
+                        s(&m["id"]),
+                        s(&m["architecture"]),
+                        count(n(&m["parameters"])),
+                        n(&m["context_length"]).to_string(),
+                        format!("{:.1} MB", n(&m["size_bytes"]) as f64 / 1e6),
+                        s(&m["digest"]).chars().take(19).collect(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        return "no models are served\n".into();
+    }
+    let header = ["ID", "ARCH", "PARAMS", "CONTEXT", "SIZE", "DIGEST"].map(String::from);
+    let mut widths = [0usize; 6];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_table_lines_up() {
+        let doc = serde_json::json!({"object": "list", "data": [{
+            "id": "SmolLM2", "architecture": "llama", "parameters": 134_515_008u64,
+            "context_length": 8192, "size_bytes": 98_362_432u64,
+            "digest": "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"}]});
+        let text = render_models(&doc);
+        assert_eq!(
+            text,
+            "ID       ARCH   PARAMS  CONTEXT  SIZE     DIGEST\n\
+             SmolLM2  llama  134.5M  8192     98.4 MB  sha256:b179c9523d0e\n"
+        );
+    }
+
+    #[test]
+    fn durations_and_counts_read_well() {
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(61), "1m 1s");
+        assert_eq!(duration(7200), "2h 0m");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(7_200_000_000), "7.2B");
+    }
+}

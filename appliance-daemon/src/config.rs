@@ -1,0 +1,251 @@
+//! The daemon's configuration: defaults, then a TOML file, then `OASIS_*` environment
+//! variables, then command-line flags, each overriding the one before.
+//!
+//! The file is parsed strictly (an unknown key is an error naming its line), and the merged
+//! result is checked once into [`ServeConfig`], which the rest of the daemon trusts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Where the daemon listens when nothing says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Largest request body accepted, in bytes (a 100k-token prompt is about 400 KB of text).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+/// How long a non-streaming request may wait and run before it is answered with 504.
+pub const DEFAULT_REQUEST_TIMEOUT_S: u64 = 600;
+/// How long in-flight requests get to finish after SIGINT/SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
+/// Requests that may wait for a model's engine before new ones are refused with 503.
+pub const DEFAULT_MAX_WAITING: usize = 64;
+
+/// The configuration file's contents; every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    /// GGUF files to serve, in addition to those in the catalog.
+    pub models: Option<Vec<PathBuf>>,
+    pub threads: Option<usize>,
+    pub max_context: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub request_timeout_s: Option<u64>,
+    pub shutdown_grace_s: Option<u64>,
+    pub max_waiting: Option<usize>,
+    /// `text` (the default) or `json`.
+    pub log_format: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`; errors name the file and the offending line and key.
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<FileConfig> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().trim().to_string();
+            match line {
+                Some(l) => anyhow::anyhow!("line {l}: {msg}"),
+                None => anyhow::anyhow!("{msg}"),
+            }
+        })
+    }
+}
+
+/// What the command line and the environment may override (`None`: not given). clap fills
+/// each field from its flag or, failing that, its `OASIS_*` variable.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub models: Vec<PathBuf>,
+    pub threads: Option<usize>,
+    pub max_context: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub request_timeout_s: Option<u64>,
+    pub shutdown_grace_s: Option<u64>,
+    pub max_waiting: Option<usize>,
+    pub log_format: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The checked configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The address to bind; port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Holds the sled state and the model store.
+    pub data_dir: PathBuf,
+    /// Model files named on the command line or in the file, added to the catalog.
+    pub models: Vec<PathBuf>,
+    /// Compute threads per engine; one per core when absent.
+    pub threads: Option<usize>,
+    /// Context limit per sequence; the model's training context when absent.
+    pub max_context: Option<usize>,
+    /// Bound on request bodies (413 beyond it).
+    pub max_body_bytes: usize,
+    /// Bound on a non-streaming request's wait and run (504 beyond it).
+    pub request_timeout: Duration,
+    /// Bound on the wait for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+    /// Bound on each model's queue of waiting requests (503 beyond it).
+    pub max_waiting: usize,
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// Merges defaults, `file` and `over` (flags and environment), and checks the result.
+    pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServeConfig> {
+        let listen_text = over
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("listen address `{listen_text}` is not an IP:PORT such as {DEFAULT_LISTEN}")
+        })?;
+        let data_dir = over
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(crate::paths::data_dir);
+        let mut models = file.models.unwrap_or_default();
+        for m in over.models {
+            if !models.contains(&m) {
+                models.push(m);
+            }
+        }
+        let threads = over.threads.or(file.threads);
+        if let Some(t) = threads
+            && !(1..=1024).contains(&t)
+        {
+            bail!("`threads` must be between 1 and 1024, got {t}");
+        }
+        let max_context = over.max_context.or(file.max_context);
+        if max_context == Some(0) {
+            bail!("`max_context` must be at least 1 token, got 0");
+        }
+        let max_body_bytes = over
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if !(1024..=1 << 30).contains(&max_body_bytes) {
+            bail!("`max_body_bytes` must be between 1024 and 1073741824, got {max_body_bytes}");
+        }
+        let request_timeout_s = over
+            .request_timeout_s
+            .or(file.request_timeout_s)
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT_S);
+        if !(1..=86_400).contains(&request_timeout_s) {
+            bail!("`request_timeout_s` must be between 1 and 86400, got {request_timeout_s}");
+        }
+        let shutdown_grace_s = over
+            .shutdown_grace_s
+            .or(file.shutdown_grace_s)
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE_S);
+        if shutdown_grace_s > 3600 {
+            bail!("`shutdown_grace_s` must be at most 3600, got {shutdown_grace_s}");
+        }
+        let max_waiting = over
+            .max_waiting
+            .or(file.max_waiting)
+            .unwrap_or(DEFAULT_MAX_WAITING);
+        if !(1..=100_000).contains(&max_waiting) {
+            bail!("`max_waiting` must be between 1 and 100000, got {max_waiting}");
+        }
+        let log_format = match over.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("`log_format` must be `text` or `json`, got `{other}`"),
+        };
+        Ok(ServeConfig {
+            listen,
+            data_dir,
+            models,
+            threads,
+            max_context,
+            max_body_bytes,
+            request_timeout: Duration::from_secs(request_timeout_s),
+            shutdown_grace: Duration::from_secs(shutdown_grace_s),
+            max_waiting,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_defaults_then_file_then_overrides() {
+        let file =
+            FileConfig::parse("listen = \"0.0.0.0:9000\"\nthreads = 3\nmax_waiting = 5\n").unwrap();
+        let over = Overrides {
+            threads: Some(7),
+            ..Overrides::default()
+        };
+        let cfg = ServeConfig::resolve(file, over).unwrap();
+        assert_eq!(cfg.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(cfg.threads, Some(7));
+        assert_eq!(cfg.max_waiting, 5);
+        assert_eq!(cfg.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        let cfg = ServeConfig::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let err = FileConfig::parse("listen = \"127.0.0.1:1\"\n\nthreds = 2\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("threds"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_state_the_bound() {
+        let bad = |over: Overrides| {
+            ServeConfig::resolve(FileConfig::default(), over)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            bad(Overrides {
+                listen: Some("localhost".into()),
+                ..Overrides::default()
+            })
+            .contains("IP:PORT")
+        );
+        assert!(
+            bad(Overrides {
+                threads: Some(0),
+                ..Overrides::default()
+            })
+            .contains("between 1 and 1024")
+        );
+        assert!(
+            bad(Overrides {
+                log_format: Some("xml".into()),
+                ..Overrides::default()
+            })
+            .contains("`text` or `json`")
+        );
+        let wrong_type = FileConfig::parse("threads = \"two\"\n").unwrap_err();
+        assert!(wrong_type.to_string().contains("line 1"), "{wrong_type}");
+    }
+}

@@ -1,0 +1,536 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: check the request, queue it on
+//! the model's engine, and answer with one JSON document or a stream of server-sent events
+//! in OpenAI's chunk format, ending with `data: [DONE]`.
+//!
+//! The engine's events are turned into OpenAI's shapes by [`Answer`], one per request,
+//! which both the streaming and the whole-response paths drive. Dropping the event
+//! receiver (client gone, timeout) stops the generation at its next token.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::catalog::ServedModel;
+use super::error::{ApiError, ErrorBody};
+use super::extract::JsonBody;
+use super::openai::*;
+use super::validate::{self, Plan};
+use super::worker::{Event, Job, SubmitError};
+use super::{AppState, REQUEST_ID};
+use crate::store::{random_hex, unix_now};
+
+/// Which endpoint a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+/// Generate a chat answer.
+#[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "A chat completion, or with `stream` a text/event-stream of chunks", body = ChatCompletion),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn chat_completions(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let served = st.model(&req.model)?;
+    let plan = validate::chat(&req, &served.model, served.n_ctx)?;
+    start(&st, served, plan, Kind::Chat, &headers).await
+}
+
+/// Complete a prompt.
+#[utoipa::path(post, path = "/v1/completions", request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "A text completion, or with `stream` a text/event-stream of chunks", body = Completion),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn completions(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let served = st.model(&req.model)?;
+    let plan = validate::completion(&req, &served.model, served.n_ctx)?;
+    start(&st, served, plan, Kind::Text, &headers).await
+}
+
+async fn start(
+    st: &AppState,
+    served: Arc<ServedModel>,
+    mut plan: Plan,
+    kind: Kind,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let request_id = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    if st.is_draining() {
+        return Err(ApiError::overloaded(
+            "The server is shutting down",
+            Duration::from_secs(5),
+        ));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let job = Job {
+        requests: std::mem::take(&mut plan.requests),
+        events: tx,
+    };
+    match served.worker.submit(job) {
+        Ok(()) => {}
+        Err(SubmitError::Full) => {
+            return Err(ApiError::overloaded(
+                format!(
+                    "The model `{}` has {} requests waiting, its limit; retry shortly",
+                    served.record.id, st.config.max_waiting
+                ),
+                Duration::from_secs(1),
+            ));
+        }
+        Err(SubmitError::Stopped) => {
+            return Err(ApiError::internal("engine thread stopped", &request_id));
+        }
+    }
+    tracing::debug!(model = %served.record.id, choices = plan.prompt_tokens.len(), user = ?plan.user, "queued");
+    let answer = Answer::new(kind, served, &plan, request_id);
+    if plan.stream {
+        Ok(stream(answer, rx).into_response())
+    } else {
+        let limit = st.config.request_timeout;
+        match tokio::time::timeout(limit, whole(answer, rx)).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::timeout(limit)),
+        }
+    }
+}
+
+/// Collects every event, then answers with one document.
+async fn whole(
+    mut answer: Answer,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) -> Result<Response, ApiError> {
+    while let Some(ev) = rx.recv().await {
+        answer.absorb(ev)?;
+    }
+    answer.into_response()
+}
+
+/// Streams chunks as the events arrive.
+fn stream(
+    answer: Answer,
+    rx: mpsc::UnboundedReceiver<Event>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let chunks = futures_util::stream::unfold(Some((answer, rx)), |state| async move {
+        let (mut answer, mut rx) = state?;
+        loop {
+            match rx.recv().await {
+                Some(ev) => {
+                    let out = answer.chunks_for(ev);
+                    if answer.failed {
+                        return Some((out, None));
+                    }
+                    if !out.is_empty() {
+                        return Some((out, Some((answer, rx))));
+                    }
+                }
+                None => return Some((answer.final_chunks(), None)),
+            }
+        }
+    })
+    .flat_map(futures_util::stream::iter)
+    .map(Ok);
+    Sse::new(chunks).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// One request's answer as it builds up.
+struct Answer {
+    kind: Kind,
+    served: Arc<ServedModel>,
+    id: String,
+    created: u64,
+    fingerprint: String,
+    request_id: String,
+    include_usage: bool,
+    logprobs: Option<usize>,
+    /// Prompt tokens counted once per prompt (not per choice), as OpenAI counts them.
+    prompt_tokens: usize,
+    choices: Vec<ChoiceState>,
+    failed: bool,
+}
+
+#[derive(Default)]
+struct ChoiceState {
+    text: String,
+    completion_tokens: usize,
+    finish_reason: Option<&'static str>,
+    chat_logprobs: Vec<TokenLogprob>,
+    text_logprobs: CompletionLogprobs,
+}
+
+impl Answer {
+    fn new(kind: Kind, served: Arc<ServedModel>, plan: &Plan, request_id: String) -> Answer {
+        let n_choices = plan.prompt_tokens.len();
+        let per_prompt = plan.n.max(1);
+        let prompt_tokens = plan.prompt_tokens.iter().step_by(per_prompt).sum();
+        let choices = plan
+            .echo
+            .iter()
+            .map(|e| ChoiceState {
+                text: e.clone(),
+                ..ChoiceState::default()
+            })
+            .collect::<Vec<_>>();
+        debug_assert_eq!(choices.len(), n_choices);
+        let prefix = match kind {
+            Kind::Chat => "chatcmpl-",
+            Kind::Text => "cmpl-",
+        };
+        Answer {
+            kind,
+            fingerprint: format!("oasis-{}", env!("CARGO_PKG_VERSION")),
+            served,
+            id: format!("{prefix}{}", random_hex(12)),
+            created: unix_now(),
+            request_id,
+            include_usage: plan.include_usage,
+            logprobs: plan.logprobs,
+            prompt_tokens,
+            choices,
+            failed: false,
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        let completion_tokens = self.choices.iter().map(|c| c.completion_tokens).sum();
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens,
+            total_tokens: self.prompt_tokens + completion_tokens,
+        }
+    }
+
+    fn piece(&self, id: u32) -> (String, Vec<u8>) {
+        let bytes = self
+            .served
+            .model
+            .tokenizer()
+            .token_piece(id, true)
+            .unwrap_or_default()
+            .to_vec();
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    }
+
+    /// The log-probability entry of one token, in the chat layout.
+    fn token_logprob(&self, id: u32, logprob: f32, top: &[(u32, f32)]) -> TokenLogprob {
+        let (token, bytes) = self.piece(id);
+        TokenLogprob {
+            token,
+            logprob,
+            bytes,
+            top_logprobs: top
+                .iter()
+                .map(|&(t, lp)| {
+                    let (token, bytes) = self.piece(t);
+                    TopLogprob {
+                        token,
+                        logprob: lp,
+                        bytes,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Records one event (whole-response path).
+    fn absorb(&mut self, ev: Event) -> Result<(), ApiError> {
+        match ev {
+            Event::Started { .. } => {}
+            Event::Token {
+                choice,
+                token_id,
+                text,
+                logprob,
+                top_logprobs,
+            } => {
+                let lp = self
+                    .logprobs
+                    .map(|_| self.token_logprob(token_id, logprob, &top_logprobs));
+                let Some(c) = self.choices.get_mut(choice) else {
+                    return Ok(());
+                };
+                c.completion_tokens += 1;
+                if let Some(lp) = lp {
+                    let offset = c.text.len();
+                    c.text_logprobs.tokens.push(lp.token.clone());
+                    c.text_logprobs.token_logprobs.push(lp.logprob);
+                    c.text_logprobs.text_offset.push(offset);
+                    c.text_logprobs.top_logprobs.push(
+                        lp.top_logprobs
+                            .iter()
+                            .map(|t| (t.token.clone(), serde_json::Value::from(t.logprob)))
+                            .collect(),
+                    );
+                    c.chat_logprobs.push(lp);
+                }
+                c.text.push_str(&text);
+            }
+            Event::Done {
+                choice,
+                finish_reason,
+                ..
+            } => {
+                if let Some(c) = self.choices.get_mut(choice) {
+                    c.finish_reason = Some(finish_reason.as_str());
+                }
+            }
+            Event::Failed { error, .. } => {
+                return Err(ApiError::internal(error, &self.request_id));
+            }
+        }
+        Ok(())
+    }
+
+    fn into_response(self) -> Result<Response, ApiError> {
+        let usage = self.usage();
+        let want_lp = self.logprobs.is_some();
+        let resp = match self.kind {
+            Kind::Chat => Json(ChatCompletion {
+                id: self.id,
+                object: "chat.completion",
+                created: self.created,
+                model: self.served.record.id.clone(),
+                system_fingerprint: self.fingerprint,
+                choices: self
+                    .choices
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, c)| ChatChoice {
+                        index,
+                        message: ChatMessageOut {
+                            role: "assistant",
+                            content: c.text,
+                            refusal: None,
+                        },
+                        logprobs: want_lp.then_some(ChatLogprobs {
+                            content: c.chat_logprobs,
+                            refusal: None,
+                        }),
+                        finish_reason: c.finish_reason.unwrap_or("stop"),
+                    })
+                    .collect(),
+                usage,
+            })
+            .into_response(),
+            Kind::Text => Json(Completion {
+                id: self.id,
+                object: "text_completion",
+                created: self.created,
+                model: self.served.record.id.clone(),
+                system_fingerprint: self.fingerprint,
+                choices: self
+                    .choices
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, c)| CompletionChoice {
+                        text: c.text,
+                        index,
+                        logprobs: want_lp.then_some(c.text_logprobs),
+                        finish_reason: Some(c.finish_reason.unwrap_or("stop")),
+                    })
+                    .collect(),
+                usage: Some(Some(usage)),
+            })
+            .into_response(),
+        };
+        Ok(resp)
+    }
+
+    fn usage_field(&self) -> Option<Option<Usage>> {
+        self.include_usage.then_some(None)
+    }
+
+    fn sse<T: serde::Serialize>(value: &T) -> SseEvent {
+        SseEvent::default().data(serde_json::to_string(value).unwrap_or_default())
+    }
+
+    fn chat_chunk(&self, choice: ChatChunkChoice) -> SseEvent {
+        Self::sse(&ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.served.record.id.clone(),
+            system_fingerprint: self.fingerprint.clone(),
+            choices: vec![choice],
+            usage: self.usage_field(),
+        })
+    }
+
+    fn text_chunk(&self, choice: CompletionChoice) -> SseEvent {
+        Self::sse(&Completion {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.served.record.id.clone(),
+            system_fingerprint: self.fingerprint.clone(),
+            choices: vec![choice],
+            usage: self.usage_field(),
+        })
+    }
+
+    /// The chunks one event produces (streaming path).
+    fn chunks_for(&mut self, ev: Event) -> Vec<SseEvent> {
+        match ev {
+            Event::Started { choice } => match self.kind {
+                // OpenAI opens each chat choice with the role and empty content.
+                Kind::Chat => vec![self.chat_chunk(ChatChunkChoice {
+                    index: choice,
+                    delta: ChatDelta {
+                        role: Some("assistant"),
+                        content: Some(String::new()),
+                    },
+                    logprobs: None,
+                    finish_reason: None,
+                })],
+                Kind::Text => {
+                    let echo = self
+                        .choices
+                        .get_mut(choice)
+                        .map(|c| std::mem::take(&mut c.text))
+                        .unwrap_or_default();
+                    if echo.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![self.text_chunk(CompletionChoice {
+                            text: echo,
+                            index: choice,
+                            logprobs: None,
+                            finish_reason: None,
+                        })]
+                    }
+                }
+            },
+            Event::Token {
+                choice,
+                token_id,
+                text,
+                logprob,
+                top_logprobs,
+            } => {
+                if let Some(c) = self.choices.get_mut(choice) {
+                    c.completion_tokens += 1;
+                }
+                let lp = self
+                    .logprobs
+                    .map(|_| self.token_logprob(token_id, logprob, &top_logprobs));
+                if text.is_empty() && lp.is_none() {
+                    return Vec::new();
+                }
+                match self.kind {
+                    Kind::Chat => vec![self.chat_chunk(ChatChunkChoice {
+                        index: choice,
+                        delta: ChatDelta {
+                            role: None,
+                            content: Some(text),
+                        },
+                        logprobs: lp.map(|l| ChatLogprobs {
+                            content: vec![l],
+                            refusal: None,
+                        }),
+                        finish_reason: None,
+                    })],
+                    Kind::Text => {
+                        let logprobs = lp.map(|l| CompletionLogprobs {
+                            tokens: vec![l.token.clone()],
+                            token_logprobs: vec![l.logprob],
+                            top_logprobs: vec![
+                                l.top_logprobs
+                                    .iter()
+                                    .map(|t| (t.token.clone(), serde_json::Value::from(t.logprob)))
+                                    .collect(),
+                            ],
+                            text_offset: vec![0],
+                        });
+                        vec![self.text_chunk(CompletionChoice {
+                            text,
+                            index: choice,
+                            logprobs,
+                            finish_reason: None,
+                        })]
+                    }
+                }
+            }
+            Event::Done {
+                choice,
+                finish_reason,
+                ..
+            } => {
+                let reason = finish_reason.as_str();
+                match self.kind {
+                    Kind::Chat => vec![self.chat_chunk(ChatChunkChoice {
+                        index: choice,
+                        delta: ChatDelta::default(),
+                        logprobs: None,
+                        finish_reason: Some(reason),
+                    })],
+                    Kind::Text => vec![self.text_chunk(CompletionChoice {
+                        text: String::new(),
+                        index: choice,
+                        logprobs: None,
+                        finish_reason: Some(reason),
+                    })],
+                }
+            }
+            Event::Failed { error, .. } => {
+                self.failed = true;
+                let err = ApiError::internal(error, &self.request_id);
+                vec![Self::sse(&err.body()), SseEvent::default().data("[DONE]")]
+            }
+        }
+    }
+
+    /// The usage chunk (when asked for) and `[DONE]`.
+    fn final_chunks(&self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        if self.include_usage {
+            let usage = Some(Some(self.usage()));
+            let ev = match self.kind {
+                Kind::Chat => Self::sse(&ChatCompletionChunk {
+                    id: self.id.clone(),
+                    object: "chat.completion.chunk",
+                    created: self.created,
+                    model: self.served.record.id.clone(),
+                    system_fingerprint: self.fingerprint.clone(),
+                    choices: Vec::new(),
+                    usage,
+                }),
+                Kind::Text => Self::sse(&Completion {
+                    id: self.id.clone(),
+                    object: "text_completion",
+                    created: self.created,
+                    model: self.served.record.id.clone(),
+                    system_fingerprint: self.fingerprint.clone(),
+                    choices: Vec::new(),
+                    usage,
+                }),
+            };
+            out.push(ev);
+        }
+        out.push(SseEvent::default().data("[DONE]"));
+        out
+    }
+}

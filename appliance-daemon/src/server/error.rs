@@ -1,0 +1,194 @@
+//! The one place where failures become HTTP: a status code and OpenAI's error body,
+//! `{"error": {"message", "type", "param", "code"}}`, with a message that states the bound
+//! and no internals. Real bugs (500) are logged with the request id; the client only sees
+//! that id.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// OpenAI's error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, in OpenAI's fields.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// Stable class: `invalid_request_error`, `not_found_error`, `server_error`, ...
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
+    /// Stable machine-readable code, e.g. `model_not_found`.
+    pub code: Option<&'static str>,
+}
+
+/// A failed request.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub param: Option<String>,
+    pub message: String,
+    /// Seconds after which a retry may succeed (429/503).
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            code: None,
+            param: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request is malformed or a value is out of bounds.
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    /// 400 naming the field at fault.
+    pub fn invalid_param(param: impl Into<String>, message: impl Into<String>) -> ApiError {
+        Self::invalid(message).with_param(param)
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
+        let p = param.into();
+        self.param = (!p.is_empty()).then_some(p);
+        self
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.code = Some(code);
+        self
+    }
+
+    /// 404 for a model id the daemon does not serve.
+    pub fn model_not_found(id: &str, served: &[String]) -> ApiError {
+        let list = if served.is_empty() {
+            "none".to_string()
+        } else {
+            served.join(", ")
+        };
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("The model `{id}` does not exist (served: {list})"),
+        )
+        .with_param("model")
+        .with_code("model_not_found")
+    }
+
+    /// 404 for an unknown route.
+    pub fn route_not_found(method: &str, path: &str) -> ApiError {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("Unknown request URL: {method} {path}"),
+        )
+        .with_code("unknown_url")
+    }
+
+    /// 405 for a known route with the wrong method.
+    pub fn method_not_allowed(method: &str, path: &str) -> ApiError {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            format!("Method {method} is not allowed on {path}"),
+        )
+        .with_code("method_not_allowed")
+    }
+
+    /// 413: the body is larger than the configured bound.
+    pub fn too_large(limit: usize) -> ApiError {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("The request body is larger than the limit of {limit} bytes"),
+        )
+        .with_code("request_too_large")
+    }
+
+    /// 415: the body is not JSON.
+    pub fn unsupported_media_type(got: &str) -> ApiError {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            format!(
+                "The request body must be JSON with `Content-Type: application/json`, got `{got}`"
+            ),
+        )
+        .with_code("unsupported_media_type")
+    }
+
+    /// 503 with `Retry-After`: the queue is full or the daemon is shutting down.
+    pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> ApiError {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            .with_code("overloaded");
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 504: the request ran past the configured timeout.
+    pub fn timeout(limit: Duration) -> ApiError {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            format!("The request did not finish within {} s", limit.as_secs()),
+        )
+        .with_code("timeout")
+    }
+
+    /// 500: a bug. The cause is logged; the client gets the request id to report.
+    pub fn internal(cause: impl std::fmt::Display, request_id: &str) -> ApiError {
+        tracing::error!(request_id, error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            format!("Internal error; report request id {request_id}"),
+        )
+        .with_code("internal_error")
+    }
+
+    /// The JSON body, for places that build responses by hand (SSE error events).
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind,
+                param: self.param.clone(),
+                code: self.code,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        ApiError::internal(e, "-")
+    }
+}

@@ -1,0 +1,130 @@
+//! The JSON body extractor: content type, size, UTF-8 and shape checked in that order,
+//! each failure an OpenAI error naming what is wrong (and, for a bad field, which one).
+
+use axum::body::to_bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// A request body parsed as `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        match content_type.as_deref() {
+            Some(ct) if is_json(ct) => {}
+            Some(ct) => return Err(ApiError::unsupported_media_type(ct)),
+            None => return Err(ApiError::unsupported_media_type("none")),
+        }
+        let limit = state.config.max_body_bytes;
+        let bytes = to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::too_large(limit))?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Parses a JSON body into `T`, with errors that name the field.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::invalid(format!(
+            "the request body is not valid UTF-8 (bad byte at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::invalid(format!("the request body is not valid JSON: {inner}"));
+        }
+        let msg = inner.to_string();
+        if let Some(field) = missing_field(&msg) {
+            let full = if path == "." {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            return ApiError::invalid_param(full.clone(), format!("`{full}` is required"));
+        }
+        if path == "." {
+            ApiError::invalid(format!("the request body does not match the schema: {msg}"))
+        } else {
+            ApiError::invalid_param(path.clone(), format!("`{path}`: {msg}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// `x` from serde's "missing field `x`" message.
+fn missing_field(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("missing field `")?;
+    rest.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::openai::ChatCompletionRequest;
+
+    fn err(body: &str) -> ApiError {
+        parse::<ChatCompletionRequest>(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = err(r#"{"model": "m"}"#);
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        assert_eq!(e.message, "`messages` is required");
+        let e = err(r#"{"model": "m", "messages": [], "temperature": "hot"}"#);
+        assert_eq!(e.param.as_deref(), Some("temperature"));
+        assert!(e.message.contains("invalid type"), "{}", e.message);
+        let e = err(r#"{"model": "m", "messages": [{"content": "x"}]}"#);
+        assert_eq!(e.param.as_deref(), Some("messages[0].role"));
+        let e = err(r#"{"model": "m", "#);
+        assert!(
+            e.message.starts_with("the request body is not valid JSON"),
+            "{}",
+            e.message
+        );
+        let e = parse::<ChatCompletionRequest>(b"{\"model\": \"\xff\"}").unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{}", e.message);
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/vnd.api+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+    }
+}

@@ -1,0 +1,250 @@
+//! `oasis serve`: the HTTP daemon.
+//!
+//! [`app`] builds the axum router over an [`AppState`] (so handlers can be tested with
+//! `oneshot`); [`run`] opens the state database, loads the catalog, binds the listener and
+//! serves until SIGINT/SIGTERM, then gives in-flight requests a bounded grace period.
+//! Only this module speaks HTTP; the engine is reached over [`worker`]'s channels.
+
+pub mod catalog;
+pub mod completions;
+pub mod error;
+pub mod extract;
+pub mod openai;
+pub mod openapi;
+pub mod routes;
+pub mod validate;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use self::catalog::{Catalog, ServedModel};
+use self::error::ApiError;
+use crate::config::ServeConfig;
+use crate::store::{Settings, Store};
+
+/// The request-id header, set when the client did not send one and echoed back.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Shared state of the running daemon.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub config: ServeConfig,
+    pub catalog: Catalog,
+    pub settings: Settings,
+    /// Kept so the daemon's state stays open for later admin writes.
+    pub store: Store,
+    pub started: Instant,
+    /// Set on SIGINT/SIGTERM: readiness turns false and new generations get 503.
+    pub draining: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: ServeConfig, catalog: Catalog, settings: Settings, store: Store) -> Self {
+        AppState(Arc::new(Inner {
+            config,
+            catalog,
+            settings,
+            store,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// The served model `id`, or 404.
+    pub fn model(&self, id: &str) -> Result<Arc<ServedModel>, ApiError> {
+        self.catalog
+            .served
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::model_not_found(id, &self.catalog.served_ids()))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Every route the daemon serves, as (method, path): the OpenAPI document is checked
+/// against this list in the tests.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{id}"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("GET", "/openapi.json"),
+    ("GET", "/admin/v1/status"),
+];
+
+/// The router with all middleware.
+pub fn app(state: AppState) -> Router {
+    let timeout = state.config.request_timeout + Duration::from_secs(5);
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/v1/models", get(routes::list_models))
+        .route("/v1/models/{id}", get(routes::get_model))
+        .route("/v1/chat/completions", post(completions::chat_completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/admin/v1/status", get(routes::status))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        // Innermost first: each `layer` wraps everything above it.
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            openai_error_bodies,
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Gives error responses made outside our handlers (the timeout, hyper) OpenAI's JSON body.
+async fn openai_error_bodies(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.is_client_error() || status.is_server_error() {
+        if is_json {
+            return resp;
+        }
+        let (parts, _) = resp.into_parts();
+        let mut err = match status {
+            StatusCode::GATEWAY_TIMEOUT => ApiError::timeout(st.config.request_timeout),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(st.config.max_body_bytes),
+            _ => ApiError::invalid(status.canonical_reason().unwrap_or("error")),
+        };
+        err.status = status;
+        let mut out = err.into_response();
+        for (k, v) in parts.headers.iter() {
+            if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+                out.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        return out;
+    }
+    resp
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub async fn run(config: ServeConfig) -> Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = Store::open(&config.data_dir.join("state"))?;
+    let settings = store.record_start()?;
+    tracing::info!(data_dir = %config.data_dir.display(), instance = %settings.instance_id, starts = settings.starts, "state opened");
+    let catalog = {
+        let (store, config) = (store.clone(), config.clone());
+        tokio::task::spawn_blocking(move || catalog::load(&store, &config))
+            .await
+            .context("model loading stopped")??
+    };
+    if catalog.served.is_empty() {
+        tracing::warn!("no model is loaded: /readyz reports not ready; start with --model PATH");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let grace = config.shutdown_grace;
+    let state = AppState::new(config, catalog, settings, store);
+    // One machine-readable line on stdout: scripts and tests read the address from it.
+    println!("oasis: listening on http://{addr}");
+    tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, models = ?state.catalog.served_ids(), "serving");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown_state = state.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        shutdown_state.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            grace_s = grace.as_secs(),
+            "shutting down: finishing in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown);
+    let deadline = async move {
+        let _ = stop_rx.wait_for(|v| *v).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = server => r.context("the HTTP server failed")?,
+        () = deadline => tracing::warn!("grace period over: closing the remaining connections"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

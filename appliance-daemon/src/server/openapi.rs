@@ -1,0 +1,75 @@
+//! The OpenAPI 3 document served at `/openapi.json`, generated from the handlers' and
+//! types' annotations so it cannot drift from what the server does; a test checks its
+//! paths against [`super::ROUTES`].
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use super::{completions, routes};
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Oasis",
+        description = "The Oasis appliance daemon: an OpenAI-compatible inference API and the daemon's own status."
+    ),
+    paths(
+        routes::healthz,
+        routes::readyz,
+        routes::list_models,
+        routes::get_model,
+        routes::status,
+        completions::chat_completions,
+        completions::completions,
+        openapi_json,
+    )
+)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_exactly_the_routes_served() {
+        let doc = ApiDoc::openapi();
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            let ops = [
+                ("GET", item.get.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
+            ];
+            for (m, present) in ops {
+                if present {
+                    documented.push((m.to_string(), path.clone()));
+                }
+            }
+        }
+        documented.sort();
+        let mut served: Vec<(String, String)> = super::super::ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+        let schemas = &doc.components.as_ref().unwrap().schemas;
+        for name in [
+            "ChatCompletionRequest",
+            "ChatCompletion",
+            "CompletionRequest",
+            "ErrorBody",
+            "ModelList",
+        ] {
+            assert!(schemas.contains_key(name), "schema {name} missing");
+        }
+    }
+}

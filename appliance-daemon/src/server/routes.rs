@@ -1,0 +1,186 @@
+//! The small routes: health, readiness, the model list, the daemon's status, and the
+//! OpenAI-shaped 404 and 405.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::catalog::ServedModel;
+use super::error::{ApiError, ErrorBody};
+use super::openai::{ModelCard, ModelList};
+
+/// `GET /healthz` and `GET /readyz` bodies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready`, `not_ready` or `draining`.
+    pub status: &'static str,
+    /// Models being served.
+    pub models: Vec<String>,
+}
+
+/// The daemon is alive.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+pub async fn healthz(State(st): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        models: st.catalog.served_ids(),
+    })
+}
+
+/// The daemon can serve: at least one model is loaded and it is not shutting down.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(st): State<AppState>) -> Response {
+    let models = st.catalog.served_ids();
+    let (code, status) = if st.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if models.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    } else {
+        (StatusCode::OK, "ready")
+    };
+    (code, Json(Health { status, models })).into_response()
+}
+
+fn card(m: &ServedModel) -> ModelCard {
+    let r = &m.record;
+    ModelCard {
+        id: r.id.clone(),
+        object: "model",
+        created: r.added_at,
+        owned_by: "oasis",
+        format: r.format.clone(),
+        architecture: r.architecture.clone(),
+        parameters: r.parameters,
+        context_length: m.n_ctx,
+        digest: r.digest.clone(),
+        size_bytes: r.size_bytes,
+    }
+}
+
+/// The models being served.
+#[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelList)))]
+pub async fn list_models(State(st): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list",
+        data: st.catalog.served.values().map(|m| card(m)).collect(),
+    })
+}
+
+/// One served model.
+#[utoipa::path(get, path = "/v1/models/{id}",
+    params(("id" = String, Path, description = "Model id")),
+    responses((status = 200, body = ModelCard), (status = 404, body = ErrorBody)))]
+pub async fn get_model(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    let m = st.model(&id)?;
+    Ok(Json(card(&m)))
+}
+
+/// `GET /admin/v1/status`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusReport {
+    pub version: &'static str,
+    /// `ready`, `not_ready` or `draining`.
+    pub state: &'static str,
+    pub uptime_s: u64,
+    pub instance_id: String,
+    /// How many times this installation has started.
+    pub starts: u64,
+    pub data_dir: String,
+    pub listen: String,
+    pub models: Vec<ModelStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelStatus {
+    pub id: String,
+    /// `ready` or `unavailable`.
+    pub state: &'static str,
+    pub path: Option<String>,
+    /// Why an unavailable model could not be loaded.
+    pub error: Option<String>,
+    pub architecture: Option<String>,
+    pub parameters: Option<u64>,
+    pub context_length: Option<usize>,
+    /// Requests queued and running now.
+    pub waiting: usize,
+    pub running: usize,
+    pub requests_total: u64,
+    pub prompt_tokens_total: u64,
+    pub completion_tokens_total: u64,
+}
+
+/// The daemon's state: version, uptime, models and their load.
+#[utoipa::path(get, path = "/admin/v1/status", responses((status = 200, body = StatusReport)))]
+pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
+    let mut models: Vec<ModelStatus> = st
+        .catalog
+        .served
+        .values()
+        .map(|m| {
+            let s = &m.worker.stats;
+            ModelStatus {
+                id: m.record.id.clone(),
+                state: "ready",
+                path: Some(m.record.path.display().to_string()),
+                error: None,
+                architecture: Some(m.record.architecture.clone()),
+                parameters: Some(m.record.parameters),
+                context_length: Some(m.n_ctx),
+                waiting: s.waiting.load(Ordering::Relaxed),
+                running: s.running.load(Ordering::Relaxed),
+                requests_total: s.jobs_total.load(Ordering::Relaxed),
+                prompt_tokens_total: s.prompt_tokens_total.load(Ordering::Relaxed),
+                completion_tokens_total: s.completion_tokens_total.load(Ordering::Relaxed),
+            }
+        })
+        .collect();
+    models.extend(st.catalog.unavailable.iter().map(|u| ModelStatus {
+        id: u.id.clone(),
+        state: "unavailable",
+        path: u.path.as_ref().map(|p| p.display().to_string()),
+        error: Some(u.error.clone()),
+        architecture: None,
+        parameters: None,
+        context_length: None,
+        waiting: 0,
+        running: 0,
+        requests_total: 0,
+        prompt_tokens_total: 0,
+        completion_tokens_total: 0,
+    }));
+    let state = if st.is_draining() {
+        "draining"
+    } else if st.catalog.served.is_empty() {
+        "not_ready"
+    } else {
+        "ready"
+    };
+    Json(StatusReport {
+        version: env!("CARGO_PKG_VERSION"),
+        state,
+        uptime_s: st.started.elapsed().as_secs(),
+        instance_id: st.settings.instance_id.clone(),
+        starts: st.settings.starts,
+        data_dir: st.config.data_dir.display().to_string(),
+        listen: st.config.listen.to_string(),
+        models,
+    })
+}
+
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::route_not_found(method.as_str(), uri.path())
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(method.as_str(), uri.path())
+}

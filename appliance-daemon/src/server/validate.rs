@@ -1,0 +1,489 @@
+//! The edge: raw OpenAI requests checked into a [`Plan`] the rest of the daemon trusts.
+//! Every rejection is a 400 that names the field and states the bound.
+
+use engine::sampling::{
+    MAX_STOP_LEN_BYTES as MAX_STOP_BYTES, MAX_STOPS as MAX_STOP, SamplingParams, StopStrings,
+};
+use engine::tokenizer::ChatMessage;
+use engine::{GenerateRequest, Model, Prompt};
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::openai::{ChatCompletionRequest, CompletionRequest, StreamOptions};
+
+/// Most choices per prompt (`n`).
+pub const MAX_N: usize = 16;
+/// Most prompts in one completions request.
+pub const MAX_PROMPTS: usize = 64;
+/// Most alternatives per position for chat (`top_logprobs`), as OpenAI.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+/// Most alternatives per position for completions (`logprobs`), as OpenAI.
+pub const MAX_COMPLETION_LOGPROBS: usize = 5;
+/// Completions' default `max_tokens`, as OpenAI.
+pub const DEFAULT_COMPLETION_MAX_TOKENS: usize = 16;
+
+/// A checked request: what to run and how to answer.
+#[derive(Debug)]
+pub struct Plan {
+    /// One engine request per (prompt, choice), prompt-major: choice index `i` of the
+    /// answer is `requests[i]`.
+    pub requests: Vec<GenerateRequest>,
+    /// Prompt length in tokens for each request.
+    pub prompt_tokens: Vec<usize>,
+    /// The prompt text to prepend to each choice (`echo`), else empty.
+    pub echo: Vec<String>,
+    /// Alternatives per token when log-probabilities are asked for.
+    pub logprobs: Option<usize>,
+    /// Choices per prompt.
+    pub n: usize,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub user: Option<String>,
+}
+
+/// Fields both endpoints share, borrowed from either request.
+struct Shared<'a> {
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    top_k: Option<i64>,
+    min_p: Option<f64>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    repetition_penalty: Option<f64>,
+    ignore_eos: Option<bool>,
+    seed: Option<i64>,
+    stop: Option<&'a Value>,
+    n: Option<i64>,
+    stream: Option<bool>,
+    stream_options: Option<&'a StreamOptions>,
+    user: Option<&'a String>,
+}
+
+/// The [`Shared`] view of either request type (they name these fields alike).
+macro_rules! shared {
+    ($req:expr) => {
+        Shared {
+            temperature: $req.temperature,
+            top_p: $req.top_p,
+            top_k: $req.top_k,
+            min_p: $req.min_p,
+            presence_penalty: $req.presence_penalty,
+            frequency_penalty: $req.frequency_penalty,
+            repetition_penalty: $req.repetition_penalty,
+            ignore_eos: $req.ignore_eos,
+            seed: $req.seed,
+            stop: $req.stop.as_ref(),
+            n: $req.n,
+            stream: $req.stream,
+            stream_options: $req.stream_options.as_ref(),
+            user: $req.user.as_ref(),
+        }
+    };
+}
+
+/// Checks a chat request against `model`.
+pub fn chat(req: &ChatCompletionRequest, model: &Model, n_ctx: usize) -> Result<Plan, ApiError> {
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid_param(
+            "messages",
+            "`messages` must hold at least one message",
+        ));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            other => {
+                return Err(ApiError::invalid_param(
+                    format!("messages[{i}].role"),
+                    format!(
+                        "`messages[{i}].role` must be one of system, developer, user, assistant; got `{other}`"
+                    ),
+                ));
+            }
+        };
+        let content = message_text(m.content.as_ref(), i, role == "assistant")?;
+        messages.push(ChatMessage::new(role, content));
+    }
+    let max_tokens = req.max_completion_tokens.or(req.max_tokens);
+    let param = if req.max_completion_tokens.is_some() {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    let top = if req.logprobs == Some(true) {
+        Some(bounded(
+            "top_logprobs",
+            req.top_logprobs.unwrap_or(0),
+            0,
+            MAX_TOP_LOGPROBS,
+        )?)
+    } else if req.top_logprobs.is_some_and(|k| k > 0) {
+        return Err(ApiError::invalid_param(
+            "top_logprobs",
+            "`top_logprobs` needs `logprobs` set to true",
+        ));
+    } else {
+        None
+    };
+    let shared = shared!(req);
+    let prompt = Prompt::Chat(messages);
+    let ids = tokenize(model, &prompt)?;
+    build(
+        &shared,
+        vec![(ids, String::new())],
+        max_tokens,
+        param,
+        None,
+        top,
+        n_ctx,
+    )
+}
+
+/// Checks a completions request against `model`.
+pub fn completion(req: &CompletionRequest, model: &Model, n_ctx: usize) -> Result<Plan, ApiError> {
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid_param(
+            "suffix",
+            "`suffix` (insertion) is not supported by this model",
+        ));
+    }
+    let logprobs = match req.logprobs {
+        None => None,
+        Some(k) => Some(bounded("logprobs", k, 0, MAX_COMPLETION_LOGPROBS)?),
+    };
+    let echo = req.echo == Some(true);
+    if echo && logprobs.is_some() {
+        return Err(ApiError::invalid_param(
+            "echo",
+            "`echo` together with `logprobs` is not supported",
+        ));
+    }
+    let prompts = completion_prompts(&req.prompt)?;
+    let mut tokenized = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        let ids = tokenize(model, &p)?;
+        let text = match (&p, echo) {
+            (Prompt::Text(t), true) => t.clone(),
+            (_, true) => model.tokenizer().decode(&ids),
+            _ => String::new(),
+        };
+        tokenized.push((ids, text));
+    }
+    let shared = shared!(req);
+    build(
+        &shared,
+        tokenized,
+        req.max_tokens,
+        "max_tokens",
+        Some(DEFAULT_COMPLETION_MAX_TOKENS),
+        logprobs,
+        n_ctx,
+    )
+}
+
+fn build(
+    s: &Shared<'_>,
+    prompts: Vec<(Vec<u32>, String)>,
+    max_tokens: Option<i64>,
+    max_tokens_param: &'static str,
+    default_max_tokens: Option<usize>,
+    logprobs: Option<usize>,
+    n_ctx: usize,
+) -> Result<Plan, ApiError> {
+    let n = bounded("n", s.n.unwrap_or(1), 1, MAX_N)?;
+    let max_tokens = match max_tokens {
+        Some(m) => Some(bounded(max_tokens_param, m, 1, n_ctx)?),
+        None => default_max_tokens,
+    };
+    let temperature = float("temperature", s.temperature.unwrap_or(1.0), 0.0, 2.0, true)?;
+    let top_p = float("top_p", s.top_p.unwrap_or(1.0), 0.0, 1.0, false)?;
+    let min_p = float("min_p", s.min_p.unwrap_or(0.0), 0.0, 1.0, true)?;
+    let presence = float(
+        "presence_penalty",
+        s.presence_penalty.unwrap_or(0.0),
+        -2.0,
+        2.0,
+        true,
+    )?;
+    let frequency = float(
+        "frequency_penalty",
+        s.frequency_penalty.unwrap_or(0.0),
+        -2.0,
+        2.0,
+        true,
+    )?;
+    let repetition = float(
+        "repetition_penalty",
+        s.repetition_penalty.unwrap_or(1.0),
+        0.0,
+        engine::sampling::MAX_REPETITION_PENALTY.into(),
+        false,
+    )?;
+    let top_k = match s.top_k.unwrap_or(0) {
+        -1 | 0 => 0,
+        k if k > 0 => u32::try_from(k).unwrap_or(u32::MAX),
+        k => {
+            return Err(ApiError::invalid_param(
+                "top_k",
+                format!("`top_k` must be -1, 0 (off) or positive, got {k}"),
+            ));
+        }
+    };
+    let stop = stop_strings(s.stop)?;
+    let sampling = SamplingParams {
+        temperature: temperature as f32,
+        top_k,
+        top_p: top_p as f32,
+        min_p: min_p as f32,
+        repetition_penalty: repetition as f32,
+        presence_penalty: presence as f32,
+        frequency_penalty: frequency as f32,
+        // Reinterpreting the sign keeps every i64 seed distinct.
+        seed: s.seed.map(|v| v as u64),
+        ..SamplingParams::default()
+    };
+    sampling
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+
+    let mut requests = Vec::with_capacity(prompts.len() * n);
+    let mut prompt_tokens = Vec::with_capacity(prompts.len() * n);
+    let mut echo = Vec::with_capacity(prompts.len() * n);
+    for (p, (ids, text)) in prompts.into_iter().enumerate() {
+        if ids.is_empty() {
+            return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
+        }
+        if ids.len() >= n_ctx {
+            return Err(ApiError::invalid_param(
+                if max_tokens_param == "max_tokens" && default_max_tokens.is_some() {
+                    "prompt"
+                } else {
+                    "messages"
+                },
+                format!(
+                    "the prompt{} is {} tokens; this model's context holds {n_ctx}, so the prompt must be at most {} tokens to leave room for output",
+                    if p > 0 { format!(" #{p}") } else { String::new() },
+                    ids.len(),
+                    n_ctx - 1
+                ),
+            ).with_code("context_length_exceeded"));
+        }
+        let room = n_ctx - ids.len();
+        for choice in 0..n {
+            let mut sampling = sampling.clone();
+            sampling.seed = sampling.seed.map(|s| s.wrapping_add(choice as u64));
+            requests.push(GenerateRequest {
+                prompt: Prompt::Tokens(ids.clone()),
+                max_tokens: max_tokens.unwrap_or(room).min(room),
+                sampling,
+                stop: stop.clone(),
+                ignore_eos: s.ignore_eos == Some(true),
+                logprobs,
+            });
+            prompt_tokens.push(ids.len());
+            echo.push(text.clone());
+        }
+    }
+    Ok(Plan {
+        requests,
+        prompt_tokens,
+        echo,
+        logprobs,
+        n,
+        stream: s.stream == Some(true),
+        include_usage: s
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+        user: s.user.cloned(),
+    })
+}
+
+fn tokenize(model: &Model, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
+    let ids =
+        engine::generate::tokenize(model, prompt).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let vocab = model.config.vocab_size;
+    if let Some(bad) = ids.iter().find(|t| **t as usize >= vocab) {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            format!("token id {bad} is outside the vocabulary (ids must be below {vocab})"),
+        ));
+    }
+    Ok(ids)
+}
+
+/// The text of message `i`: a string or a list of text parts.
+fn message_text(content: Option<&Value>, i: usize, may_be_null: bool) -> Result<String, ApiError> {
+    let param = format!("messages[{i}].content");
+    match content {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) if may_be_null => Ok(String::new()),
+        None | Some(Value::Null) => Err(ApiError::invalid_param(
+            param.clone(),
+            format!("`{param}` is required"),
+        )),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for (j, part) in parts.iter().enumerate() {
+                let kind = part.get("type").and_then(Value::as_str);
+                match (kind, part.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) => text.push_str(t),
+                    (Some("text"), None) => {
+                        return Err(ApiError::invalid_param(
+                            format!("{param}[{j}].text"),
+                            format!("`{param}[{j}].text` must be a string"),
+                        ));
+                    }
+                    (Some(other), _) => {
+                        return Err(ApiError::invalid_param(
+                            format!("{param}[{j}].type"),
+                            format!("content part type `{other}` is not supported; only `text` is"),
+                        ));
+                    }
+                    (None, _) => {
+                        return Err(ApiError::invalid_param(
+                            format!("{param}[{j}]"),
+                            format!("`{param}[{j}]` must be an object with `type` and `text`"),
+                        ));
+                    }
+                }
+            }
+            Ok(text)
+        }
+        Some(_) => Err(ApiError::invalid_param(
+            param.clone(),
+            format!("`{param}` must be a string or a list of text parts"),
+        )),
+    }
+}
+
+/// The prompts of a completions request.
+fn completion_prompts(prompt: &Value) -> Result<Vec<Prompt>, ApiError> {
+    let bad = || {
+        ApiError::invalid_param(
+            "prompt",
+            "`prompt` must be a string, a list of strings, a list of token ids or a list of lists of token ids",
+        )
+    };
+    let ids = |v: &[Value]| -> Result<Vec<u32>, ApiError> {
+        v.iter()
+            .map(|x| {
+                x.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(bad)
+            })
+            .collect()
+    };
+    let prompts = match prompt {
+        Value::String(s) => vec![Prompt::Text(s.clone())],
+        Value::Array(items) if items.is_empty() => {
+            return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
+        }
+        Value::Array(items) => match &items[0] {
+            Value::Number(_) => vec![Prompt::Tokens(ids(items)?)],
+            Value::String(_) => items
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(|s| Prompt::Text(s.to_string()))
+                        .ok_or_else(bad)
+                })
+                .collect::<Result<_, _>>()?,
+            Value::Array(_) => items
+                .iter()
+                .map(|x| {
+                    x.as_array()
+                        .ok_or_else(bad)
+                        .and_then(|a| ids(a))
+                        .map(Prompt::Tokens)
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    };
+    if prompts.len() > MAX_PROMPTS {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            format!(
+                "at most {MAX_PROMPTS} prompts per request, got {}",
+                prompts.len()
+            ),
+        ));
+    }
+    Ok(prompts)
+}
+
+fn stop_strings(stop: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let list = match stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|x| {
+                x.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::invalid_param("stop", "`stop` must be a string or a list of strings")
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "stop",
+                "`stop` must be a string or a list of strings",
+            ));
+        }
+    };
+    if list.len() > MAX_STOP {
+        return Err(ApiError::invalid_param(
+            "stop",
+            format!("at most {MAX_STOP} stop strings, got {}", list.len()),
+        ));
+    }
+    if let Some(s) = list.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid_param(
+            "stop",
+            format!(
+                "stop strings may be at most {MAX_STOP_BYTES} bytes, got {}",
+                s.len()
+            ),
+        ));
+    }
+    StopStrings::new(list.clone()).map_err(|e| ApiError::invalid_param("stop", e.to_string()))?;
+    Ok(list)
+}
+
+/// `got` as a count in `min..=max`.
+fn bounded(param: &'static str, got: i64, min: usize, max: usize) -> Result<usize, ApiError> {
+    usize::try_from(got)
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| {
+            ApiError::invalid_param(
+                param,
+                format!("`{param}` must be between {min} and {max}, got {got}"),
+            )
+        })
+}
+
+/// `got` in `[min, max]` (or `(min, max]` when `min_inclusive` is false).
+fn float(
+    param: &'static str,
+    got: f64,
+    min: f64,
+    max: f64,
+    min_inclusive: bool,
+) -> Result<f64, ApiError> {
+    let ok = got <= max && if min_inclusive { got >= min } else { got > min };
+    if ok {
+        Ok(got)
+    } else {
+        let open = if min_inclusive { "" } else { " (exclusive)" };
+        Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must be between {min}{open} and {max}, got {got}"),
+        ))
+    }
+}

@@ -1,0 +1,280 @@
+//! The daemon's durable state: a sled database under the data directory, behind typed
+//! accessors.
+//!
+//! Trees: `models` (catalog id -> [`ModelRecord`] as JSON) and `settings` (one key,
+//! `daemon`, -> [`Settings`] as JSON). Every write is flushed before it returns, so what a
+//! call reported as committed survives a `kill -9` the instant after. Records carry a
+//! `schema` number so a later daemon can migrate them; a record that does not parse is
+//! reported by id, never silently dropped.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the record layout written by this build.
+pub const SCHEMA: u32 = 1;
+
+/// What can go wrong with the state database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state database at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("state database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("state database: record `{key}` in `{tree}` is corrupt: {problem}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        problem: String,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One model in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub schema: u32,
+    /// The name clients pass as `model`.
+    pub id: String,
+    /// The model file (absolute).
+    pub path: PathBuf,
+    /// `gguf` for now.
+    pub format: String,
+    /// `sha256:<hex>` of the file.
+    pub digest: String,
+    /// File size and modification time when the digest was taken: a file that still
+    /// matches both is not hashed again at start-up.
+    pub size_bytes: u64,
+    pub modified_unix_ns: u128,
+    /// `general.architecture` (e.g. `llama`).
+    pub architecture: String,
+    /// The model's own name (`general.name`).
+    pub name: String,
+    /// Number of weights.
+    pub parameters: u64,
+    /// Training context length in tokens.
+    pub context_length: usize,
+    /// Seconds since the Unix epoch when the model entered the catalog.
+    pub added_at: u64,
+}
+
+/// Daemon-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub schema: u32,
+    /// Random id of this installation, made on first start.
+    pub instance_id: String,
+    /// Seconds since the epoch of the first start.
+    pub created_at: u64,
+    /// Incremented on every start: a crash-restart loop shows up here.
+    pub starts: u64,
+}
+
+/// The open database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    models: sled::Tree,
+    settings: sled::Tree,
+}
+
+const MODELS: &str = "models";
+const SETTINGS: &str = "settings";
+const SETTINGS_KEY: &str = "daemon";
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let open_err = |source| StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(open_err)?;
+        let models = db.open_tree(MODELS)?;
+        let settings = db.open_tree(SETTINGS)?;
+        Ok(Store {
+            db,
+            models,
+            settings,
+        })
+    }
+
+    /// Records a start: creates the settings on first start, bumps the start counter
+    /// otherwise, and returns them.
+    pub fn record_start(&self) -> Result<Settings> {
+        let settings = match self.settings()? {
+            Some(mut s) => {
+                s.starts += 1;
+                s
+            }
+            None => Settings {
+                schema: SCHEMA,
+                instance_id: random_hex(16),
+                created_at: unix_now(),
+                starts: 1,
+            },
+        };
+        self.settings
+            .insert(SETTINGS_KEY, to_json(&settings).as_slice())?;
+        self.db.flush()?;
+        Ok(settings)
+    }
+
+    pub fn settings(&self) -> Result<Option<Settings>> {
+        match self.settings.get(SETTINGS_KEY)? {
+            Some(bytes) => from_json(SETTINGS, SETTINGS_KEY, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds or replaces a catalog entry, durably.
+    pub fn put_model(&self, record: &ModelRecord) -> Result<()> {
+        self.models
+            .insert(record.id.as_bytes(), to_json(record).as_slice())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn get_model(&self, id: &str) -> Result<Option<ModelRecord>> {
+        match self.models.get(id.as_bytes())? {
+            Some(bytes) => from_json(MODELS, id, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a catalog entry, durably; true if it existed.
+    pub fn remove_model(&self, id: &str) -> Result<bool> {
+        let existed = self.models.remove(id.as_bytes())?.is_some();
+        self.db.flush()?;
+        Ok(existed)
+    }
+
+    /// Every catalog entry in id order. Corrupt records are returned as errors next to the
+    /// good ones so the caller can report them and go on.
+    pub fn models(&self) -> Result<Vec<Result<ModelRecord>>> {
+        let mut out = Vec::new();
+        for item in self.models.iter() {
+            let (key, bytes) = item?;
+            let id = String::from_utf8_lossy(&key).into_owned();
+            out.push(from_json(MODELS, &id, &bytes));
+        }
+        Ok(out)
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain structs (strings, numbers, paths as UTF-8 where possible)
+    // cannot fail; a failure would be a bug in a derive, worth an empty record over a panic.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(
+    tree: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        key: key.to_string(),
+        problem: e.to_string(),
+    })
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `bytes` random bytes as hex, from the OS.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if getrandom::fill(&mut buf).is_err() {
+        // No OS randomness: fall back to the clock and std's per-process random hash keys.
+        use std::hash::{BuildHasher, Hasher};
+        for (i, chunk) in buf.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_usize(i);
+            let v = h.finish().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> ModelRecord {
+        ModelRecord {
+            schema: SCHEMA,
+            id: id.into(),
+            path: PathBuf::from("/m.gguf"),
+            format: "gguf".into(),
+            digest: "sha256:00".into(),
+            size_bytes: 1,
+            modified_unix_ns: 2,
+            architecture: "llama".into(),
+            name: "M".into(),
+            parameters: 3,
+            context_length: 4,
+            added_at: 5,
+        }
+    }
+
+    #[test]
+    fn models_and_settings_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.record_start().unwrap().starts, 1);
+            store.put_model(&record("b")).unwrap();
+            store.put_model(&record("a")).unwrap();
+            store.put_model(&record("c")).unwrap();
+            assert!(store.remove_model("c").unwrap());
+            assert!(!store.remove_model("c").unwrap());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let s = store.record_start().unwrap();
+        assert_eq!(s.starts, 2);
+        assert_eq!(s.instance_id.len(), 32);
+        let ids: Vec<String> = store
+            .models()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap().id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(store.get_model("a").unwrap(), Some(record("a")));
+    }
+
+    #[test]
+    fn corrupt_record_is_reported_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_model(&record("good")).unwrap();
+        store.models.insert("bad", b"{not json".as_slice()).unwrap();
+        let all = store.models().unwrap();
+        assert_eq!(all.len(), 2);
+        let err = all[0].as_ref().unwrap_err().to_string();
+        assert!(err.contains("`bad`"), "{err}");
+        assert_eq!(all[1].as_ref().unwrap().id, "good");
+    }
+}

@@ -1,0 +1,634 @@
+//! `oasis serve` end to end: the real binary on `127.0.0.1:0` with the real model, over
+//! real HTTP, checked against llama.cpp's fixtures and OpenAI's wire format.
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tests::daemon::{Daemon, open_stream, raw_request};
+use tests::{fixture_json, model_path, oasis_with_env, stdout_ok};
+
+const TOKENS: usize = 32;
+
+fn model_arg() -> String {
+    model_path().to_string_lossy().into_owned()
+}
+
+fn start(dir: &std::path::Path) -> Daemon {
+    Daemon::start(dir, &["--model", &model_arg(), "--threads", "2"])
+}
+
+fn model_id(d: &Daemon) -> String {
+    let (status, models) = d.get("/v1/models");
+    assert_eq!(status, 200, "{models}");
+    models["data"][0]["id"].as_str().unwrap().to_string()
+}
+
+/// The text llama.cpp's first `TOKENS` greedy tokens decode to.
+fn expected_text(case: &Value, tok: &engine::tokenizer::Tokenizer) -> String {
+    let ids: Vec<u32> = case["greedy_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(TOKENS)
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert!(
+        case["first_eog_position"]
+            .as_u64()
+            .is_none_or(|p| p as usize >= TOKENS),
+        "fixture case ends early; the test expects {TOKENS} tokens"
+    );
+    tok.decode(&ids)
+}
+
+fn sse_json(events: &[String]) -> Vec<Value> {
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap_or_else(|err| panic!("{e}: {err}")))
+        .collect()
+}
+
+#[test]
+fn greedy_answers_match_llamacpp_streaming_and_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&dir.path().join("data"));
+    let id = model_id(&d);
+    let model = engine::Model::load(&model_path()).unwrap();
+    let fixture = fixture_json("smollm2/llamacpp-reference.json");
+    for case in fixture["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let want = expected_text(case, model.tokenizer());
+        let n_prompt = case["prompt_ids"].as_array().unwrap().len();
+        let (path, mut body) = if case["mode"] == "chat" {
+            (
+                "/v1/chat/completions",
+                json!({"model": id, "messages": case["messages"]}),
+            )
+        } else {
+            (
+                "/v1/completions",
+                json!({"model": id, "prompt": case["prompt"]}),
+            )
+        };
+        body["max_tokens"] = json!(TOKENS);
+        body["temperature"] = json!(0);
+
+        let (status, doc) = d.post(path, &body);
+        assert_eq!(status, 200, "{name}: {doc}");
+        let choice = &doc["choices"][0];
+        let got = if case["mode"] == "chat" {
+            assert_eq!(doc["object"], "chat.completion");
+            assert_eq!(choice["message"]["role"], "assistant");
+            choice["message"]["content"].as_str().unwrap()
+        } else {
+            assert_eq!(doc["object"], "text_completion");
+            choice["text"].as_str().unwrap()
+        };
+        assert_eq!(got, want, "{name}: greedy text differs from llama.cpp's");
+        assert_eq!(choice["finish_reason"], "length", "{name}");
+        assert_eq!(doc["usage"]["prompt_tokens"], n_prompt, "{name}");
+        assert_eq!(doc["usage"]["completion_tokens"], TOKENS, "{name}");
+        assert_eq!(doc["usage"]["total_tokens"], n_prompt + TOKENS, "{name}");
+        assert_eq!(doc["model"], id.as_str());
+
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let (status, events) = d.post_stream(path, &body);
+        assert_eq!(status, 200, "{name}: {events:?}");
+        let chunks = sse_json(&events);
+        let mut text = String::new();
+        let mut finish = Vec::new();
+        for c in &chunks[..chunks.len() - 1] {
+            assert!(c["usage"].is_null(), "{name}: usage before the end: {c}");
+            let ch = &c["choices"][0];
+            if case["mode"] == "chat" {
+                assert_eq!(c["object"], "chat.completion.chunk");
+                text.push_str(ch["delta"]["content"].as_str().unwrap_or(""));
+            } else {
+                assert_eq!(c["object"], "text_completion");
+                text.push_str(ch["text"].as_str().unwrap_or(""));
+            }
+            if !ch["finish_reason"].is_null() {
+                finish.push(ch["finish_reason"].clone());
+            }
+        }
+        assert_eq!(text, want, "{name}: streamed text differs");
+        assert_eq!(finish, [json!("length")], "{name}");
+        let last = chunks.last().unwrap();
+        assert_eq!(last["choices"], json!([]), "{name}");
+        assert_eq!(last["usage"]["completion_tokens"], TOKENS, "{name}");
+        assert_eq!(last["usage"]["prompt_tokens"], n_prompt, "{name}");
+        if case["mode"] == "chat" {
+            assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        }
+    }
+}
+
+#[test]
+fn api_surface_models_health_openapi_logprobs_and_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&dir.path().join("data"));
+    let id = model_id(&d);
+
+    assert_eq!(d.get("/healthz").0, 200);
+    let (status, ready) = d.get("/readyz");
+    assert_eq!((status, &ready["status"]), (200, &json!("ready")));
+    let (status, card) = d.get(&format!("/v1/models/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(card["object"], "model");
+    assert_eq!(card["architecture"], "llama");
+    assert_eq!(
+        card["digest"],
+        "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
+    let (status, err) = d.get("/v1/models/nope");
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "model_not_found");
+
+    // The OpenAPI document lists every route this test touches.
+    let (status, doc) = d.get("/openapi.json");
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/models",
+        "/readyz",
+    ] {
+        assert!(
+            doc["paths"][p].is_object(),
+            "{p} missing from /openapi.json"
+        );
+    }
+
+    // Request ids: generated when absent, echoed when sent.
+    let resp = raw_request(
+        &d.addr,
+        "GET",
+        "/healthz",
+        &[("x-request-id", "abc-123")],
+        b"",
+    );
+    assert_eq!(resp.header("x-request-id"), Some("abc-123"));
+    let resp = raw_request(&d.addr, "GET", "/healthz", &[], b"");
+    assert!(resp.header("x-request-id").is_some_and(|v| v.len() >= 16));
+
+    // Log-probabilities: the chosen token is the argmax under greedy decoding, and the
+    // alternatives are ordered.
+    let (status, doc) = d.post(
+        "/v1/chat/completions",
+        &json!({"model": id, "messages": [{"role": "user", "content": [{"type": "text", "text": "Why is the sky blue?"}]}],
+                "max_tokens": 4, "temperature": 0, "logprobs": true, "top_logprobs": 3}),
+    );
+    assert_eq!(status, 200, "{doc}");
+    let content = doc["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 4);
+    for t in content {
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0]["token"], t["token"]);
+        assert!(t["logprob"].as_f64().unwrap() <= 0.0);
+        assert!(top[0]["logprob"].as_f64() >= top[1]["logprob"].as_f64());
+        assert_eq!(
+            t["bytes"].as_array().unwrap().len(),
+            t["token"].as_str().unwrap().len()
+        );
+    }
+    let (status, doc) = d.post(
+        "/v1/completions",
+        &json!({"model": id, "prompt": "Once upon a time", "max_tokens": 3, "temperature": 0, "logprobs": 2}),
+    );
+    assert_eq!(status, 200, "{doc}");
+    let lp = &doc["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), 3);
+    assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2);
+
+    // n choices, a list of prompts, token-id prompts, seeds and stop strings.
+    let (status, doc) = d.post(
+        "/v1/completions",
+        &json!({"model": id, "prompt": [[9690, 1259, 28], [9690, 1259]], "n": 2, "max_tokens": 5,
+                "temperature": 0.9, "seed": 7}),
+    );
+    assert_eq!(status, 200, "{doc}");
+    let choices = doc["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+    }
+    // Counted once per prompt, not once per choice, as OpenAI counts.
+    assert_eq!(doc["usage"]["prompt_tokens"], 3 + 2);
+    let again = d.post(
+        "/v1/completions",
+        &json!({"model": id, "prompt": [[9690, 1259, 28], [9690, 1259]], "n": 2, "max_tokens": 5,
+                "temperature": 0.9, "seed": 7}),
+    );
+    assert_eq!(again.1["choices"], doc["choices"], "same seed, same output");
+    let seeds_differ = d.post(
+        "/v1/completions",
+        &json!({"model": id, "prompt": [[9690, 1259, 28], [9690, 1259]], "n": 2, "max_tokens": 5,
+                "temperature": 0.9, "seed": 8}),
+    );
+    assert_ne!(seeds_differ.1["choices"], doc["choices"]);
+    let (status, doc) = d.post(
+        "/v1/completions",
+        &json!({"model": id, "prompt": ["Once upon a time", "Once upon a time"], "max_tokens": 2, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["choices"][0]["text"], doc["choices"][1]["text"]);
+    assert_eq!(doc["usage"]["prompt_tokens"], 8);
+    let (status, doc) = d.post(
+        "/v1/completions",
+        &json!({"model": id, "prompt": "Three facts about the Moon:\n1.", "max_tokens": 40,
+                "temperature": 0, "stop": ["2."]}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(doc["choices"][0]["finish_reason"], "stop");
+    assert!(!doc["choices"][0]["text"].as_str().unwrap().contains("2."));
+
+    // The CLI reads the same daemon.
+    let env = [("OASIS_URL", d.url.as_str())];
+    let out = stdout_ok(&oasis_with_env(&["status"], &env));
+    assert!(out.contains("ready") && out.contains(&id), "{out}");
+    let out = stdout_ok(&oasis_with_env(&["model", "list", "--json"], &env));
+    let doc: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(doc["data"][0]["id"], id.as_str());
+    let out = stdout_ok(&oasis_with_env(&["model", "list"], &env));
+    assert!(out.starts_with("ID ") && out.contains(&id), "{out}");
+    let out = stdout_ok(&oasis_with_env(&["status", "--json"], &env));
+    let doc: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(doc["models"][0]["state"], "ready");
+    assert!(doc["models"][0]["requests_total"].as_u64().unwrap() >= 5);
+}
+
+/// One bad request: what to send and the status and error `code`/`param` expected.
+struct Bad {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+    /// A piece of the error message (the bound it states).
+    message: &'static str,
+}
+
+#[test]
+fn bad_input_gets_openai_errors_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&dir.path().join("data"));
+    let id = model_id(&d);
+    let chat = |extra: Value| {
+        let mut body =
+            json!({"model": id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        serde_json::to_vec(&body).unwrap()
+    };
+    let json_ct = Some("application/json");
+    let cases = vec![
+        Bad { name: "malformed JSON", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: b"{\"model\": ".to_vec(), status: 400, message: "not valid JSON" },
+        Bad { name: "wrong type", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: chat(json!({"temperature": "hot"})), status: 400, message: "`temperature`: invalid type" },
+        Bad { name: "missing messages", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: serde_json::to_vec(&json!({"model": id})).unwrap(), status: 400, message: "`messages` is required" },
+        Bad { name: "empty messages", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: serde_json::to_vec(&json!({"model": id, "messages": []})).unwrap(), status: 400, message: "at least one message" },
+        Bad { name: "unknown model", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: chat(json!({"model": "gpt-9"})), status: 404, message: "does not exist" },
+        Bad { name: "negative max_tokens", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: chat(json!({"max_tokens": -1})), status: 400, message: "between 1 and 8192, got -1" },
+        Bad { name: "zero max_tokens", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: chat(json!({"max_tokens": 0})), status: 400, message: "between 1 and 8192, got 0" },
+        Bad { name: "huge max_tokens", method: "POST", path: "/v1/completions", content_type: json_ct,
+              body: serde_json::to_vec(&json!({"model": id, "prompt": "x", "max_tokens": 1_000_000_000_000i64})).unwrap(),
+              status: 400, message: "between 1 and 8192" },
+        Bad { name: "temperature out of range", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: chat(json!({"temperature": 2.5})), status: 400, message: "between 0 and 2, got 2.5" },
+        Bad { name: "n too large", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: chat(json!({"n": 1000})), status: 400, message: "between 1 and 16, got 1000" },
+        Bad { name: "10 MB body", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: vec![b' '; 10 << 20], status: 413, message: "larger than the limit" },
+        Bad { name: "wrong content type", method: "POST", path: "/v1/chat/completions", content_type: Some("text/plain"),
+              body: chat(json!({})), status: 415, message: "application/json" },
+        Bad { name: "invalid UTF-8", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: b"{\"model\": \"\xff\xfe\", \"messages\": []}".to_vec(), status: 400, message: "UTF-8" },
+        Bad { name: "bad role", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: serde_json::to_vec(&json!({"model": id, "messages": [{"role": "robot", "content": "x"}]})).unwrap(),
+              status: 400, message: "must be one of" },
+        Bad { name: "image part", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: serde_json::to_vec(&json!({"model": id, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})).unwrap(),
+              status: 400, message: "not supported" },
+        Bad { name: "token id outside vocabulary", method: "POST", path: "/v1/completions", content_type: json_ct,
+              body: serde_json::to_vec(&json!({"model": id, "prompt": [1, 99_999_999]})).unwrap(), status: 400, message: "outside the vocabulary" },
+        Bad { name: "prompt longer than the context", method: "POST", path: "/v1/completions", content_type: json_ct,
+              body: serde_json::to_vec(&json!({"model": id, "prompt": vec![28; 9000]})).unwrap(), status: 400, message: "context holds 8192" },
+        Bad { name: "too many stop strings", method: "POST", path: "/v1/chat/completions", content_type: json_ct,
+              body: chat(json!({"stop": ["a", "b", "c", "d", "e"]})), status: 400, message: "stop" },
+        Bad { name: "unknown route", method: "GET", path: "/v1/nothing", content_type: None,
+              body: Vec::new(), status: 404, message: "Unknown request URL" },
+        Bad { name: "wrong method", method: "GET", path: "/v1/chat/completions", content_type: None,
+              body: Vec::new(), status: 405, message: "not allowed" },
+    ];
+    for case in &cases {
+        let headers: Vec<(&str, &str)> = case
+            .content_type
+            .map(|c| ("Content-Type", c))
+            .into_iter()
+            .collect();
+        let resp = raw_request(&d.addr, case.method, case.path, &headers, &case.body);
+        assert_eq!(
+            resp.status,
+            case.status,
+            "{}: {}",
+            case.name,
+            String::from_utf8_lossy(&resp.body)
+        );
+        let body = resp.json();
+        let err = &body["error"];
+        let msg = err["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: not an OpenAI error: {body}", case.name));
+        assert!(
+            msg.contains(case.message),
+            "{}: message {msg:?} lacks {:?}",
+            case.name,
+            case.message
+        );
+        assert!(err["type"].is_string(), "{}: {body}", case.name);
+        assert!(
+            err.get("param").is_some() && err.get("code").is_some(),
+            "{}: {body}",
+            case.name
+        );
+        assert!(
+            resp.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{}",
+            case.name
+        );
+        // The daemon is still there and still right.
+        assert_eq!(d.get("/readyz").0, 200, "after {}", case.name);
+    }
+    // Unknown fields are ignored, as OpenAI does.
+    let (status, _) = d.post(
+        "/v1/chat/completions",
+        &json!({"model": id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "frobnicate": {"x": 1}}),
+    );
+    assert_eq!(status, 200);
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+}
+
+#[test]
+fn the_official_openai_python_client_works_unchanged() {
+    let python = std::env::var("OASIS_TEST_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/oasis/pyenv/bin/python")
+    });
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "no Python with the openai package at {python}: run scripts/setup-host"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&dir.path().join("data"));
+    let id = model_id(&d);
+    let script = tests::workspace_root().join("tests/python/openai_client.py");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(&d.url)
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openai client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["chat"].as_str().unwrap().contains("light"), "{doc}");
+    assert_eq!(doc["not_found"], 404);
+    assert_eq!(doc["bad_request"], 400);
+}
+
+/// Reads SSE lines until `n` data events have arrived.
+fn read_events(reader: &mut impl BufRead, n: usize) -> Vec<String> {
+    let mut events = Vec::new();
+    let mut line = String::new();
+    while events.len() < n {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            events.push(data.to_string());
+        }
+    }
+    events
+}
+
+#[test]
+fn kill_9_mid_stream_loses_nothing_and_the_daemon_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = start(&data);
+    let id = model_id(&d);
+    let mut stream = open_stream(
+        &d.addr,
+        "/v1/chat/completions",
+        &json!({"model": id, "messages": [{"role": "user", "content": "Tell me a long story."}],
+                "max_tokens": 500, "temperature": 0, "stream": true}),
+    );
+    let first = read_events(&mut stream, 3);
+    assert_eq!(first.len(), 3, "{first:?}");
+    d.kill9();
+    // Restarted on the same data directory without --model: the catalog brings it back.
+    let d = Daemon::start(&data, &["--threads", "2"]);
+    assert_eq!(model_id(&d), id);
+    let (status, doc) = d.post(
+        "/v1/chat/completions",
+        &json!({"model": id, "messages": [{"role": "user", "content": "Why is the sky blue?"}], "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{doc}");
+    let (_, st) = d.get("/admin/v1/status");
+    assert_eq!(st["starts"], 2);
+}
+
+#[test]
+fn disconnect_stops_generation_and_sigterm_lets_streams_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&dir.path().join("data"));
+    let id = model_id(&d);
+    let long = json!({"model": id, "messages": [{"role": "user", "content": "Tell me a long story."}],
+                      "max_tokens": 2000, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
+    let mut stream = open_stream(&d.addr, "/v1/chat/completions", &long);
+    assert_eq!(read_events(&mut stream, 3).len(), 3);
+    drop(stream);
+    // The engine is free again at once: the next request does not wait for 2000 tokens.
+    let started = Instant::now();
+    let (status, _) = d.post(
+        "/v1/chat/completions",
+        &json!({"model": id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(status, 200);
+    let (_, st) = d.get("/admin/v1/status");
+    let generated = st["models"][0]["completion_tokens_total"].as_u64().unwrap();
+    assert!(
+        generated < 1000,
+        "generation went on after the client left: {generated} tokens ({:?})",
+        started.elapsed()
+    );
+
+    // SIGTERM during a stream: the stream still ends properly, then the process exits 0.
+    let short = json!({"model": id, "messages": [{"role": "user", "content": "Tell me a story."}],
+                       "max_tokens": 48, "temperature": 0, "stream": true});
+    let mut stream = open_stream(&d.addr, "/v1/chat/completions", &short);
+    assert_eq!(read_events(&mut stream, 2).len(), 2);
+    let addr = d.addr.clone();
+    let waiter = std::thread::spawn(move || read_events(&mut stream, 1000));
+    let status = d
+        .terminate(Duration::from_secs(60))
+        .expect("daemon did not exit");
+    assert!(status.success(), "exit status {status}");
+    let rest = waiter.join().unwrap();
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "still listening"
+    );
+}
+
+#[test]
+fn configuration_file_environment_and_flags_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_dir = dir.path().join("from-file");
+    let env_dir = dir.path().join("from-env");
+    let config = dir.path().join("oasis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nmax_waiting = 3\n",
+            file_dir.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let flag_dir = dir.path().join("from-flag");
+    let cfg = config.to_string_lossy().into_owned();
+    let env_dir_s = env_dir.to_string_lossy().into_owned();
+    // The flag beats the environment, which beats the file.
+    let d = Daemon::start_with_env(
+        &flag_dir,
+        &["--config", &cfg],
+        &[("OASIS_DATA_DIR", &env_dir_s)],
+    );
+    let (_, st) = d.get("/admin/v1/status");
+    assert_eq!(st["data_dir"], flag_dir.to_string_lossy().as_ref());
+    assert_eq!(d.get("/readyz").0, 503, "no model: not ready");
+    drop(d);
+    assert!(flag_dir.join("state").exists());
+
+    // A bad file is refused with its line.
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nthreds = 2\n").unwrap();
+    let out = oasis_with_env(&["serve", "--config", &cfg], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("threds"), "{err}");
+}
+
+#[test]
+fn startup_is_fast_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = start(&data);
+    let id = model_id(&first);
+    drop(first);
+    // The second start reuses the catalog's digest instead of re-hashing the file.
+    let d = Daemon::start(&data, &["--threads", "2"]);
+    assert_eq!(model_id(&d), id);
+    eprintln!(
+        "startup to listening with the model loaded: {:?}",
+        d.startup
+    );
+    assert!(d.log().contains("serving"), "{}", d.log());
+}
+
+#[test]
+fn overload_gets_503_with_retry_after_and_slow_requests_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            "--model",
+            &model_arg(),
+            "--threads",
+            "2",
+            "--max-waiting",
+            "1",
+            "--request-timeout-s",
+            "2",
+        ],
+    );
+    let id = model_id(&d);
+    let long = json!({"model": id, "messages": [{"role": "user", "content": "Tell me a long story."}],
+                      "max_tokens": 3000, "temperature": 0, "ignore_eos": true, "stream": true});
+    // One running, one waiting: the queue of one is full.
+    let mut running = open_stream(&d.addr, "/v1/chat/completions", &long);
+    assert_eq!(read_events(&mut running, 2).len(), 2);
+    let waiting = open_stream(&d.addr, "/v1/chat/completions", &long);
+    let mut overloaded = None;
+    for _ in 0..50 {
+        let (_, st) = d.get("/admin/v1/status");
+        if st["models"][0]["waiting"] == 1 {
+            let resp = raw_request(
+                &d.addr,
+                "POST",
+                "/v1/completions",
+                &[("Content-Type", "application/json")],
+                &serde_json::to_vec(&json!({"model": id, "prompt": "hi", "max_tokens": 2}))
+                    .unwrap(),
+            );
+            overloaded = Some(resp);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let resp = overloaded.expect("the second request never waited");
+    assert_eq!(resp.status, 503, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert_eq!(resp.json()["error"]["code"], "overloaded");
+    drop(waiting);
+    drop(running);
+    // Both leave: the running one at its next token, the waiting one when its turn comes.
+    let idle = (0..500).any(|_| {
+        let (_, st) = d.get("/admin/v1/status");
+        let m = &st["models"][0];
+        if m["waiting"] == 0 && m["running"] == 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        false
+    });
+    assert!(idle, "the engine stayed busy after its clients left");
+
+    // A non-streaming request that cannot finish in 2 s gets 504 and its generation stops.
+    let started = Instant::now();
+    let (status, doc) = d.post(
+        "/v1/completions",
+        &json!({"model": id, "prompt": "Once upon a time", "max_tokens": 5000, "ignore_eos": true, "temperature": 0}),
+    );
+    assert_eq!(status, 504, "{doc}");
+    assert_eq!(doc["error"]["code"], "timeout");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let (status, _) = d.post(
+        "/v1/completions",
+        &json!({"model": id, "prompt": "Once upon a time", "max_tokens": 2}),
+    );
+    assert_eq!(status, 200, "the engine is free again");
+}
