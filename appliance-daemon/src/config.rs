@@ -19,8 +19,14 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
 pub const DEFAULT_REQUEST_TIMEOUT_S: u64 = 600;
 /// How long in-flight requests get to finish after SIGINT/SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
-/// Requests that may wait for a model's engine before new ones are refused with 503.
-pub const DEFAULT_MAX_WAITING: usize = 64;
+/// Requests that may wait for a model's batch before new ones are refused with 429.
+pub const DEFAULT_MAX_WAITING: usize = 256;
+/// Tokens per engine step (decode tokens plus prompt chunks).
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 512;
+/// Sequences in a model's batch at once.
+pub const DEFAULT_MAX_RUNNING: usize = 32;
+/// Memory for all running sequences' keys and values, per model.
+pub const DEFAULT_KV_CACHE_BYTES: usize = 2 << 30;
 
 /// The configuration file's contents; every key optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +42,9 @@ pub struct FileConfig {
     pub request_timeout_s: Option<u64>,
     pub shutdown_grace_s: Option<u64>,
     pub max_waiting: Option<usize>,
+    pub max_batch_tokens: Option<usize>,
+    pub max_running: Option<usize>,
+    pub kv_cache_bytes: Option<usize>,
     /// `text` (the default) or `json`.
     pub log_format: Option<String>,
 }
@@ -76,6 +85,9 @@ pub struct Overrides {
     pub request_timeout_s: Option<u64>,
     pub shutdown_grace_s: Option<u64>,
     pub max_waiting: Option<usize>,
+    pub max_batch_tokens: Option<usize>,
+    pub max_running: Option<usize>,
+    pub kv_cache_bytes: Option<usize>,
     pub log_format: Option<String>,
 }
 
@@ -105,8 +117,14 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Bound on the wait for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
-    /// Bound on each model's queue of waiting requests (503 beyond it).
+    /// Bound on each model's waiting requests (429 beyond it).
     pub max_waiting: usize,
+    /// Tokens per engine step.
+    pub max_batch_tokens: usize,
+    /// Sequences in a batch at once.
+    pub max_running: usize,
+    /// Bytes of keys and values for all running sequences of a model.
+    pub kv_cache_bytes: usize,
     pub log_format: LogFormat,
 }
 
@@ -168,6 +186,27 @@ impl ServeConfig {
         if !(1..=100_000).contains(&max_waiting) {
             bail!("`max_waiting` must be between 1 and 100000, got {max_waiting}");
         }
+        let max_batch_tokens = over
+            .max_batch_tokens
+            .or(file.max_batch_tokens)
+            .unwrap_or(DEFAULT_MAX_BATCH_TOKENS);
+        if !(1..=65_536).contains(&max_batch_tokens) {
+            bail!("`max_batch_tokens` must be between 1 and 65536, got {max_batch_tokens}");
+        }
+        let max_running = over
+            .max_running
+            .or(file.max_running)
+            .unwrap_or(DEFAULT_MAX_RUNNING);
+        if !(1..=4096).contains(&max_running) {
+            bail!("`max_running` must be between 1 and 4096, got {max_running}");
+        }
+        let kv_cache_bytes = over
+            .kv_cache_bytes
+            .or(file.kv_cache_bytes)
+            .unwrap_or(DEFAULT_KV_CACHE_BYTES);
+        if kv_cache_bytes < 1 << 20 {
+            bail!("`kv_cache_bytes` must be at least 1048576 (1 MiB), got {kv_cache_bytes}");
+        }
         let log_format = match over.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -183,6 +222,9 @@ impl ServeConfig {
             request_timeout: Duration::from_secs(request_timeout_s),
             shutdown_grace: Duration::from_secs(shutdown_grace_s),
             max_waiting,
+            max_batch_tokens,
+            max_running,
+            kv_cache_bytes,
             log_format,
         })
     }

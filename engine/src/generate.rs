@@ -13,9 +13,10 @@ use kernels::{Isa, ThreadPool};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::model::{ForwardCtx, KvCache, Logits, Model, Scratch};
-use crate::sampling::{Sampler, SamplingParams, StopStrings};
-use crate::tokenizer::{ChatMessage, Detokenizer};
+use crate::model::{BatchSeq, ForwardCtx, KvCache, Logits, Model, Scratch};
+use crate::sampling::SamplingParams;
+use crate::scheduler::{Progress, Sequence};
+use crate::tokenizer::ChatMessage;
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -192,100 +193,67 @@ impl Engine {
         request: &GenerateRequest,
         on_token: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
     ) -> Result<GenerateOutput> {
-        let sampling = request.sampling.validate()?;
-        let mut stops = StopStrings::new(request.stop.clone())?;
-        if request.max_tokens == 0 {
-            return Err(EngineError::InvalidRequest(
-                "`max_tokens` must be at least 1, got 0".into(),
-            ));
-        }
-        let prompt_ids = self.tokenize(&request.prompt)?;
-        if prompt_ids.is_empty() {
-            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
-        }
-        let n_ctx = self.cache.max_len();
-        if prompt_ids.len() > n_ctx {
-            return Err(EngineError::InvalidRequest(format!(
-                "the prompt is {} tokens, but the context holds {n_ctx}",
-                prompt_ids.len()
-            )));
-        }
-        let vocab = self.model.config.vocab_size;
-        if let Some(bad) = prompt_ids.iter().find(|t| **t as usize >= vocab) {
-            return Err(EngineError::InvalidRequest(format!(
-                "prompt token id {bad} is outside the vocabulary (size {vocab})"
-            )));
-        }
-
-        let started = Instant::now();
-        self.cache.clear();
-        let mut sampler = Sampler::new(sampling);
-        let mut history = prompt_ids.clone();
-        let mut detok = Detokenizer::new();
-        let mut text = String::new();
-        let mut output = Vec::with_capacity(request.max_tokens.min(4096));
-        let mut top = Vec::with_capacity(request.logprobs.unwrap_or(0) + 1);
-        self.forward(&prompt_ids, Logits::Last)?;
-        let prefill_ms = started.elapsed().as_secs_f64() * 1e3;
-        let finish = loop {
-            let picked = sampler.sample(&self.scratch.logits[..vocab], &history);
-            let id = picked.token_id;
-            let logprob = match request.logprobs {
-                Some(k) => model_logprobs(&self.scratch.logits[..vocab], id, k, &mut top),
-                None => picked.logprob,
-            };
-            output.push(id);
-            history.push(id);
-            let eog = !request.ignore_eos && self.model.tokenizer().is_eog(id);
-            let mut delta = String::new();
-            let mut stopped = false;
-            if !eog {
-                let piece = detok.push(self.model.tokenizer(), id);
-                let out = stops.push(&piece);
-                delta = out.emit;
-                stopped = out.stopped;
+        let cache = std::mem::replace(&mut self.cache, KvCache::new(0, 0, 0));
+        let max_len = cache.max_len();
+        let mut seq = match Sequence::new(&self.model, request, cache) {
+            Ok(seq) => seq,
+            Err(e) => {
+                self.cache = self.model.new_cache(max_len);
+                return Err(e);
             }
-            let at_limit = output.len() >= request.max_tokens || self.cache.len() >= n_ctx;
-            let finish = if eog || stopped {
-                Some(FinishReason::Stop)
-            } else if at_limit {
-                Some(FinishReason::Length)
-            } else {
-                None
-            };
-            if finish == Some(FinishReason::Length) {
-                // Nothing follows: release what was held back.
-                let tail = detok.finish();
-                let mut rest = stops.push(&tail);
-                if !rest.stopped {
-                    rest.emit.push_str(&stops.finish());
-                }
-                delta.push_str(&rest.emit);
-            }
-            text.push_str(&delta);
-            let event = TokenEvent {
-                token_id: id,
-                text: &delta,
-                logprob,
-                top_logprobs: &top,
-            };
-            if on_token(event).is_break() {
-                break FinishReason::Stop;
-            }
-            if let Some(f) = finish {
-                break f;
-            }
-            self.forward(&[id], Logits::Last)?;
         };
-        let decode_ms = started.elapsed().as_secs_f64() * 1e3 - prefill_ms;
+        let result = self.run_sequence(&mut seq, on_token);
+        let prompt_token_ids = std::mem::take(&mut seq.prompt);
+        let output_token_ids = std::mem::take(&mut seq.output);
+        let text = std::mem::take(&mut seq.text);
+        self.cache = seq.into_cache();
+        let (finish_reason, prefill_ms, decode_ms) = result?;
         Ok(GenerateOutput {
-            prompt_token_ids: prompt_ids,
-            output_token_ids: output,
+            prompt_token_ids,
+            output_token_ids,
             text,
-            finish_reason: finish,
+            finish_reason,
             prefill_ms,
             decode_ms,
         })
+    }
+
+    /// Steps one sequence to its end: (finish reason, prefill ms, decode ms).
+    fn run_sequence(
+        &mut self,
+        seq: &mut Sequence,
+        on_token: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<(FinishReason, f64, f64)> {
+        let started = Instant::now();
+        let mut prefill_ms = None;
+        loop {
+            let Some(input) = seq.next_input(usize::MAX) else {
+                return Err(EngineError::InvalidRequest(
+                    "sequence has nothing to run".into(),
+                ));
+            };
+            let n = input.tokens.len();
+            let mut batch = [BatchSeq {
+                cache: input.cache,
+                tokens: input.tokens,
+                batched_order: input.prompt,
+                logits: Logits::Last,
+            }];
+            self.model
+                .forward_batch(&self.pool, self.isa, &mut self.scratch, &mut batch)?;
+            seq.consumed(n);
+            let prefill = *prefill_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+            let done = |f| {
+                let decode_ms = started.elapsed().as_secs_f64() * 1e3 - prefill;
+                Ok((f, prefill, decode_ms))
+            };
+            match seq.on_logits(&self.model, &self.scratch.logits, on_token) {
+                Progress::Running => {}
+                Progress::Finished(f) => return done(f),
+                // The consumer left: what it received ends like a stop.
+                Progress::Cancelled => return done(FinishReason::Stop),
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod sampling;
+pub mod scheduler;
 pub mod tokenizer;
 
 pub use error::{EngineError, Result};

@@ -61,6 +61,8 @@ thread_local! {
 
 /// Attention of `tokens` queries at positions `pos0..pos0 + tokens` (query `t` sees
 /// positions `0..=pos0 + t`, all already in `kv`). `q` and `out` are `tokens x q_dim`.
+/// The accumulation order is llama.cpp's for a batch when `tokens >= 2`, for one token
+/// otherwise.
 #[allow(clippy::too_many_arguments)] // the shape of one attention call; a struct would only rename them
 pub fn attention(
     pool: &ThreadPool,
@@ -70,6 +72,44 @@ pub fn attention(
     q: &[f32],
     pos0: usize,
     tokens: usize,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let item = AttnItem {
+        kv,
+        row0: 0,
+        pos0,
+        tokens,
+        batched_order: tokens >= 2,
+    };
+    attention_multi(pool, isa, shape, &[item], q, scale, out)
+}
+
+/// One sequence's part of a batched attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnItem<'a> {
+    /// The sequence's cache for this layer.
+    pub kv: KvView<'a>,
+    /// Its first query row in the batch.
+    pub row0: usize,
+    /// The position of that row.
+    pub pos0: usize,
+    /// Its rows (queries at `pos0..pos0 + tokens`).
+    pub tokens: usize,
+    /// Accumulate in llama.cpp's batch order (prompt tokens) rather than its single-token
+    /// order (decode), whatever the number of rows in this call.
+    pub batched_order: bool,
+}
+
+/// Attention for several sequences in one pool hand-off: `q` and `out` are
+/// `rows x q_dim`, and each item owns its rows. Each query's result depends only on its
+/// own row, its cache and its item's order, never on the other items.
+pub fn attention_multi(
+    pool: &ThreadPool,
+    isa: Isa,
+    shape: AttnShape,
+    items: &[AttnItem<'_>],
+    q: &[f32],
     scale: f32,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
@@ -91,50 +131,95 @@ pub fn attention(
             n_heads,
         ));
     }
-    if q.len() != tokens * shape.q_dim() || out.len() != q.len() {
+    let rows = q.len() / shape.q_dim().max(1);
+    if q.len() != rows * shape.q_dim() || out.len() != q.len() {
         return Err(shape_err(
             "query/output length",
-            tokens * shape.q_dim(),
+            rows * shape.q_dim(),
             q.len().max(out.len()),
         ));
     }
-    let cap = kv.cap;
-    if !cap.is_multiple_of(KV_PAD)
-        || kv.k.len() != cap * shape.kv_dim()
-        || kv.vt.len() != cap * shape.kv_dim()
-    {
-        return Err(shape_err("cache length", cap * shape.kv_dim(), kv.k.len()));
-    }
-    if pos0 + tokens > cap {
-        return Err(shape_err("positions (cache capacity)", cap, pos0 + tokens));
+    let mut tasks = 0;
+    let mut rows_end = 0;
+    for it in items {
+        // Items must own disjoint rows, in order: the output writes below rely on it.
+        if it.row0 < rows_end {
+            return Err(shape_err(
+                "first row of an item (after the previous item's rows)",
+                rows_end,
+                it.row0,
+            ));
+        }
+        rows_end = it.row0 + it.tokens;
+        let cap = it.kv.cap;
+        if !cap.is_multiple_of(KV_PAD)
+            || it.kv.k.len() != cap * shape.kv_dim()
+            || it.kv.vt.len() != cap * shape.kv_dim()
+        {
+            return Err(shape_err(
+                "cache length",
+                cap * shape.kv_dim(),
+                it.kv.k.len(),
+            ));
+        }
+        if it.pos0 + it.tokens > cap {
+            return Err(shape_err(
+                "positions (cache capacity)",
+                cap,
+                it.pos0 + it.tokens,
+            ));
+        }
+        if it.row0 + it.tokens > rows {
+            return Err(shape_err("query rows", rows, it.row0 + it.tokens));
+        }
+        tasks += it.tokens * n_heads;
     }
     // llama.cpp's dot products differ between one token and a batch; follow them.
-    let order = if tokens >= 2 {
-        F16Order::Batched
-    } else {
-        F16Order::Vector
+    let dots = |order: F16Order| -> Result<_, KernelError> {
+        let kq = f16_dot(
+            isa,
+            if head_dim.is_multiple_of(8) {
+                order
+            } else {
+                F16Order::Vector
+            },
+        )?;
+        Ok((kq, f16_dot(isa, order)?))
     };
-    let kq_dot = f16_dot(
-        isa,
-        if head_dim.is_multiple_of(8) {
-            order
-        } else {
-            F16Order::Vector
-        },
-    )?;
-    let pv_dot = f16_dot(isa, order)?;
+    let (kq_batch, pv_batch) = dots(F16Order::Batched)?;
+    let (kq_one, pv_one) = dots(F16Order::Vector)?;
     let group = n_heads / n_kv_heads;
     let kv_dim = shape.kv_dim();
     let dst = DisjointSlice::new(out);
-    pool.run(n_heads * tokens, &|task| {
-        let (t, h) = (task / n_heads, task % n_heads);
+    if tasks == 0 {
+        return Ok(());
+    }
+    pool.run(tasks, &|task| {
+        // Find the item of this task: items are few (the sequences of one step).
+        let (mut rest, mut item) = (task, &items[0]);
+        for it in items {
+            if rest < it.tokens * n_heads {
+                item = it;
+                break;
+            }
+            rest -= it.tokens * n_heads;
+        }
+        let (t, h) = (rest / n_heads, rest % n_heads);
+        let (kq_dot, pv_dot) = if item.batched_order {
+            (kq_batch, pv_batch)
+        } else {
+            (kq_one, pv_one)
+        };
+        let kv = item.kv;
+        let cap = kv.cap;
+        let row = item.row0 + t;
         let kvh = h / group;
-        let n_kv = pos0 + t + 1;
+        let n_kv = item.pos0 + t + 1;
         let padded = n_kv.div_ceil(KV_PAD) * KV_PAD;
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let (q16, scores, p16) = &mut *guard;
-            let qh = &q[t * shape.q_dim() + h * head_dim..][..head_dim];
+            let qh = &q[row * shape.q_dim() + h * head_dim..][..head_dim];
             q16.clear();
             q16.extend(qh.iter().map(|v| f16::from_f32(*v)));
             scores.resize(n_kv, 0.0);
@@ -146,8 +231,9 @@ pub fn attention(
             p16.clear();
             p16.extend(scores.iter().map(|s| f16::from_f32(*s)));
             p16.resize(padded, f16::ZERO);
-            // SAFETY: task (t, h) alone writes this head's slice of token t's output.
-            let o = unsafe { dst.slice_mut(t * shape.q_dim() + h * head_dim, head_dim) };
+            // SAFETY: task (row, h) alone writes this head's slice of row `row`'s output:
+            // items own disjoint rows (checked above) and each (t, h) is one task.
+            let o = unsafe { dst.slice_mut(row * shape.q_dim() + h * head_dim, head_dim) };
             for (d, v) in o.iter_mut().enumerate() {
                 let vrow = &kv.vt[(kvh * head_dim + d) * cap..][..padded];
                 *v = pv_dot(padded, f16_bytes(vrow), f16_bytes(p16));

@@ -16,7 +16,7 @@ pub mod pool;
 pub mod quant;
 pub mod vmath;
 
-pub use attention::{AttnShape, KV_PAD, KvView, attention, f16_bytes};
+pub use attention::{AttnItem, AttnShape, KV_PAD, KvView, attention, attention_multi, f16_bytes};
 pub use error::KernelError;
 pub use ggml_type::{GgmlType, QK, QK_K, ggml_type_name};
 /// Half-precision floats, as the KV cache stores them.

@@ -464,7 +464,18 @@ fn kill_9_mid_stream_loses_nothing_and_the_daemon_comes_back() {
 #[test]
 fn disconnect_stops_generation_and_sigterm_lets_streams_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(&dir.path().join("data"));
+    // A grace period far beyond what the stream needs even on a loaded machine.
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            "--model",
+            &model_arg(),
+            "--threads",
+            "2",
+            "--shutdown-grace-s",
+            "120",
+        ],
+    );
     let id = model_id(&d);
     let long = json!({"model": id, "messages": [{"role": "user", "content": "Tell me a long story."}],
                       "max_tokens": 2000, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
@@ -560,7 +571,7 @@ fn startup_is_fast_and_reported() {
 }
 
 #[test]
-fn overload_gets_503_with_retry_after_and_slow_requests_time_out() {
+fn overload_gets_429_with_retry_after_and_slow_requests_time_out() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(
         &dir.path().join("data"),
@@ -600,9 +611,9 @@ fn overload_gets_503_with_retry_after_and_slow_requests_time_out() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let resp = overloaded.expect("the second request never waited");
-    assert_eq!(resp.status, 503, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.status, 429, "{}", String::from_utf8_lossy(&resp.body));
     assert_eq!(resp.header("retry-after"), Some("1"));
-    assert_eq!(resp.json()["error"]["code"], "overloaded");
+    assert_eq!(resp.json()["error"]["code"], "queue_full");
     drop(waiting);
     drop(running);
     // Both leave: the running one at its next token, the waiting one when its turn comes.
@@ -631,4 +642,113 @@ fn overload_gets_503_with_retry_after_and_slow_requests_time_out() {
         &json!({"model": id, "prompt": "Once upon a time", "max_tokens": 2}),
     );
     assert_eq!(status, 200, "the engine is free again");
+}
+
+/// Greedy completion of one request: (text, completion tokens).
+fn greedy(d: &Daemon, id: &str, prompt: &str, max_tokens: usize) -> (String, u64) {
+    let (status, doc) = d.post(
+        "/v1/completions",
+        &json!({"model": id, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true}),
+    );
+    assert_eq!(status, 200, "{doc}");
+    (
+        doc["choices"][0]["text"].as_str().unwrap().to_string(),
+        doc["usage"]["completion_tokens"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn batching_does_not_change_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&dir.path().join("data"));
+    let id = model_id(&d);
+    let fixture = fixture_json("smollm2/llamacpp-reference.json");
+    // 16 prompts of different lengths (4 to ~500 tokens) and output lengths.
+    let mut jobs: Vec<(String, usize)> = Vec::new();
+    for (i, case) in fixture["cases"].as_array().unwrap().iter().enumerate() {
+        let text = case["prompt_text"].as_str().unwrap().to_string();
+        jobs.push((text.clone(), 8 + 5 * i));
+        let cut: String = text.chars().take(40 + 13 * i).collect();
+        jobs.push((cut, 30 - 2 * i));
+    }
+    assert_eq!(jobs.len(), 16);
+    let alone: Vec<(String, u64)> = jobs.iter().map(|(p, n)| greedy(&d, &id, p, *n)).collect();
+    // All at once, started at different times.
+    let together: Vec<(String, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, (p, n))| {
+                let (d, id) = (&d, &id);
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(37 * (i as u64 % 5)));
+                    greedy(d, id, p, *n)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(
+            a, t,
+            "request {i}: batched output differs from the output alone"
+        );
+    }
+    let (_, st) = d.get("/admin/v1/status");
+    eprintln!("status after the batch: {st}");
+}
+
+#[test]
+fn a_light_tenant_gets_its_share_next_to_a_heavy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            "--model",
+            &model_arg(),
+            "--threads",
+            "2",
+            "--max-running",
+            "2",
+        ],
+    );
+    let id = model_id(&d);
+    let body = |user: &str| {
+        json!({"model": id, "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0,
+               "ignore_eos": true, "user": user})
+    };
+    let finished = std::sync::Mutex::new(Vec::<String>::new());
+    std::thread::scope(|s| {
+        for _ in 0..10 {
+            let (d, finished, b) = (&d, &finished, body("heavy"));
+            s.spawn(move || {
+                assert_eq!(d.post("/v1/completions", &b).0, 200);
+                finished.lock().unwrap().push("heavy".into());
+            });
+        }
+        // The light tenant arrives once the heavy one has filled the queue.
+        let wait_for_queue = (0..500).any(|_| {
+            let (_, st) = d.get("/admin/v1/status");
+            if st["models"][0]["waiting"].as_u64().unwrap_or(0) >= 6 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            false
+        });
+        assert!(wait_for_queue, "the heavy tenant's requests never queued");
+        let (d, finished, b) = (&d, &finished, body("light"));
+        s.spawn(move || {
+            assert_eq!(d.post("/v1/completions", &b).0, 200);
+            finished.lock().unwrap().push("light".into());
+        });
+    });
+    let order = finished.into_inner().unwrap();
+    let light_at = order.iter().position(|t| t == "light").unwrap();
+    // First come, first served would finish all ten heavy requests first. Fair admission
+    // lets the light request in as soon as a place frees up: at most the two running and
+    // the one admitted with it finish before it.
+    assert!(
+        light_at <= 4,
+        "light tenant finished after {light_at} heavy requests: {order:?}"
+    );
 }

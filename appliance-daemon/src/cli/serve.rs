@@ -43,9 +43,18 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish on SIGINT/SIGTERM, in seconds [default: 10].
     #[arg(long, env = "OASIS_SHUTDOWN_GRACE_S", value_name = "S")]
     pub shutdown_grace_s: Option<u64>,
-    /// Requests that may wait per model before new ones get 503 [default: 64].
+    /// Requests that may wait per model before new ones get 429 [default: 256].
     #[arg(long, env = "OASIS_MAX_WAITING", value_name = "N")]
     pub max_waiting: Option<usize>,
+    /// Tokens per engine step: decode tokens plus prompt chunks [default: 512].
+    #[arg(long, env = "OASIS_MAX_BATCH_TOKENS", value_name = "N")]
+    pub max_batch_tokens: Option<usize>,
+    /// Sequences batched together per model [default: 32].
+    #[arg(long, env = "OASIS_MAX_RUNNING", value_name = "N")]
+    pub max_running: Option<usize>,
+    /// Bytes for the running sequences' keys and values, per model [default: 2 GiB].
+    #[arg(long, env = "OASIS_KV_CACHE_BYTES", value_name = "BYTES")]
+    pub kv_cache_bytes: Option<usize>,
     /// Log format: text or json [default: text]. The level comes from `OASIS_LOG`
     /// (e.g. `info`, `debug`, `oasis=debug`).
     #[arg(long, env = "OASIS_LOG_FORMAT", value_name = "FORMAT")]
@@ -71,6 +80,9 @@ impl ServeArgs {
                 request_timeout_s: self.request_timeout_s,
                 shutdown_grace_s: self.shutdown_grace_s,
                 max_waiting: self.max_waiting,
+                max_batch_tokens: self.max_batch_tokens,
+                max_running: self.max_running,
+                kv_cache_bytes: self.kv_cache_bytes,
                 log_format: self.log_format.clone(),
             },
         )

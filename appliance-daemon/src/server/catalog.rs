@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use anyhow::{Context, Result};
-use engine::{Engine, EngineOptions, Model};
+use engine::Model;
+use engine::scheduler::{Scheduler, SchedulerConfig};
 use sha2::{Digest, Sha256};
 
 use super::worker::WorkerHandle;
@@ -143,14 +144,22 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
         .unwrap_or(DEFAULT_SERVE_CONTEXT)
         .min(n_ctx_train)
         .max(1);
-    let options = EngineOptions {
-        threads: config
-            .threads
-            .unwrap_or_else(engine::generate::default_threads),
-        max_context: Some(n_ctx),
-    };
-    let engine = Engine::new(model.clone(), &options)?;
-    let worker = WorkerHandle::spawn(engine, &record.id, config.max_waiting)
+    let cfg = &model.config;
+    // Keys and values in f16 for every layer.
+    let bytes_per_position = (cfg.n_layers * cfg.kv_dim() * 2 * 2).max(1);
+    let scheduler = Scheduler::new(
+        model.clone(),
+        SchedulerConfig {
+            threads: config
+                .threads
+                .unwrap_or_else(engine::generate::default_threads),
+            n_ctx,
+            max_batch_tokens: config.max_batch_tokens,
+            max_running: config.max_running,
+            kv_budget_positions: (config.kv_cache_bytes / bytes_per_position).max(n_ctx),
+        },
+    );
+    let worker = WorkerHandle::spawn(scheduler, &record.id, config.max_waiting)
         .context("cannot start the engine thread")?;
     Ok(ServedModel {
         record,

@@ -89,12 +89,13 @@ async fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let job = Job {
         requests: std::mem::take(&mut plan.requests),
+        tenant: plan.user.clone().unwrap_or_default(),
         events: tx,
     };
     match served.worker.submit(job) {
         Ok(()) => {}
         Err(SubmitError::Full) => {
-            return Err(ApiError::overloaded(
+            return Err(ApiError::queue_full(
                 format!(
                     "The model `{}` has {} requests waiting, its limit; retry shortly",
                     served.record.id, st.config.max_waiting

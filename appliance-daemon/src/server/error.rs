@@ -132,7 +132,15 @@ impl ApiError {
         .with_code("unsupported_media_type")
     }
 
-    /// 503 with `Retry-After`: the queue is full or the daemon is shutting down.
+    /// 429 with `Retry-After`: the model's waiting room is full.
+    pub fn queue_full(message: impl Into<String>, retry_after: Duration) -> ApiError {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+            .with_code("queue_full");
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 503 with `Retry-After`: the daemon is shutting down.
     pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> ApiError {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
             .with_code("overloaded");

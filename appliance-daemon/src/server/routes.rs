@@ -136,11 +136,11 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
                 architecture: Some(m.record.architecture.clone()),
                 parameters: Some(m.record.parameters),
                 context_length: Some(m.n_ctx),
-                waiting: s.waiting.load(Ordering::Relaxed),
-                running: s.running.load(Ordering::Relaxed),
-                requests_total: s.jobs_total.load(Ordering::Relaxed),
-                prompt_tokens_total: s.prompt_tokens_total.load(Ordering::Relaxed),
-                completion_tokens_total: s.completion_tokens_total.load(Ordering::Relaxed),
+                waiting: s.waiting(),
+                running: s.engine.running.load(Ordering::Relaxed),
+                requests_total: s.engine.requests_total.load(Ordering::Relaxed),
+                prompt_tokens_total: s.engine.prompt_tokens_total.load(Ordering::Relaxed),
+                completion_tokens_total: s.engine.completion_tokens_total.load(Ordering::Relaxed),
             }
         })
         .collect();

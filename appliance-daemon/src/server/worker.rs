@@ -1,28 +1,32 @@
-//! One engine per served model, on its own OS thread, fed by a bounded queue.
+//! One batching scheduler per served model, on its own OS thread, fed by a bounded queue.
 //!
-//! Requests enter over a channel and their tokens leave over another, so the async runtime
-//! never runs model code. A job whose receiver is gone (the client disconnected or timed
-//! out) stops at its next token; one that is still queued when its client leaves is
-//! skipped. The queue is bounded: a full queue is the caller's cue to answer 503.
+//! Jobs (the choices of one API request) enter over a channel and their tokens leave over
+//! another, so the async runtime never runs model code. The thread takes in new jobs
+//! between steps and runs the engine's [`Scheduler`] one step at a time. A job whose event
+//! receiver is gone (the client disconnected or timed out) leaves the batch at the next
+//! step. The waiting room is bounded: past it the caller answers 429.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use engine::{Engine, EngineError, FinishReason, GenerateRequest};
+use engine::scheduler::{Scheduler, SchedulerStats, SeqSink, Submission};
+use engine::{EngineError, FinishReason, GenerateRequest, TokenEvent};
 use tokio::sync::mpsc;
 
-/// Work for the engine: the choices of one API request, run one after another.
+/// Work for the engine: the choices of one API request.
 #[derive(Debug)]
 pub struct Job {
     pub requests: Vec<GenerateRequest>,
+    /// Who the request is for: fairness between tenants.
+    pub tenant: String,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
 /// What a job reports, tagged with the choice it belongs to.
 #[derive(Debug)]
 pub enum Event {
-    /// The choice's prompt has been read; its tokens follow.
+    /// The choice was admitted to the batch; its tokens follow.
     Started { choice: usize },
     Token {
         choice: usize,
@@ -38,27 +42,31 @@ pub enum Event {
         finish_reason: FinishReason,
         completion_tokens: usize,
     },
-    /// The engine failed; no more events follow for this job.
+    /// The engine failed this choice.
     Failed { choice: usize, error: EngineError },
 }
 
 /// Live counters of one model's engine.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkerStats {
-    /// Jobs queued and not yet started.
-    pub waiting: AtomicUsize,
-    /// 1 while a job runs.
-    pub running: AtomicUsize,
-    /// Jobs finished since start (all choices run or the client gone).
-    pub jobs_total: AtomicU64,
-    pub prompt_tokens_total: AtomicU64,
-    pub completion_tokens_total: AtomicU64,
+    /// Jobs handed over and not yet taken in by the engine thread.
+    pub queued: AtomicUsize,
+    /// The scheduler's own counters.
+    pub engine: Arc<SchedulerStats>,
+}
+
+impl WorkerStats {
+    /// Requests waiting for a place in the batch (queued jobs plus waiting sequences).
+    pub fn waiting(&self) -> usize {
+        self.queued.load(Ordering::Relaxed) + self.engine.waiting.load(Ordering::Relaxed)
+    }
 }
 
 /// The sending side of a model's queue.
 #[derive(Debug, Clone)]
 pub struct WorkerHandle {
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::UnboundedSender<Job>,
+    max_waiting: usize,
     pub stats: Arc<WorkerStats>,
 }
 
@@ -70,93 +78,121 @@ pub enum SubmitError {
 }
 
 impl WorkerHandle {
-    /// Starts the engine thread with room for `max_waiting` queued jobs.
-    pub fn spawn(engine: Engine, id: &str, max_waiting: usize) -> std::io::Result<WorkerHandle> {
-        let (queue, rx) = mpsc::channel(max_waiting.max(1));
-        let stats = Arc::new(WorkerStats::default());
+    /// Starts the engine thread; at most `max_waiting` requests may wait for the batch.
+    pub fn spawn(
+        scheduler: Scheduler,
+        id: &str,
+        max_waiting: usize,
+    ) -> std::io::Result<WorkerHandle> {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(WorkerStats {
+            queued: AtomicUsize::new(0),
+            engine: scheduler.stats(),
+        });
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name(format!("engine-{id}"))
-            .spawn(move || run(engine, rx, &thread_stats))?;
-        Ok(WorkerHandle { queue, stats })
+            .spawn(move || run(scheduler, rx, &thread_stats))?;
+        Ok(WorkerHandle {
+            queue,
+            max_waiting: max_waiting.max(1),
+            stats,
+        })
     }
 
     /// Queues a job without waiting.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        self.queue.try_send(job).map_err(|e| {
-            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
-            match e {
-                mpsc::error::TrySendError::Full(_) => SubmitError::Full,
-                mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
-            }
+        if self.stats.waiting() >= self.max_waiting {
+            return Err(SubmitError::Full);
+        }
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.queue.send(job).map_err(|_| {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            SubmitError::Stopped
         })
     }
 }
 
-fn run(mut engine: Engine, mut rx: mpsc::Receiver<Job>, stats: &WorkerStats) {
-    while let Some(job) = rx.blocking_recv() {
-        stats.waiting.fetch_sub(1, Ordering::Relaxed);
-        if job.events.is_closed() {
-            stats.jobs_total.fetch_add(1, Ordering::Relaxed);
-            continue;
+fn run(mut scheduler: Scheduler, mut rx: mpsc::UnboundedReceiver<Job>, stats: &WorkerStats) {
+    loop {
+        if scheduler.is_idle() {
+            match rx.blocking_recv() {
+                Some(job) => take_in(&mut scheduler, job, stats),
+                None => break,
+            }
         }
-        stats.running.store(1, Ordering::Relaxed);
-        run_job(&mut engine, &job, stats);
-        stats.running.store(0, Ordering::Relaxed);
-        stats.jobs_total.fetch_add(1, Ordering::Relaxed);
+        while let Ok(job) = rx.try_recv() {
+            take_in(&mut scheduler, job, stats);
+        }
+        if let Err(e) = scheduler.step() {
+            tracing::error!(error = %e, "engine step failed; its sequences were failed");
+        }
     }
     tracing::debug!("engine queue closed; worker exits");
 }
 
-fn run_job(engine: &mut Engine, job: &Job, stats: &WorkerStats) {
-    for (choice, request) in job.requests.iter().enumerate() {
-        if job.events.send(Event::Started { choice }).is_err() {
-            return;
-        }
-        let mut gone = false;
-        let result = engine.generate(request, &mut |ev| {
-            stats
-                .completion_tokens_total
-                .fetch_add(1, Ordering::Relaxed);
-            let event = Event::Token {
+fn take_in(scheduler: &mut Scheduler, job: Job, stats: &WorkerStats) {
+    stats.queued.fetch_sub(1, Ordering::Relaxed);
+    for (choice, request) in job.requests.into_iter().enumerate() {
+        scheduler.submit(Submission {
+            request,
+            tenant: job.tenant.clone(),
+            sink: Box::new(ChoiceSink {
                 choice,
-                token_id: ev.token_id,
-                text: ev.text.to_string(),
-                logprob: ev.logprob,
-                top_logprobs: ev.top_logprobs.to_vec(),
-            };
-            if job.events.send(event).is_err() {
-                gone = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
+                events: job.events.clone(),
+            }),
         });
-        match result {
-            Ok(out) => {
-                stats
-                    .prompt_tokens_total
-                    .fetch_add(out.prompt_token_ids.len() as u64, Ordering::Relaxed);
-                if gone {
-                    tracing::info!(
-                        tokens = out.output_token_ids.len(),
-                        "client went away; generation stopped"
-                    );
-                    return;
-                }
-                let done = Event::Done {
-                    choice,
-                    finish_reason: out.finish_reason,
-                    completion_tokens: out.output_token_ids.len(),
-                };
-                if job.events.send(done).is_err() {
-                    return;
-                }
-            }
-            Err(error) => {
-                let _ = job.events.send(Event::Failed { choice, error });
-                return;
-            }
+    }
+}
+
+/// Sends one choice's results to the request's event channel.
+struct ChoiceSink {
+    choice: usize,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl ChoiceSink {
+    fn send(&self, event: Event) -> ControlFlow<()> {
+        match self.events.send(event) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
         }
+    }
+}
+
+impl SeqSink for ChoiceSink {
+    fn started(&mut self, _prompt_tokens: usize) -> ControlFlow<()> {
+        self.send(Event::Started {
+            choice: self.choice,
+        })
+    }
+
+    fn token(&mut self, ev: TokenEvent<'_>) -> ControlFlow<()> {
+        self.send(Event::Token {
+            choice: self.choice,
+            token_id: ev.token_id,
+            text: ev.text.to_string(),
+            logprob: ev.logprob,
+            top_logprobs: ev.top_logprobs.to_vec(),
+        })
+    }
+
+    fn finished(&mut self, finish_reason: FinishReason, completion_tokens: usize) {
+        let _ = self.send(Event::Done {
+            choice: self.choice,
+            finish_reason,
+            completion_tokens,
+        });
+    }
+
+    fn failed(&mut self, error: EngineError) {
+        let _ = self.send(Event::Failed {
+            choice: self.choice,
+            error,
+        });
+    }
+
+    fn alive(&self) -> bool {
+        !self.events.is_closed()
     }
 }

@@ -1,12 +1,19 @@
-//! The forward pass of a Llama-family decoder over a batch of tokens of one sequence.
+//! The forward pass of a Llama-family decoder over a batch of tokens from one or more
+//! sequences.
 //!
-//! One call takes the next tokens of a sequence (a whole prompt, or one token while
-//! decoding), runs every layer over all of them at once (each weight matrix read once per
-//! call, multiplied with all tokens' activations) and leaves logits for the positions asked
-//! for. Scratch buffers live in [`Scratch`] and are reused, so decoding allocates nothing.
+//! One call takes the next tokens of each sequence in the batch (a prompt or a chunk of
+//! one, or one token while decoding), runs every layer over all of them at once (each
+//! weight matrix read once per call, multiplied with all tokens' activations; attention per
+//! sequence over its own cache) and leaves logits for the positions asked for. Every
+//! token's result depends only on its own sequence: the products compute each row alone,
+//! and attention follows the order its sequence asks for, so batching never changes an
+//! answer. Scratch buffers live in [`Scratch`] and are reused, so decoding allocates
+//! nothing.
 
 use kernels::ops::{self, RopeCache};
-use kernels::{Activations, AttnShape, Isa, MatmulTarget, ThreadPool, attention, matmul};
+use kernels::{
+    Activations, AttnItem, AttnShape, Isa, MatmulTarget, ThreadPool, attention_multi, matmul,
+};
 
 use super::Model;
 use super::kv_cache::KvCache;
@@ -20,6 +27,22 @@ pub enum Logits {
     Last,
     /// Every token's (scoring, tests against teacher-forced references).
     All,
+    /// None (a prompt chunk that does not end the prompt).
+    None,
+}
+
+/// One sequence's part of a batched forward pass.
+#[derive(Debug)]
+pub struct BatchSeq<'a> {
+    /// The sequence's cache; the tokens are appended to it.
+    pub cache: &'a mut KvCache,
+    /// Its next tokens.
+    pub tokens: &'a [u32],
+    /// Attention in llama.cpp's batch accumulation order (prompt tokens) rather than its
+    /// single-token order (decode).
+    pub batched_order: bool,
+    /// Which of its positions get logits.
+    pub logits: Logits,
 }
 
 /// Reusable buffers of the forward pass.
@@ -38,6 +61,11 @@ pub struct Scratch {
     acts: Activations,
     /// One RoPE table per token of the batch.
     rope: Vec<RopeCache>,
+    /// Per token of the batch: its sequence (index in the batch) and position.
+    row_seq: Vec<usize>,
+    row_pos: Vec<usize>,
+    /// Rows whose logits are computed, in order.
+    logit_rows: Vec<usize>,
     /// The logits of the positions asked for, `rows x vocab`.
     pub logits: Vec<f32>,
 }
@@ -129,45 +157,83 @@ impl Model {
     /// Runs `tokens` (the sequence's next tokens) through the model, appending them to
     /// `ctx.cache`, and leaves the requested logits in `ctx.scratch.logits`.
     pub fn forward(&self, ctx: &mut ForwardCtx<'_>, tokens: &[u32], logits: Logits) -> Result<()> {
+        let mut seq = [BatchSeq {
+            cache: &mut *ctx.cache,
+            tokens,
+            batched_order: tokens.len() >= 2,
+            logits,
+        }];
+        self.forward_batch(ctx.pool, ctx.isa, ctx.scratch, &mut seq)
+    }
+
+    /// Runs each sequence's next tokens through the model in one pass, appending them to
+    /// their caches, and leaves the requested logits in `scratch.logits`: one row per
+    /// requested position, sequences in order.
+    pub fn forward_batch(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        s: &mut Scratch,
+        seqs: &mut [BatchSeq<'_>],
+    ) -> Result<()> {
         let cfg = &self.config;
-        let n = tokens.len();
-        if n == 0 {
+        let n: usize = seqs.iter().map(|q| q.tokens.len()).sum();
+        if n == 0 || seqs.iter().any(|q| q.tokens.is_empty()) {
             return Err(EngineError::InvalidRequest("no tokens to run".into()));
         }
-        if let Some(bad) = tokens.iter().find(|t| **t as usize >= cfg.vocab_size) {
-            return Err(EngineError::InvalidRequest(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                cfg.vocab_size
-            )));
+        for q in seqs.iter_mut() {
+            if let Some(bad) = q.tokens.iter().find(|t| **t as usize >= cfg.vocab_size) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "token id {bad} is outside the vocabulary (size {})",
+                    cfg.vocab_size
+                )));
+            }
+            q.cache.reserve(q.tokens.len())?;
         }
-        ctx.cache.reserve(n)?;
-        let pos0 = ctx.cache.len();
-        let (d, pool, isa) = (cfg.d_model, ctx.pool, ctx.isa);
-        let s = &mut *ctx.scratch;
+        let d = cfg.d_model;
+        s.row_seq.clear();
+        s.row_pos.clear();
+        s.logit_rows.clear();
+        for (i, q) in seqs.iter().enumerate() {
+            let (row0, pos0, len) = (s.row_seq.len(), q.cache.len(), q.tokens.len());
+            s.row_seq.extend(std::iter::repeat_n(i, len));
+            s.row_pos.extend(pos0..pos0 + len);
+            match q.logits {
+                Logits::Last => s.logit_rows.push(row0 + len - 1),
+                Logits::All => s.logit_rows.extend(row0..row0 + len),
+                Logits::None => {}
+            }
+        }
 
         // Token embeddings.
         let embd = self.weights.tok_embd.view(&self.file)?;
         let x = resize(&mut s.x, n * d);
-        for (t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
+        let all_tokens = seqs.iter().flat_map(|q| q.tokens.iter());
+        for (t, row) in all_tokens.zip(x.chunks_exact_mut(d)) {
             kernels::dequantize_row(embd.ty(), embd.row(*t as usize), row)?;
         }
         s.rope.resize_with(n, RopeCache::default);
-        for (t, rc) in s.rope.iter_mut().enumerate() {
-            rc.fill(&cfg.rope, pos0 + t);
+        for (rc, pos) in s.rope.iter_mut().zip(&s.row_pos) {
+            rc.fill(&cfg.rope, *pos);
         }
         for (li, layer) in self.weights.layers.iter().enumerate() {
-            self.attention_block(pool, isa, ctx.cache, s, li, layer, pos0, n)?;
+            self.attention_block(pool, isa, seqs, s, li, layer, n)?;
             self.ffn_block(pool, isa, s, layer, n)?;
         }
-        ctx.cache.advance(n);
+        for q in seqs.iter_mut() {
+            q.cache.advance(q.tokens.len());
+        }
 
         // Final norm and output head on the rows asked for.
-        let (first, rows) = match logits {
-            Logits::Last => (n - 1, 1),
-            Logits::All => (0, n),
-        };
+        let rows = s.logit_rows.len();
+        if rows == 0 {
+            s.logits.clear();
+            return Ok(());
+        }
         let h = resize(&mut s.h, rows * d);
-        h.copy_from_slice(&s.x[first * d..n * d]);
+        for (dst, &r) in h.chunks_exact_mut(d).zip(&s.logit_rows) {
+            dst.copy_from_slice(&s.x[r * d..(r + 1) * d]);
+        }
         ops::rms_norm(h, &self.weights.output_norm, cfg.rms_eps)?;
         let head = &self.weights.output;
         project(
@@ -188,11 +254,10 @@ impl Model {
         &self,
         pool: &ThreadPool,
         isa: Isa,
-        cache: &mut KvCache,
+        seqs: &mut [BatchSeq<'_>],
         s: &mut Scratch,
         li: usize,
         l: &LayerWeights,
-        pos0: usize,
         n: usize,
     ) -> Result<()> {
         let cfg = &self.config;
@@ -230,9 +295,9 @@ impl Model {
             let rope = &s.rope[t];
             rope.apply(cfg.rope.style, &mut s.q[t * qd..(t + 1) * qd], hd);
             rope.apply(cfg.rope.style, &mut s.k[t * kvd..(t + 1) * kvd], hd);
-            cache.write(
+            seqs[s.row_seq[t]].cache.write(
                 li,
-                pos0 + t,
+                s.row_pos[t],
                 &s.k[t * kvd..(t + 1) * kvd],
                 &s.v[t * kvd..(t + 1) * kvd],
             );
@@ -244,17 +309,22 @@ impl Model {
         };
         let scale = 1.0 / (hd as f32).sqrt();
         let attn = resize(&mut s.attn, n * qd);
-        attention(
-            pool,
-            isa,
-            shape,
-            cache.view(li),
-            &s.q[..n * qd],
-            pos0,
-            n,
-            scale,
-            attn,
-        )?;
+        let mut row0 = 0;
+        let items: Vec<AttnItem<'_>> = seqs
+            .iter()
+            .map(|q| {
+                let item = AttnItem {
+                    kv: q.cache.view(li),
+                    row0,
+                    pos0: q.cache.len(),
+                    tokens: q.tokens.len(),
+                    batched_order: q.batched_order,
+                };
+                row0 += q.tokens.len();
+                item
+            })
+            .collect();
+        attention_multi(pool, isa, shape, &items, &s.q[..n * qd], scale, attn)?;
         project(
             pool,
             isa,

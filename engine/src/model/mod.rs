@@ -12,7 +12,7 @@ pub mod weights;
 use std::path::Path;
 
 pub use config::{Arch, ModelConfig};
-pub use forward::{ForwardCtx, Logits, Scratch};
+pub use forward::{BatchSeq, ForwardCtx, Logits, Scratch};
 pub use kv_cache::KvCache;
 pub use weights::Weights;
 
