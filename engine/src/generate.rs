@@ -64,6 +64,9 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Keep going past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// End-of-generation tokens cannot be sampled before this many tokens (vLLM's
+    /// `min_tokens`).
+    pub min_tokens: usize,
     /// Report each token's log-probability under the model (the log-softmax of the raw
     /// logits) and this many most likely alternatives; `None` reports the sampler's.
     pub logprobs: Option<usize>,

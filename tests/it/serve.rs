@@ -251,6 +251,45 @@ fn api_surface_models_health_openapi_logprobs_and_n() {
     assert_eq!(doc["choices"][0]["finish_reason"], "stop");
     assert!(!doc["choices"][0]["text"].as_str().unwrap().contains("2."));
 
+    // min_tokens keeps end-of-generation tokens away until it is reached.
+    let hi = json!({"model": id, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 60, "temperature": 0});
+    let (_, short) = d.post("/v1/chat/completions", &hi);
+    assert_eq!(short["choices"][0]["finish_reason"], "stop", "{short}");
+    let n = short["usage"]["completion_tokens"].as_u64().unwrap();
+    let mut longer = hi.clone();
+    longer["min_tokens"] = json!(n + 5);
+    let (status, longer) = d.post("/v1/chat/completions", &longer);
+    assert_eq!(status, 200, "{longer}");
+    assert!(
+        longer["usage"]["completion_tokens"].as_u64().unwrap() >= n + 5,
+        "{longer}"
+    );
+
+    // Prometheus metrics.
+    let resp = raw_request(&d.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain"))
+    );
+    let text = String::from_utf8(resp.body).unwrap();
+    let running = format!("oasis_requests_running{{model=\"{id}\"}} 0");
+    for needle in [
+        running.as_str(),
+        "# TYPE oasis_time_to_first_token_seconds histogram",
+        "oasis_inter_token_latency_seconds_bucket{le=\"+Inf\"}",
+        "oasis_e2e_request_latency_seconds_count",
+        "oasis_generation_tokens_total{model=",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
+    }
+    let ttft_count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("oasis_time_to_first_token_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(ttft_count >= 8, "{ttft_count}");
+
     // The CLI reads the same daemon.
     let env = [("OASIS_URL", d.url.as_str())];
     let out = stdout_ok(&oasis_with_env(&["status"], &env));

@@ -96,6 +96,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         sampling,
         stop: args.stop.clone(),
         ignore_eos: false,
+        min_tokens: 0,
         logprobs: None,
     };
     let mut stdout = std::io::stdout().lock();

@@ -36,6 +36,8 @@ pub struct ServedModel {
     pub worker: WorkerHandle,
     /// Context limit per sequence.
     pub n_ctx: usize,
+    /// Cache positions the batch may hold.
+    pub kv_budget_positions: usize,
 }
 
 /// A catalog entry that could not be loaded.
@@ -147,6 +149,7 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
     let cfg = &model.config;
     // Keys and values in f16 for every layer.
     let bytes_per_position = (cfg.n_layers * cfg.kv_dim() * 2 * 2).max(1);
+    let kv_budget_positions = (config.kv_cache_bytes / bytes_per_position).max(n_ctx);
     let scheduler = Scheduler::new(
         model.clone(),
         SchedulerConfig {
@@ -156,7 +159,7 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
             n_ctx,
             max_batch_tokens: config.max_batch_tokens,
             max_running: config.max_running,
-            kv_budget_positions: (config.kv_cache_bytes / bytes_per_position).max(n_ctx),
+            kv_budget_positions,
         },
     );
     let worker = WorkerHandle::spawn(scheduler, &record.id, config.max_waiting)
@@ -166,6 +169,7 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
         model,
         worker,
         n_ctx,
+        kv_budget_positions,
     })
 }
 

@@ -8,7 +8,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
@@ -46,9 +46,10 @@ pub async fn chat_completions(
     headers: HeaderMap,
     JsonBody(req): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
     let served = st.model(&req.model)?;
     let plan = validate::chat(&req, &served.model, served.n_ctx)?;
-    start(&st, served, plan, Kind::Chat, &headers).await
+    start(&st, served, plan, Kind::Chat, &headers, arrived).await
 }
 
 /// Complete a prompt.
@@ -63,9 +64,10 @@ pub async fn completions(
     headers: HeaderMap,
     JsonBody(req): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
     let served = st.model(&req.model)?;
     let plan = validate::completion(&req, &served.model, served.n_ctx)?;
-    start(&st, served, plan, Kind::Text, &headers).await
+    start(&st, served, plan, Kind::Text, &headers, arrived).await
 }
 
 async fn start(
@@ -74,6 +76,7 @@ async fn start(
     mut plan: Plan,
     kind: Kind,
     headers: &HeaderMap,
+    arrived: Instant,
 ) -> Result<Response, ApiError> {
     let request_id = headers
         .get(REQUEST_ID)
@@ -108,7 +111,7 @@ async fn start(
         }
     }
     tracing::debug!(model = %served.record.id, choices = plan.prompt_tokens.len(), user = ?plan.user, "queued");
-    let answer = Answer::new(kind, served, &plan, request_id);
+    let answer = Answer::new(kind, served, &plan, request_id, st.clone(), arrived);
     if plan.stream {
         Ok(stream(answer, rx).into_response())
     } else {
@@ -172,10 +175,15 @@ struct Answer {
     prompt_tokens: usize,
     choices: Vec<ChoiceState>,
     failed: bool,
+    /// For the latency histograms.
+    state: AppState,
+    arrived: Instant,
 }
 
 #[derive(Default)]
 struct ChoiceState {
+    /// When the choice's last token arrived (inter-token latency).
+    last_token: Option<Instant>,
     text: String,
     completion_tokens: usize,
     finish_reason: Option<&'static str>,
@@ -184,7 +192,14 @@ struct ChoiceState {
 }
 
 impl Answer {
-    fn new(kind: Kind, served: Arc<ServedModel>, plan: &Plan, request_id: String) -> Answer {
+    fn new(
+        kind: Kind,
+        served: Arc<ServedModel>,
+        plan: &Plan,
+        request_id: String,
+        state: AppState,
+        arrived: Instant,
+    ) -> Answer {
         let n_choices = plan.prompt_tokens.len();
         let per_prompt = plan.n.max(1);
         let prompt_tokens = plan.prompt_tokens.iter().step_by(per_prompt).sum();
@@ -213,6 +228,27 @@ impl Answer {
             prompt_tokens,
             choices,
             failed: false,
+            state,
+            arrived,
+        }
+    }
+
+    /// Feeds the latency histograms with an event of choice `choice`.
+    fn time(&mut self, ev: &Event) {
+        let now = Instant::now();
+        let lat = &self.state.latencies;
+        match ev {
+            Event::Token { choice, .. } => {
+                if let Some(c) = self.choices.get_mut(*choice) {
+                    match c.last_token {
+                        None => lat.ttft.observe(now - self.arrived),
+                        Some(t) => lat.itl.observe(now - t),
+                    }
+                    c.last_token = Some(now);
+                }
+            }
+            Event::Done { .. } => lat.e2e.observe(now - self.arrived),
+            Event::Started { .. } | Event::Failed { .. } => {}
         }
     }
 
@@ -259,6 +295,7 @@ impl Answer {
 
     /// Records one event (whole-response path).
     fn absorb(&mut self, ev: Event) -> Result<(), ApiError> {
+        self.time(&ev);
         match ev {
             Event::Started { .. } => {}
             Event::Token {
@@ -395,6 +432,7 @@ impl Answer {
 
     /// The chunks one event produces (streaming path).
     fn chunks_for(&mut self, ev: Event) -> Vec<SseEvent> {
+        self.time(&ev);
         match ev {
             Event::Started { choice } => match self.kind {
                 // OpenAI opens each chat choice with the role and empty content.

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod completions;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openai;
 pub mod openapi;
 pub mod routes;
@@ -54,6 +55,8 @@ pub struct Inner {
     pub started: Instant,
     /// Set on SIGINT/SIGTERM: readiness turns false and new generations get 503.
     pub draining: AtomicBool,
+    /// TTFT, inter-token and end-to-end latency histograms for `/metrics`.
+    pub latencies: metrics::Latencies,
 }
 
 impl std::ops::Deref for AppState {
@@ -72,6 +75,7 @@ impl AppState {
             store,
             started: Instant::now(),
             draining: AtomicBool::new(false),
+            latencies: metrics::Latencies::default(),
         }))
     }
 
@@ -100,6 +104,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/completions"),
     ("GET", "/openapi.json"),
     ("GET", "/admin/v1/status"),
+    ("GET", "/metrics"),
 ];
 
 /// The router with all middleware.
@@ -115,6 +120,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/admin/v1/status", get(routes::status))
+        .route("/metrics", get(metrics::metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Innermost first: each `layer` wraps everything above it.

@@ -40,6 +40,8 @@ pub struct ChatCompletionRequest {
     pub repetition_penalty: Option<f64>,
     /// Keep generating past end-of-generation tokens (vLLM's extension, for benchmarks).
     pub ignore_eos: Option<bool>,
+    /// End-of-generation tokens are not sampled before this many tokens (vLLM's extension).
+    pub min_tokens: Option<i64>,
     /// Same seed, same output.
     pub seed: Option<i64>,
     /// Up to 4 strings that end the output (not included).
@@ -84,6 +86,8 @@ pub struct CompletionRequest {
     pub repetition_penalty: Option<f64>,
     /// Keep generating past end-of-generation tokens (vLLM's extension, for benchmarks).
     pub ignore_eos: Option<bool>,
+    /// End-of-generation tokens are not sampled before this many tokens (vLLM's extension).
+    pub min_tokens: Option<i64>,
     /// Same seed, same output.
     pub seed: Option<i64>,
     /// Up to 4 strings that end the output (not included).

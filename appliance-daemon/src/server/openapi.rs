@@ -5,7 +5,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{completions, routes};
+use super::{completions, metrics, routes};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use super::{completions, routes};
         completions::chat_completions,
         completions::completions,
         openapi_json,
+        metrics::metrics,
     )
 )]
 pub struct ApiDoc;

@@ -51,6 +51,7 @@ struct Shared<'a> {
     frequency_penalty: Option<f64>,
     repetition_penalty: Option<f64>,
     ignore_eos: Option<bool>,
+    min_tokens: Option<i64>,
     seed: Option<i64>,
     stop: Option<&'a Value>,
     n: Option<i64>,
@@ -71,6 +72,7 @@ macro_rules! shared {
             frequency_penalty: $req.frequency_penalty,
             repetition_penalty: $req.repetition_penalty,
             ignore_eos: $req.ignore_eos,
+            min_tokens: $req.min_tokens,
             seed: $req.seed,
             stop: $req.stop.as_ref(),
             n: $req.n,
@@ -233,6 +235,10 @@ fn build(
         }
     };
     let stop = stop_strings(s.stop)?;
+    let min_tokens = match s.min_tokens {
+        None => 0,
+        Some(m) => bounded("min_tokens", m, 0, max_tokens.unwrap_or(n_ctx))?,
+    };
     let sampling = SamplingParams {
         temperature: temperature as f32,
         top_k,
@@ -281,6 +287,7 @@ fn build(
                 sampling,
                 stop: stop.clone(),
                 ignore_eos: s.ignore_eos == Some(true),
+                min_tokens,
                 logprobs,
             });
             prompt_tokens.push(ids.len());

@@ -43,6 +43,7 @@ pub struct Sequence {
     detok: Detokenizer,
     stops: StopStrings,
     max_tokens: usize,
+    min_tokens: usize,
     ignore_eos: bool,
     logprobs: Option<usize>,
     /// Generated token ids.
@@ -51,6 +52,8 @@ pub struct Sequence {
     pub text: String,
     /// Scratch for the alternatives reported with each token.
     top: Vec<(u32, f32)>,
+    /// Scratch: logits with end-of-generation tokens masked (before `min_tokens`).
+    masked: Vec<f32>,
 }
 
 impl Sequence {
@@ -93,11 +96,13 @@ impl Sequence {
             detok: Detokenizer::new(),
             stops,
             max_tokens: request.max_tokens,
+            min_tokens: request.min_tokens,
             ignore_eos: request.ignore_eos,
             logprobs: request.logprobs,
             output: Vec::with_capacity(request.max_tokens.min(4096)),
             text: String::new(),
             top: Vec::with_capacity(request.logprobs.unwrap_or(0) + 1),
+            masked: Vec::new(),
         })
     }
 
@@ -164,7 +169,18 @@ impl Sequence {
         on_token: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
     ) -> Progress {
         let vocab = model.config.vocab_size;
-        let logits = &logits[..vocab.min(logits.len())];
+        let mut logits = &logits[..vocab.min(logits.len())];
+        let tokenizer = model.tokenizer();
+        if self.output.len() < self.min_tokens && !self.ignore_eos {
+            self.masked.clear();
+            self.masked.extend_from_slice(logits);
+            for &id in tokenizer.eog_ids() {
+                if let Some(l) = self.masked.get_mut(id as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            logits = &self.masked;
+        }
         let picked = self.sampler.sample(logits, &self.history);
         let id = picked.token_id;
         let logprob = match self.logprobs {
@@ -173,7 +189,6 @@ impl Sequence {
         };
         self.output.push(id);
         self.history.push(id);
-        let tokenizer = model.tokenizer();
         let eog = !self.ignore_eos && tokenizer.is_eog(id);
         let mut delta = String::new();
         let mut stopped = false;

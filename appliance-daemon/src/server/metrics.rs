@@ -1,0 +1,224 @@
+//! `GET /metrics`: the daemon's and each model engine's counters in Prometheus text
+//! format (version 0.0.4), with latency histograms measured where clients feel them: from
+//! the request's arrival to its first token (TTFT), between tokens (ITL), and to its end.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::AppState;
+
+/// A histogram with fixed bucket bounds (seconds), lock-free.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); the last counts values above every bound.
+    counts: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = self.bounds.partition_point(|b| *b < s);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            d.as_micros().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+const TTFT_BOUNDS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const ITL_BOUNDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const E2E_BOUNDS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Latency histograms shared by all requests.
+#[derive(Debug)]
+pub struct Latencies {
+    pub ttft: Histogram,
+    pub itl: Histogram,
+    pub e2e: Histogram,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            ttft: Histogram::new(TTFT_BOUNDS),
+            itl: Histogram::new(ITL_BOUNDS),
+            e2e: Histogram::new(E2E_BOUNDS),
+        }
+    }
+}
+
+fn gauge(out: &mut String, name: &str, kind: &str, help: &str, rows: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (model, v) in rows {
+        let _ = writeln!(out, "{name}{{model=\"{}\"}} {v}", escape(model));
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format asks.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Prometheus metrics of the daemon and its engines.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let mut out = String::with_capacity(4096);
+    let models: Vec<_> = st.catalog.served.values().collect();
+    let per = |f: &dyn Fn(&super::catalog::ServedModel) -> f64| -> Vec<(String, f64)> {
+        models.iter().map(|m| (m.record.id.clone(), f(m))).collect()
+    };
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    gauge(
+        &mut out,
+        "oasis_requests_running",
+        "gauge",
+        "Sequences in the batch.",
+        &per(&|m| m.worker.stats.engine.running.load(Ordering::Relaxed) as f64),
+    );
+    gauge(
+        &mut out,
+        "oasis_requests_waiting",
+        "gauge",
+        "Requests waiting for a place in the batch.",
+        &per(&|m| m.worker.stats.waiting() as f64),
+    );
+    gauge(
+        &mut out,
+        "oasis_kv_positions_reserved",
+        "gauge",
+        "Cache positions reserved by the running sequences (worst case each).",
+        &per(&|m| {
+            m.worker
+                .stats
+                .engine
+                .kv_positions_reserved
+                .load(Ordering::Relaxed) as f64
+        }),
+    );
+    gauge(
+        &mut out,
+        "oasis_kv_positions_budget",
+        "gauge",
+        "Cache positions the running sequences may reserve together.",
+        &per(&|m| m.kv_budget_positions as f64),
+    );
+    gauge(
+        &mut out,
+        "oasis_requests_finished_total",
+        "counter",
+        "Sequences finished (stopped or at their length limit).",
+        &per(&|m| load(&m.worker.stats.engine.requests_total)),
+    );
+    gauge(
+        &mut out,
+        "oasis_requests_cancelled_total",
+        "counter",
+        "Sequences dropped because their client went away.",
+        &per(&|m| load(&m.worker.stats.engine.cancelled_total)),
+    );
+    gauge(
+        &mut out,
+        "oasis_prompt_tokens_total",
+        "counter",
+        "Prompt tokens run through the model.",
+        &per(&|m| load(&m.worker.stats.engine.prompt_tokens_total)),
+    );
+    gauge(
+        &mut out,
+        "oasis_generation_tokens_total",
+        "counter",
+        "Tokens generated.",
+        &per(&|m| load(&m.worker.stats.engine.completion_tokens_total)),
+    );
+    gauge(
+        &mut out,
+        "oasis_engine_steps_total",
+        "counter",
+        "Forward passes run.",
+        &per(&|m| load(&m.worker.stats.engine.steps_total)),
+    );
+    st.latencies.ttft.render(
+        &mut out,
+        "oasis_time_to_first_token_seconds",
+        "From a request's arrival to its first generated token.",
+    );
+    st.latencies.itl.render(
+        &mut out,
+        "oasis_inter_token_latency_seconds",
+        "Between consecutive tokens of one choice.",
+    );
+    st.latencies.e2e.render(
+        &mut out,
+        "oasis_e2e_request_latency_seconds",
+        "From a request's arrival to its last token.",
+    );
+    let _ = writeln!(
+        out,
+        "# HELP oasis_uptime_seconds Seconds since the daemon started.\n# TYPE oasis_uptime_seconds gauge\noasis_uptime_seconds {}",
+        st.started.elapsed().as_secs_f64()
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::new(&[0.1, 1.0]);
+        h.observe(Duration::from_millis(50));
+        h.observe(Duration::from_millis(500));
+        h.observe(Duration::from_secs(5));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.1\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"1\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_sum 5.55\nx_count 3\n"), "{out}");
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}
