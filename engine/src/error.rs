@@ -39,6 +39,9 @@ pub enum EngineError {
         expected: String,
         got: String,
     },
+    /// Every block of the key/value cache is in use.
+    #[error("the key/value cache is full ({blocks} blocks in use)")]
+    KvCacheFull { blocks: usize },
     /// A request that cannot be served as asked.
     #[error("{0}")]
     InvalidRequest(String),

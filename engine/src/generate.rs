@@ -13,7 +13,7 @@ use kernels::{Isa, ThreadPool};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::model::{BatchSeq, ForwardCtx, KvCache, Logits, Model, Scratch};
+use crate::model::{BatchSeq, ForwardCtx, KvPool, Logits, Model, Scratch, SeqKv, blocks_for};
 use crate::sampling::SamplingParams;
 use crate::scheduler::{Progress, Sequence};
 use crate::tokenizer::ChatMessage;
@@ -124,7 +124,11 @@ pub struct Engine {
     model: Arc<Model>,
     pool: ThreadPool,
     isa: Isa,
-    cache: KvCache,
+    /// Blocks for one sequence of the full context.
+    kv: KvPool,
+    /// The sequence of [`Engine::forward`].
+    seq: SeqKv,
+    n_ctx: usize,
     scratch: Scratch,
 }
 
@@ -137,12 +141,14 @@ impl Engine {
                 "the context limit must be at least 1 token".into(),
             ));
         }
-        let cache = model.new_cache(n_ctx);
+        let kv = model.new_kv_pool(blocks_for(n_ctx));
         Ok(Engine {
             model,
             pool: ThreadPool::new(options.threads),
             isa: Isa::active(),
-            cache,
+            kv,
+            seq: SeqKv::new(n_ctx),
+            n_ctx,
             scratch: Scratch::default(),
         })
     }
@@ -163,7 +169,7 @@ impl Engine {
 
     /// The context limit in tokens.
     pub fn context_len(&self) -> usize {
-        self.cache.max_len()
+        self.n_ctx
     }
 
     /// The token ids of `prompt`.
@@ -173,7 +179,7 @@ impl Engine {
 
     /// Forgets the current sequence.
     pub fn reset(&mut self) {
-        self.cache.clear();
+        self.kv.release(&mut self.seq);
     }
 
     /// Appends `tokens` to the current sequence and returns the logits asked for
@@ -182,7 +188,8 @@ impl Engine {
         let mut ctx = ForwardCtx {
             pool: &self.pool,
             isa: self.isa,
-            cache: &mut self.cache,
+            kv: &mut self.kv,
+            seq: &mut self.seq,
             scratch: &mut self.scratch,
         };
         self.model.forward(&mut ctx, tokens, logits)?;
@@ -196,20 +203,13 @@ impl Engine {
         request: &GenerateRequest,
         on_token: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
     ) -> Result<GenerateOutput> {
-        let cache = std::mem::replace(&mut self.cache, KvCache::new(0, 0, 0));
-        let max_len = cache.max_len();
-        let mut seq = match Sequence::new(&self.model, request, cache) {
-            Ok(seq) => seq,
-            Err(e) => {
-                self.cache = self.model.new_cache(max_len);
-                return Err(e);
-            }
-        };
+        self.reset();
+        let mut seq = Sequence::new(&self.model, request, self.n_ctx)?;
         let result = self.run_sequence(&mut seq, on_token);
         let prompt_token_ids = std::mem::take(&mut seq.prompt);
         let output_token_ids = std::mem::take(&mut seq.output);
         let text = std::mem::take(&mut seq.text);
-        self.cache = seq.into_cache();
+        seq.release(&mut self.kv);
         let (finish_reason, prefill_ms, decode_ms) = result?;
         Ok(GenerateOutput {
             prompt_token_ids,
@@ -235,16 +235,19 @@ impl Engine {
                     "sequence has nothing to run".into(),
                 ));
             };
-            let n = input.tokens.len();
             let mut batch = [BatchSeq {
-                cache: input.cache,
+                kv: input.kv,
                 tokens: input.tokens,
-                batched_order: input.prompt,
+                batched_order: input.batched_order,
                 logits: Logits::Last,
             }];
-            self.model
-                .forward_batch(&self.pool, self.isa, &mut self.scratch, &mut batch)?;
-            seq.consumed(n);
+            self.model.forward_batch(
+                &self.pool,
+                self.isa,
+                &mut self.scratch,
+                &mut self.kv,
+                &mut batch,
+            )?;
             let prefill = *prefill_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
             let done = |f| {
                 let decode_ms = started.elapsed().as_secs_f64() * 1e3 - prefill;

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use half::f16;
 
 use crate::pool::DisjointSlice;
-use crate::quant::{F16Order, Isa, f16_dot};
+use crate::quant::{F16Order, Isa, Pieces, f16_dot, f16_dot_paged};
 use crate::{KernelError, ThreadPool, vmath};
 
 /// Position rows are padded to a multiple of this.
@@ -38,13 +38,26 @@ impl AttnShape {
     }
 }
 
-/// One layer's cache of one sequence: `k` is `cap x kv_dim`, `vt` is `kv_dim x cap`.
+/// One layer's cache of one sequence, in blocks: the layer's storage holds blocks of
+/// `block` positions each, keys as `block x kv_dim` rows and values transposed per block
+/// (`kv_dim x block`), and `table` lists the sequence's blocks in position order.
 #[derive(Debug, Clone, Copy)]
 pub struct KvView<'a> {
+    /// Key storage of the layer: `blocks x block x kv_dim`.
     pub k: &'a [f16],
+    /// Value storage of the layer: `blocks x kv_dim x block`.
     pub vt: &'a [f16],
-    /// Positions the cache can hold; a multiple of [`KV_PAD`].
-    pub cap: usize,
+    /// Positions per block; a multiple of [`KV_PAD`].
+    pub block: usize,
+    /// The sequence's blocks.
+    pub table: &'a [u32],
+}
+
+impl KvView<'_> {
+    /// Positions the table covers.
+    pub fn capacity(&self) -> usize {
+        self.table.len() * self.block
+    }
 }
 
 /// The bytes of an f16 slice, as the dot kernels take them.
@@ -151,21 +164,31 @@ pub fn attention_multi(
             ));
         }
         rows_end = it.row0 + it.tokens;
-        let cap = it.kv.cap;
-        if !cap.is_multiple_of(KV_PAD)
-            || it.kv.k.len() != cap * shape.kv_dim()
-            || it.kv.vt.len() != cap * shape.kv_dim()
+        let (block, kv) = (it.kv.block, it.kv);
+        let block_len = block * shape.kv_dim();
+        if block == 0
+            || !block.is_multiple_of(KV_PAD)
+            || !kv.k.len().is_multiple_of(block_len.max(1))
+            || kv.vt.len() != kv.k.len()
         {
             return Err(shape_err(
-                "cache length",
-                cap * shape.kv_dim(),
-                it.kv.k.len(),
+                "cache storage (whole blocks)",
+                block_len,
+                kv.k.len(),
             ));
         }
-        if it.pos0 + it.tokens > cap {
+        let n_blocks = kv.k.len() / block_len.max(1);
+        if let Some(bad) = kv.table.iter().find(|b| **b as usize >= n_blocks) {
             return Err(shape_err(
-                "positions (cache capacity)",
-                cap,
+                "block index (blocks in storage)",
+                n_blocks,
+                *bad as usize,
+            ));
+        }
+        if it.pos0 + it.tokens > kv.capacity() {
+            return Err(shape_err(
+                "positions (blocks in the table)",
+                kv.capacity(),
                 it.pos0 + it.tokens,
             ));
         }
@@ -184,7 +207,7 @@ pub fn attention_multi(
                 F16Order::Vector
             },
         )?;
-        Ok((kq, f16_dot(isa, order)?))
+        Ok((kq, f16_dot_paged(isa, order)))
     };
     let (kq_batch, pv_batch) = dots(F16Order::Batched)?;
     let (kq_one, pv_one) = dots(F16Order::Vector)?;
@@ -211,7 +234,7 @@ pub fn attention_multi(
             (kq_one, pv_one)
         };
         let kv = item.kv;
-        let cap = kv.cap;
+        let block = kv.block;
         let row = item.row0 + t;
         let kvh = h / group;
         let n_kv = item.pos0 + t + 1;
@@ -224,7 +247,9 @@ pub fn attention_multi(
             q16.extend(qh.iter().map(|v| f16::from_f32(*v)));
             scores.resize(n_kv, 0.0);
             for (j, s) in scores.iter_mut().enumerate() {
-                let krow = &kv.k[j * kv_dim + kvh * head_dim..][..head_dim];
+                let b = kv.table[j / block] as usize;
+                let at = (b * block + j % block) * kv_dim + kvh * head_dim;
+                let krow = &kv.k[at..][..head_dim];
                 *s = kq_dot(head_dim, f16_bytes(krow), f16_bytes(q16)) * scale;
             }
             vmath::softmax(isa, scores);
@@ -235,8 +260,13 @@ pub fn attention_multi(
             // items own disjoint rows (checked above) and each (t, h) is one task.
             let o = unsafe { dst.slice_mut(row * shape.q_dim() + h * head_dim, head_dim) };
             for (d, v) in o.iter_mut().enumerate() {
-                let vrow = &kv.vt[(kvh * head_dim + d) * cap..][..padded];
-                *v = pv_dot(padded, f16_bytes(vrow), f16_bytes(p16));
+                let pieces = Pieces {
+                    table: kv.table,
+                    stride: kv_dim * block,
+                    offset: (kvh * head_dim + d) * block,
+                    piece: block,
+                };
+                *v = pv_dot(padded, f16_bytes(kv.vt), pieces, f16_bytes(p16));
             }
         });
     });
@@ -301,10 +331,12 @@ mod tests {
         let q: Vec<f32> = (0..tokens * shape.q_dim()).map(|i| val(i, 3)).collect();
         let pool = ThreadPool::new(2);
         let mut out = vec![f32::NAN; q.len()];
+        // One block of `cap` positions is the contiguous layout.
         let kv = KvView {
             k: &k,
             vt: &vt,
-            cap,
+            block: cap,
+            table: &[0],
         };
         attention(
             &pool,
@@ -363,7 +395,8 @@ mod tests {
         let kv = KvView {
             k: &[],
             vt: &[],
-            cap: 0,
+            block: KV_PAD,
+            table: &[],
         };
         let mut out = vec![0.0; 12];
         assert!(
@@ -389,7 +422,8 @@ mod tests {
         let kv = KvView {
             k: &k,
             vt: &k,
-            cap: 32,
+            block: 32,
+            table: &[0],
         };
         let mut out = vec![0.0; 8];
         assert!(
@@ -406,5 +440,74 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn blocks_in_any_order_give_the_contiguous_bits() {
+        let shape = AttnShape {
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 16,
+        };
+        let (kvd, block, n_blocks, tokens) = (16usize, 32usize, 5usize, 150usize);
+        let val =
+            |i: usize, salt: usize| (((i * 2654435761 + salt * 7919) % 997) as f32 / 498.0) - 1.0;
+        // Contiguous: one block of n_blocks * block positions.
+        let cap = n_blocks * block;
+        let mut k1 = vec![f16::ZERO; cap * kvd];
+        let mut v1 = vec![f16::ZERO; cap * kvd];
+        // Paged: logical block b lives in physical block table[b], in a storage of 7 blocks.
+        let table = [4u32, 0, 6, 2, 5];
+        let mut k2 = vec![f16::ZERO; 7 * block * kvd];
+        let mut v2 = vec![f16::ZERO; 7 * block * kvd];
+        for p in 0..tokens {
+            let (b, i) = (table[p / block] as usize, p % block);
+            for c in 0..kvd {
+                let (kk, vv) = (
+                    f16::from_f32(val(p * kvd + c, 1)),
+                    f16::from_f32(val(p * kvd + c, 2)),
+                );
+                k1[p * kvd + c] = kk;
+                v1[c * cap + p] = vv;
+                k2[(b * block + i) * kvd + c] = kk;
+                v2[(b * kvd + c) * block + i] = vv;
+            }
+        }
+        let q: Vec<f32> = (0..tokens * shape.q_dim()).map(|i| val(i, 3)).collect();
+        let pool = ThreadPool::new(2);
+        let whole = KvView {
+            k: &k1,
+            vt: &v1,
+            block: cap,
+            table: &[0],
+        };
+        let paged = KvView {
+            k: &k2,
+            vt: &v2,
+            block,
+            table: &table,
+        };
+        for isa in [Isa::active(), Isa::Portable] {
+            for (pos0, n, batched) in [(0usize, tokens, true), (149, 1, false), (100, 3, true)] {
+                let rows = &q[pos0 * shape.q_dim()..(pos0 + n) * shape.q_dim()];
+                let mut a = vec![0f32; rows.len()];
+                let mut b = vec![0f32; rows.len()];
+                for (kv, out) in [(whole, &mut a), (paged, &mut b)] {
+                    let item = AttnItem {
+                        kv,
+                        row0: 0,
+                        pos0,
+                        tokens: n,
+                        batched_order: batched,
+                    };
+                    attention_multi(&pool, isa, shape, &[item], rows, 0.25, out).unwrap();
+                }
+                let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "{isa:?} pos0={pos0} n={n}: paged attention changed bits"
+                );
+            }
+        }
     }
 }

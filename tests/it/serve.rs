@@ -683,6 +683,16 @@ fn overload_gets_429_with_retry_after_and_slow_requests_time_out() {
     assert_eq!(status, 200, "the engine is free again");
 }
 
+/// The value of a Prometheus sample line starting with `prefix` in `/metrics`.
+fn metric(d: &Daemon, prefix: &str) -> f64 {
+    let resp = raw_request(&d.addr, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8_lossy(&resp.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
+}
+
 /// Greedy completion of one request: (text, completion tokens).
 fn greedy(d: &Daemon, id: &str, prompt: &str, max_tokens: usize) -> (String, u64) {
     let (status, doc) = d.post(
@@ -789,5 +799,60 @@ fn a_light_tenant_gets_its_share_next_to_a_heavy_one() {
     assert!(
         light_at <= 4,
         "light tenant finished after {light_at} heavy requests: {order:?}"
+    );
+}
+
+#[test]
+fn a_small_cache_preempts_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    // 256 positions of cache (4 blocks) for 4 requests that each grow to ~120 positions.
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            "--model",
+            &model_arg(),
+            "--threads",
+            "2",
+            "--max-context",
+            "256",
+            "--kv-cache-bytes",
+            "1048576",
+        ],
+    );
+    let id = model_id(&d);
+    assert_eq!(
+        metric(&d, &format!("oasis_kv_blocks_total{{model=\"{id}\"}}")),
+        4.0
+    );
+    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (d, id) = (&d, &id);
+                s.spawn(move || {
+                    d.post(
+                        "/v1/completions",
+                        &json!({"model": id, "prompt": format!("Story number {i}: Once upon a time"),
+                                "max_tokens": 100, "temperature": 0, "ignore_eos": true}),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, doc) in &results {
+        assert_eq!(*status, 200, "{doc}");
+        assert_eq!(doc["usage"]["completion_tokens"], 100, "{doc}");
+    }
+    let preempted = metric(
+        &d,
+        &format!("oasis_requests_preempted_total{{model=\"{id}\"}}"),
+    );
+    assert!(
+        preempted > 0.0,
+        "expected preemptions with 4 blocks for 8 blocks of demand"
+    );
+    assert_eq!(
+        metric(&d, &format!("oasis_kv_blocks_used{{model=\"{id}\"}}")),
+        0.0
     );
 }

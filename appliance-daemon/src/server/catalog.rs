@@ -14,6 +14,7 @@ use std::time::UNIX_EPOCH;
 
 use anyhow::{Context, Result};
 use engine::Model;
+use engine::model::{BLOCK_POSITIONS, blocks_for};
 use engine::scheduler::{Scheduler, SchedulerConfig};
 use sha2::{Digest, Sha256};
 
@@ -36,8 +37,8 @@ pub struct ServedModel {
     pub worker: WorkerHandle,
     /// Context limit per sequence.
     pub n_ctx: usize,
-    /// Cache positions the batch may hold.
-    pub kv_budget_positions: usize,
+    /// Blocks in the model's key/value pool.
+    pub kv_blocks: usize,
 }
 
 /// A catalog entry that could not be loaded.
@@ -146,10 +147,9 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
         .unwrap_or(DEFAULT_SERVE_CONTEXT)
         .min(n_ctx_train)
         .max(1);
-    let cfg = &model.config;
-    // Keys and values in f16 for every layer.
-    let bytes_per_position = (cfg.n_layers * cfg.kv_dim() * 2 * 2).max(1);
-    let kv_budget_positions = (config.kv_cache_bytes / bytes_per_position).max(n_ctx);
+    let bytes_per_block = (model.kv_bytes_per_position() * BLOCK_POSITIONS).max(1);
+    // At least one full-context sequence fits.
+    let kv_blocks = (config.kv_cache_bytes / bytes_per_block).max(blocks_for(n_ctx));
     let scheduler = Scheduler::new(
         model.clone(),
         SchedulerConfig {
@@ -159,7 +159,7 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
             n_ctx,
             max_batch_tokens: config.max_batch_tokens,
             max_running: config.max_running,
-            kv_budget_positions,
+            kv_blocks,
         },
     );
     let worker = WorkerHandle::spawn(scheduler, &record.id, config.max_waiting)
@@ -169,7 +169,7 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
         model,
         worker,
         n_ctx,
-        kv_budget_positions,
+        kv_blocks,
     })
 }
 

@@ -119,25 +119,57 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         "Requests waiting for a place in the batch.",
         &per(&|m| m.worker.stats.waiting() as f64),
     );
+    let eng =
+        |f: &dyn Fn(&engine::scheduler::SchedulerStats) -> f64| per(&|m| f(&m.worker.stats.engine));
+    let u = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as f64;
     gauge(
         &mut out,
-        "oasis_kv_positions_reserved",
+        "oasis_kv_blocks_total",
         "gauge",
-        "Cache positions reserved by the running sequences (worst case each).",
-        &per(&|m| {
-            m.worker
-                .stats
-                .engine
-                .kv_positions_reserved
-                .load(Ordering::Relaxed) as f64
+        "Blocks in the key/value cache pool.",
+        &eng(&|e| u(&e.kv_blocks_total)),
+    );
+    gauge(
+        &mut out,
+        "oasis_kv_blocks_used",
+        "gauge",
+        "Blocks referenced by running sequences.",
+        &eng(&|e| u(&e.kv_blocks_used)),
+    );
+    gauge(
+        &mut out,
+        "oasis_kv_blocks_cached",
+        "gauge",
+        "Unreferenced blocks kept for their prompt prefix (evicted least recently used first).",
+        &eng(&|e| u(&e.kv_blocks_cached)),
+    );
+    gauge(
+        &mut out,
+        "oasis_prefix_cache_hit_ratio",
+        "gauge",
+        "Prompt blocks found in the prefix cache over prompt blocks looked up.",
+        &eng(&|e| {
+            let looked = load(&e.prefix_blocks_looked_up);
+            if looked > 0.0 {
+                load(&e.prefix_blocks_hit) / looked
+            } else {
+                0.0
+            }
         }),
     );
     gauge(
         &mut out,
-        "oasis_kv_positions_budget",
-        "gauge",
-        "Cache positions the running sequences may reserve together.",
-        &per(&|m| m.kv_budget_positions as f64),
+        "oasis_prefix_cache_hit_blocks_total",
+        "counter",
+        "Prompt blocks taken from the prefix cache instead of computed.",
+        &eng(&|e| load(&e.prefix_blocks_hit)),
+    );
+    gauge(
+        &mut out,
+        "oasis_requests_preempted_total",
+        "counter",
+        "Sequences preempted (blocks freed, recomputed later) when the cache ran out.",
+        &eng(&|e| load(&e.preempted_total)),
     );
     gauge(
         &mut out,

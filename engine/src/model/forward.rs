@@ -16,7 +16,7 @@ use kernels::{
 };
 
 use super::Model;
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvPool, SeqKv};
 use super::weights::{LayerWeights, Mat};
 use crate::error::{EngineError, Result};
 
@@ -34,8 +34,8 @@ pub enum Logits {
 /// One sequence's part of a batched forward pass.
 #[derive(Debug)]
 pub struct BatchSeq<'a> {
-    /// The sequence's cache; the tokens are appended to it.
-    pub cache: &'a mut KvCache,
+    /// The sequence's blocks; the tokens are appended to it.
+    pub kv: &'a mut SeqKv,
     /// Its next tokens.
     pub tokens: &'a [u32],
     /// Attention in llama.cpp's batch accumulation order (prompt tokens) rather than its
@@ -70,13 +70,14 @@ pub struct Scratch {
     pub logits: Vec<f32>,
 }
 
-/// What a forward pass needs besides the model: threads, instruction set, the sequence's
-/// cache and scratch memory.
+/// What a forward pass needs besides the model: threads, instruction set, the cache pool
+/// and the sequence's blocks in it, and scratch memory.
 #[derive(Debug)]
 pub struct ForwardCtx<'a> {
     pub pool: &'a ThreadPool,
     pub isa: Isa,
-    pub cache: &'a mut KvCache,
+    pub kv: &'a mut KvPool,
+    pub seq: &'a mut SeqKv,
     pub scratch: &'a mut Scratch,
 }
 
@@ -158,22 +159,24 @@ impl Model {
     /// `ctx.cache`, and leaves the requested logits in `ctx.scratch.logits`.
     pub fn forward(&self, ctx: &mut ForwardCtx<'_>, tokens: &[u32], logits: Logits) -> Result<()> {
         let mut seq = [BatchSeq {
-            cache: &mut *ctx.cache,
+            kv: &mut *ctx.seq,
             tokens,
             batched_order: tokens.len() >= 2,
             logits,
         }];
-        self.forward_batch(ctx.pool, ctx.isa, ctx.scratch, &mut seq)
+        self.forward_batch(ctx.pool, ctx.isa, ctx.scratch, ctx.kv, &mut seq)
     }
 
     /// Runs each sequence's next tokens through the model in one pass, appending them to
-    /// their caches, and leaves the requested logits in `scratch.logits`: one row per
-    /// requested position, sequences in order.
+    /// their blocks in `kv` (reserving blocks as needed: [`EngineError::KvCacheFull`] when
+    /// the pool runs out), and leaves the requested logits in `scratch.logits`: one row
+    /// per requested position, sequences in order.
     pub fn forward_batch(
         &self,
         pool: &ThreadPool,
         isa: Isa,
         s: &mut Scratch,
+        kv: &mut KvPool,
         seqs: &mut [BatchSeq<'_>],
     ) -> Result<()> {
         let cfg = &self.config;
@@ -188,14 +191,14 @@ impl Model {
                     cfg.vocab_size
                 )));
             }
-            q.cache.reserve(q.tokens.len())?;
+            kv.reserve(q.kv, q.kv.len() + q.tokens.len())?;
         }
         let d = cfg.d_model;
         s.row_seq.clear();
         s.row_pos.clear();
         s.logit_rows.clear();
         for (i, q) in seqs.iter().enumerate() {
-            let (row0, pos0, len) = (s.row_seq.len(), q.cache.len(), q.tokens.len());
+            let (row0, pos0, len) = (s.row_seq.len(), q.kv.len(), q.tokens.len());
             s.row_seq.extend(std::iter::repeat_n(i, len));
             s.row_pos.extend(pos0..pos0 + len);
             match q.logits {
@@ -217,11 +220,11 @@ impl Model {
             rc.fill(&cfg.rope, *pos);
         }
         for (li, layer) in self.weights.layers.iter().enumerate() {
-            self.attention_block(pool, isa, seqs, s, li, layer, n)?;
+            self.attention_block(pool, isa, kv, seqs, s, li, layer, n)?;
             self.ffn_block(pool, isa, s, layer, n)?;
         }
         for q in seqs.iter_mut() {
-            q.cache.advance(q.tokens.len());
+            q.kv.advance(q.tokens.len());
         }
 
         // Final norm and output head on the rows asked for.
@@ -254,6 +257,7 @@ impl Model {
         &self,
         pool: &ThreadPool,
         isa: Isa,
+        kv: &mut KvPool,
         seqs: &mut [BatchSeq<'_>],
         s: &mut Scratch,
         li: usize,
@@ -295,7 +299,8 @@ impl Model {
             let rope = &s.rope[t];
             rope.apply(cfg.rope.style, &mut s.q[t * qd..(t + 1) * qd], hd);
             rope.apply(cfg.rope.style, &mut s.k[t * kvd..(t + 1) * kvd], hd);
-            seqs[s.row_seq[t]].cache.write(
+            kv.write(
+                seqs[s.row_seq[t]].kv,
                 li,
                 s.row_pos[t],
                 &s.k[t * kvd..(t + 1) * kvd],
@@ -314,9 +319,9 @@ impl Model {
             .iter()
             .map(|q| {
                 let item = AttnItem {
-                    kv: q.cache.view(li),
+                    kv: kv.view(q.kv, li),
                     row0,
-                    pos0: q.cache.len(),
+                    pos0: q.kv.len(),
                     tokens: q.tokens.len(),
                     batched_order: q.batched_order,
                 };

@@ -13,7 +13,7 @@ use std::path::Path;
 
 pub use config::{Arch, ModelConfig};
 pub use forward::{BatchSeq, ForwardCtx, Logits, Scratch};
-pub use kv_cache::KvCache;
+pub use kv_cache::{BLOCK_POSITIONS, KvPool, SeqKv, blocks_for, chain_hash};
 pub use weights::Weights;
 
 use crate::error::Result;
@@ -88,9 +88,14 @@ impl Model {
         self.weights.bytes()
     }
 
-    /// A fresh cache for one sequence of at most `max_len` positions.
-    pub fn new_cache(&self, max_len: usize) -> KvCache {
-        KvCache::new(self.config.n_layers, self.config.kv_dim(), max_len)
+    /// A key/value pool of `n_blocks` blocks for this model.
+    pub fn new_kv_pool(&self, n_blocks: usize) -> KvPool {
+        KvPool::new(self.config.n_layers, self.config.kv_dim(), n_blocks)
+    }
+
+    /// Bytes of cache per position (keys and values in f16, every layer).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        self.config.n_layers * self.config.kv_dim() * 2 * 2
     }
 }
 

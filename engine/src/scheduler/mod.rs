@@ -1,14 +1,18 @@
 //! Continuous batching: one model, many sequences, one step at a time.
 //!
-//! Each [`Scheduler::step`] runs one forward pass over every running sequence: the decode
-//! token of each sequence that is generating, plus chunks of prompts still being read,
-//! within a token budget per step (`max_batch_tokens`) and a cap on running sequences.
-//! The weights are read once per step for the whole batch. Waiting requests are admitted
-//! in weighted-fair order across tenants ([`fair`]) while the running sequences' worst-case
-//! cache positions fit the KV budget, so a running sequence never has to be evicted.
+//! Each [`Scheduler::step`] runs one forward pass over the batch: the decode token of each
+//! sequence that is generating, plus chunks of prompts still being read, within a token
+//! budget per step (`max_batch_tokens`) and a cap on running sequences. The weights are
+//! read once per step for the whole batch. The keys and values live in a paged pool
+//! ([`crate::model::KvPool`]): blocks are taken as sequences grow and given back when they
+//! end; full prompt blocks are shared between sequences with the same prefix. Waiting
+//! requests are admitted in weighted-fair order across tenants ([`fair`]) while blocks are
+//! available; when a step needs more blocks than are left, the most recently admitted
+//! sequence is preempted (its blocks freed, its tokens recomputed when it runs again)
+//! rather than failing anyone.
 //!
 //! Results leave through each request's [`SeqSink`]; a sink that reports its consumer gone
-//! takes its sequence out of the batch at the next step.
+//! takes its sequence out of the batch at the next step and frees its blocks.
 
 pub mod fair;
 mod sequence;
@@ -23,7 +27,7 @@ pub use self::fair::FairQueue;
 pub use self::sequence::{Progress, Sequence};
 use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateRequest, TokenEvent};
-use crate::model::{BatchSeq, Logits, Model, Scratch};
+use crate::model::{BatchSeq, KvPool, Logits, Model, Scratch, blocks_for};
 
 /// Limits of one scheduler.
 #[derive(Debug, Clone)]
@@ -36,9 +40,8 @@ pub struct SchedulerConfig {
     pub max_batch_tokens: usize,
     /// Sequences running at once.
     pub max_running: usize,
-    /// Cache positions all running sequences may hold together; each is charged its
-    /// worst case (prompt + max_tokens) when admitted.
-    pub kv_budget_positions: usize,
+    /// Blocks of [`crate::model::BLOCK_POSITIONS`] positions in the key/value pool.
+    pub kv_blocks: usize,
 }
 
 /// Where a request's results go.
@@ -76,7 +79,14 @@ impl std::fmt::Debug for Submission {
 pub struct SchedulerStats {
     pub waiting: AtomicUsize,
     pub running: AtomicUsize,
-    pub kv_positions_reserved: AtomicUsize,
+    pub kv_blocks_total: AtomicUsize,
+    /// Blocks referenced by running sequences.
+    pub kv_blocks_used: AtomicUsize,
+    /// Unreferenced blocks kept for their prefix.
+    pub kv_blocks_cached: AtomicUsize,
+    pub prefix_blocks_looked_up: AtomicU64,
+    pub prefix_blocks_hit: AtomicU64,
+    pub preempted_total: AtomicU64,
     pub steps_total: AtomicU64,
     pub requests_total: AtomicU64,
     pub prompt_tokens_total: AtomicU64,
@@ -84,16 +94,15 @@ pub struct SchedulerStats {
     pub cancelled_total: AtomicU64,
 }
 
-struct Running {
+/// A sequence with its consumer, waiting or running.
+struct Entry {
     seq: Sequence,
     tenant: String,
     sink: Box<dyn SeqSink>,
-    reserved: usize,
-}
-
-struct Waiting {
-    seq: Sequence,
-    sink: Box<dyn SeqSink>,
+    /// Admission order (preemption takes the newest).
+    admitted: u64,
+    /// `started` was sent (a preempted sequence is not announced twice).
+    announced: bool,
 }
 
 /// The batching loop's state.
@@ -103,9 +112,10 @@ pub struct Scheduler {
     isa: Isa,
     scratch: Scratch,
     config: SchedulerConfig,
-    waiting: FairQueue<Waiting>,
-    running: Vec<Running>,
-    reserved: usize,
+    kv: KvPool,
+    waiting: FairQueue<Entry>,
+    running: Vec<Entry>,
+    admissions: u64,
     stats: Arc<SchedulerStats>,
 }
 
@@ -121,16 +131,22 @@ impl std::fmt::Debug for Scheduler {
 
 impl Scheduler {
     pub fn new(model: Arc<Model>, config: SchedulerConfig) -> Scheduler {
+        let kv = model.new_kv_pool(config.kv_blocks.max(1));
+        let stats = Arc::new(SchedulerStats::default());
+        stats
+            .kv_blocks_total
+            .store(kv.n_blocks(), Ordering::Relaxed);
         Scheduler {
             model,
             pool: ThreadPool::new(config.threads.max(1)),
             isa: Isa::active(),
             scratch: Scratch::default(),
             config,
+            kv,
             waiting: FairQueue::default(),
             running: Vec::new(),
-            reserved: 0,
-            stats: Arc::new(SchedulerStats::default()),
+            admissions: 0,
+            stats,
         }
     }
 
@@ -147,6 +163,13 @@ impl Scheduler {
         self.running.is_empty() && self.waiting.is_empty()
     }
 
+    /// Checks the cache pool's bookkeeping against the running sequences (waiting ones
+    /// hold no blocks): for tests.
+    pub fn check_kv(&self) -> std::result::Result<(), String> {
+        let seqs: Vec<&crate::model::SeqKv> = self.running.iter().map(|e| &e.seq.kv).collect();
+        self.kv.check(&seqs)
+    }
+
     /// Queues a request; a request the engine cannot serve fails through its sink.
     pub fn submit(&mut self, sub: Submission) {
         let Submission {
@@ -154,107 +177,159 @@ impl Scheduler {
             tenant,
             mut sink,
         } = sub;
-        let cache = self.model.new_cache(self.config.n_ctx);
-        match Sequence::new(&self.model, &request, cache) {
-            Ok(seq) => {
-                let active = self.running.iter().any(|r| r.tenant == tenant);
-                self.waiting.push(&tenant, Waiting { seq, sink }, active);
-                self.stats
-                    .waiting
-                    .store(self.waiting.len(), Ordering::Relaxed);
-            }
-            Err(e) => sink.failed(e),
+        let seq = match Sequence::new(&self.model, &request, self.config.n_ctx) {
+            Ok(seq) => seq,
+            Err(e) => return sink.failed(e),
+        };
+        let need = blocks_for(seq.prompt.len() + 1);
+        if need > self.kv.n_blocks() {
+            return sink.failed(EngineError::InvalidRequest(format!(
+                "the prompt needs {need} cache blocks but the pool has {}",
+                self.kv.n_blocks()
+            )));
         }
+        let active = self.running.iter().any(|r| r.tenant == tenant);
+        let entry = Entry {
+            seq,
+            tenant: tenant.clone(),
+            sink,
+            admitted: 0,
+            announced: false,
+        };
+        self.waiting.push(&tenant, entry, active);
+        self.publish();
     }
 
-    /// Admits waiting sequences while they fit.
+    /// Admits waiting sequences while places and blocks allow.
     fn admit(&mut self) {
         let gone = self.waiting.retain(|w| w.sink.alive());
         self.stats
             .cancelled_total
             .fetch_add(gone.len() as u64, Ordering::Relaxed);
         while self.running.len() < self.config.max_running {
-            let Some((tenant, mut w)) = self.waiting.pop() else {
+            let Some((tenant, mut e)) = self.waiting.pop() else {
                 break;
             };
-            let need = w.seq.max_positions();
-            let fits = self.reserved + need <= self.config.kv_budget_positions;
-            if !fits && !self.running.is_empty() {
-                self.waiting.push_front(&tenant, w);
+            e.seq.attach_prefix(&mut self.kv);
+            // Room for what it must compute now and its first generated token.
+            let need = e.seq.blocks_needed(e.seq.uncomputed() + 1);
+            if need > self.kv.available() && !self.running.is_empty() {
+                e.seq.release(&mut self.kv);
+                self.waiting.push_front(&tenant, e);
                 break;
             }
-            if w.sink.started(w.seq.prompt.len()).is_break() {
-                self.stats.cancelled_total.fetch_add(1, Ordering::Relaxed);
-                continue;
+            if !e.announced {
+                if e.sink.started(e.seq.prompt.len()).is_break() {
+                    e.seq.release(&mut self.kv);
+                    self.stats.cancelled_total.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                e.announced = true;
             }
-            self.reserved += need;
-            self.running.push(Running {
-                seq: w.seq,
-                tenant,
-                sink: w.sink,
-                reserved: need,
-            });
+            self.admissions += 1;
+            e.admitted = self.admissions;
+            e.tenant = tenant;
+            self.running.push(e);
         }
         let running = &self.running;
         self.waiting
             .forget_idle(&|t| running.iter().any(|r| r.tenant == t));
-        self.publish();
     }
 
     fn publish(&self) {
-        self.stats
-            .waiting
-            .store(self.waiting.len(), Ordering::Relaxed);
-        self.stats
-            .running
-            .store(self.running.len(), Ordering::Relaxed);
-        self.stats
-            .kv_positions_reserved
-            .store(self.reserved, Ordering::Relaxed);
+        let s = &self.stats;
+        s.waiting.store(self.waiting.len(), Ordering::Relaxed);
+        s.running.store(self.running.len(), Ordering::Relaxed);
+        s.kv_blocks_used.store(self.kv.used(), Ordering::Relaxed);
+        s.kv_blocks_cached
+            .store(self.kv.cached(), Ordering::Relaxed);
+        s.prefix_blocks_looked_up
+            .store(self.kv.prefix_lookups, Ordering::Relaxed);
+        s.prefix_blocks_hit
+            .store(self.kv.prefix_hits, Ordering::Relaxed);
+    }
+
+    /// This step's inputs as (running index, tokens): decode tokens first, then chunks
+    /// of prompts (and recomputations) in admission order, within the token budget.
+    fn plan(&self) -> Vec<(usize, usize)> {
+        let mut budget = self.config.max_batch_tokens.max(1);
+        let mut order: Vec<usize> = (0..self.running.len()).collect();
+        order.sort_by_key(|&i| {
+            let e = &self.running[i];
+            (e.seq.uncomputed() != 1, e.admitted)
+        });
+        let mut plan = Vec::with_capacity(order.len());
+        for i in order {
+            let take = self.running[i].seq.uncomputed().min(budget);
+            if take == 0 {
+                continue;
+            }
+            budget -= take;
+            plan.push((i, take));
+            if budget == 0 {
+                break;
+            }
+        }
+        plan
+    }
+
+    /// Frees the newest running sequence's blocks and sends it back to wait.
+    fn preempt_newest(&mut self) -> bool {
+        let Some(i) = (0..self.running.len()).max_by_key(|&i| self.running[i].admitted) else {
+            return false;
+        };
+        let mut e = self.running.swap_remove(i);
+        e.seq.release(&mut self.kv);
+        self.stats.preempted_total.fetch_add(1, Ordering::Relaxed);
+        let tenant = e.tenant.clone();
+        self.waiting.push_front(&tenant, e);
+        true
     }
 
     /// One forward pass over the batch, then sampling for every sequence that got logits.
     pub fn step(&mut self) -> Result<()> {
-        // Sequences whose consumer left go first.
+        // Sequences whose consumer left go first, with their blocks.
         let mut i = 0;
         while i < self.running.len() {
             if self.running[i].sink.alive() {
                 i += 1;
             } else {
-                let r = self.running.swap_remove(i);
-                self.reserved -= r.reserved;
+                let mut e = self.running.swap_remove(i);
+                e.seq.release(&mut self.kv);
                 self.stats.cancelled_total.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.admit();
-        if self.running.is_empty() {
+        // Make room: preempt the newest sequences until this step's blocks fit.
+        let plan = loop {
+            let plan = self.plan();
+            let need: usize = plan
+                .iter()
+                .map(|&(i, n)| self.running[i].seq.blocks_needed(n))
+                .sum();
+            if need <= self.kv.available() || self.running.len() <= 1 {
+                break plan;
+            }
+            self.preempt_newest();
+        };
+        if plan.is_empty() {
+            self.publish();
             return Ok(());
         }
-        // Decode tokens first (one each), then prompt chunks in admission order.
-        let mut budget = self.config.max_batch_tokens.max(1);
-        let mut order: Vec<usize> = (0..self.running.len())
-            .filter(|&i| self.running[i].seq.prompt_left() == 0)
-            .collect();
-        order.extend((0..self.running.len()).filter(|&i| self.running[i].seq.prompt_left() > 0));
-        let mut picked = Vec::with_capacity(order.len());
-        let mut batch: Vec<BatchSeq<'_>> = Vec::with_capacity(order.len());
+        let mut picked = Vec::with_capacity(plan.len());
         {
-            // Hand out disjoint borrows of the chosen sequences.
-            let mut slots: Vec<Option<&mut Running>> = self.running.iter_mut().map(Some).collect();
-            for &i in &order {
-                if budget == 0 {
-                    break;
-                }
-                let Some(r) = slots[i].take() else { continue };
-                let Some(input) = r.seq.next_input(budget) else {
+            let mut slots: Vec<Option<&mut Entry>> = self.running.iter_mut().map(Some).collect();
+            let mut batch: Vec<BatchSeq<'_>> = Vec::with_capacity(plan.len());
+            for &(i, n) in &plan {
+                let Some(e) = slots[i].take() else { continue };
+                let Some(input) = e.seq.next_input(n) else {
                     continue;
                 };
-                budget -= input.tokens.len();
                 picked.push((i, input.tokens.len(), input.wants_logits, input.from_prompt));
                 batch.push(BatchSeq {
-                    cache: input.cache,
+                    kv: input.kv,
                     tokens: input.tokens,
-                    batched_order: input.prompt,
+                    batched_order: input.batched_order,
                     logits: if input.wants_logits {
                         Logits::Last
                     } else {
@@ -262,23 +337,23 @@ impl Scheduler {
                     },
                 });
             }
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let result =
-                self.model
-                    .forward_batch(&self.pool, self.isa, &mut self.scratch, &mut batch);
+            let result = self.model.forward_batch(
+                &self.pool,
+                self.isa,
+                &mut self.scratch,
+                &mut self.kv,
+                &mut batch,
+            );
             drop(batch);
             if let Err(e) = result {
-                // A failed pass leaves the caches in an unknown state: fail the batch.
+                // A failed pass leaves these sequences' caches unknown: fail them.
                 let msg = e.to_string();
                 let mut failed: Vec<usize> = picked.iter().map(|p| p.0).collect();
                 failed.sort_unstable_by(|a, b| b.cmp(a));
                 for i in failed {
-                    let r = self.running.swap_remove(i);
-                    self.reserved -= r.reserved;
-                    let mut sink = r.sink;
-                    sink.failed(EngineError::InvalidRequest(msg.clone()));
+                    let mut entry = self.running.swap_remove(i);
+                    entry.seq.release(&mut self.kv);
+                    entry.sink.failed(EngineError::InvalidRequest(msg.clone()));
                 }
                 self.publish();
                 return Err(e);
@@ -289,21 +364,21 @@ impl Scheduler {
         let mut row = 0;
         let mut done: Vec<(usize, Progress)> = Vec::new();
         for &(i, n, wants_logits, from_prompt) in &picked {
-            let r = &mut self.running[i];
-            r.seq.consumed(n);
+            let e = &mut self.running[i];
+            e.seq.register_prefix(&mut self.kv);
             if from_prompt {
                 self.stats
                     .prompt_tokens_total
                     .fetch_add(n as u64, Ordering::Relaxed);
             }
-            self.waiting.charge(&r.tenant, n as u64);
+            self.waiting.charge(&e.tenant, n as u64);
             if !wants_logits {
                 continue;
             }
             let logits = &self.scratch.logits[row * vocab..(row + 1) * vocab];
             row += 1;
-            let sink = &mut r.sink;
-            let progress = r
+            let sink = &mut e.sink;
+            let progress = e
                 .seq
                 .on_logits(&self.model, logits, &mut |ev| sink.token(ev));
             self.stats
@@ -316,12 +391,11 @@ impl Scheduler {
         // Remove finished sequences, highest index first so the others keep theirs.
         done.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (i, progress) in done {
-            let r = self.running.swap_remove(i);
-            self.reserved -= r.reserved;
+            let mut e = self.running.swap_remove(i);
+            e.seq.release(&mut self.kv);
             self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
-            let mut sink = r.sink;
             match progress {
-                Progress::Finished(f) => sink.finished(f, r.seq.output.len()),
+                Progress::Finished(f) => e.sink.finished(f, e.seq.output.len()),
                 Progress::Cancelled => {
                     self.stats.cancelled_total.fetch_add(1, Ordering::Relaxed);
                 }

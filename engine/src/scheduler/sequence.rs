@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 
 use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateRequest, TokenEvent, model_logprobs, tokenize};
-use crate::model::{KvCache, Model};
+use crate::model::{BLOCK_POSITIONS, KvPool, Model, SeqKv, chain_hash};
 use crate::sampling::{Sampler, StopStrings};
 use crate::tokenizer::Detokenizer;
 
@@ -26,19 +26,24 @@ pub enum Progress {
 }
 
 /// A request being served.
+///
+/// The model is fed from `history` (prompt, then generated tokens): whatever part of it is
+/// not yet in the cache runs next. A fresh sequence runs its prompt (in chunks, if the
+/// step's budget says so), a generating one its last sampled token, and one that was
+/// preempted (its blocks taken back) recomputes everything it had.
 #[derive(Debug)]
 pub struct Sequence {
     /// The prompt's token ids.
     pub prompt: Vec<u32>,
-    /// Prompt then generated tokens: what the penalties look at.
+    /// Prompt then generated tokens: what the penalties look at and what the model runs.
     history: Vec<u32>,
-    /// The sequence's keys and values.
-    pub(crate) cache: KvCache,
-    /// Prompt tokens already in the cache.
-    prefilled: usize,
-    /// The last sampled token, not yet run through the model.
-    pending: [u32; 1],
-    has_pending: bool,
+    /// The sequence's blocks in the pool.
+    pub(crate) kv: SeqKv,
+    /// Prefix hashes of the prompt's shareable blocks: full blocks that end before the
+    /// last prompt token (which must run to give the first logits).
+    block_hashes: Vec<u64>,
+    /// Of those, how many are registered in (or were taken from) the pool.
+    registered: usize,
     sampler: Sampler,
     detok: Detokenizer,
     stops: StopStrings,
@@ -57,9 +62,9 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    /// Checks `request` against `model` and the context of `cache` and sets the sequence
-    /// up; `cache` is cleared and becomes the sequence's.
-    pub fn new(model: &Model, request: &GenerateRequest, mut cache: KvCache) -> Result<Sequence> {
+    /// Checks `request` against `model` and a context of `n_ctx` positions and sets the
+    /// sequence up (holding no blocks yet).
+    pub fn new(model: &Model, request: &GenerateRequest, n_ctx: usize) -> Result<Sequence> {
         let sampling = request.sampling.validate()?;
         let stops = StopStrings::new(request.stop.clone())?;
         if request.max_tokens == 0 {
@@ -71,7 +76,6 @@ impl Sequence {
         if prompt.is_empty() {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         }
-        let n_ctx = cache.max_len();
         if prompt.len() > n_ctx {
             return Err(EngineError::InvalidRequest(format!(
                 "the prompt is {} tokens, but the context holds {n_ctx}",
@@ -84,14 +88,19 @@ impl Sequence {
                 "prompt token id {bad} is outside the vocabulary (size {vocab})"
             )));
         }
-        cache.clear();
+        let shareable = (prompt.len() - 1) / BLOCK_POSITIONS;
+        let mut block_hashes = Vec::with_capacity(shareable);
+        let mut h = 0u64;
+        for block in prompt.chunks_exact(BLOCK_POSITIONS).take(shareable) {
+            h = chain_hash(h, block);
+            block_hashes.push(h);
+        }
         Ok(Sequence {
             history: prompt.clone(),
             prompt,
-            cache,
-            prefilled: 0,
-            pending: [0],
-            has_pending: false,
+            kv: SeqKv::new(n_ctx),
+            block_hashes,
+            registered: 0,
             sampler: Sampler::new(sampling),
             detok: Detokenizer::new(),
             stops,
@@ -106,58 +115,83 @@ impl Sequence {
         })
     }
 
-    /// The cache, back for reuse.
-    pub fn into_cache(self) -> KvCache {
-        self.cache
+    /// History tokens not yet in the cache.
+    pub fn uncomputed(&self) -> usize {
+        self.history.len() - self.kv.len()
     }
 
-    /// Prompt tokens not yet run.
-    pub fn prompt_left(&self) -> usize {
-        self.prompt.len() - self.prefilled
+    /// True while the prompt has not been fully run (nothing generated yet).
+    pub fn prefilling(&self) -> bool {
+        self.output.is_empty()
     }
 
-    /// Positions this sequence may come to hold: its prompt and every token it may
-    /// generate, within the context.
-    pub fn max_positions(&self) -> usize {
-        (self.prompt.len() + self.max_tokens).min(self.cache.max_len())
+    /// Blocks held in the pool.
+    pub fn blocks(&self) -> usize {
+        self.kv.table().len()
     }
 
-    /// The tokens to run next (at most `budget` of the prompt, or the pending token), the
-    /// cache they go into, whether they are prompt tokens, and whether their last position
-    /// needs logits. `None` when nothing is ready.
-    pub(crate) fn next_input(&mut self, budget: usize) -> Option<NextInput<'_>> {
-        if self.has_pending {
-            return Some(NextInput {
-                tokens: &self.pending,
-                cache: &mut self.cache,
-                prompt: false,
-                from_prompt: false,
-                wants_logits: true,
-            });
+    /// Blocks the next `tokens` tokens need beyond those held.
+    pub fn blocks_needed(&self, tokens: usize) -> usize {
+        crate::model::blocks_for(self.kv.len() + tokens).saturating_sub(self.kv.table().len())
+    }
+
+    /// Takes what the pool has cached of this prompt's prefix (a fresh or preempted
+    /// sequence holding no blocks).
+    pub(crate) fn attach_prefix(&mut self, pool: &mut KvPool) {
+        if !self.kv.table().is_empty() {
+            return;
         }
-        let left = self.prompt_left();
-        if left == 0 || budget == 0 {
+        let mut n = 0;
+        for &h in &self.block_hashes {
+            if !pool.attach_cached(&mut self.kv, h) {
+                break;
+            }
+            n += 1;
+        }
+        self.registered = n;
+    }
+
+    /// Registers the prompt blocks filled since the last call, for other sequences.
+    pub(crate) fn register_prefix(&mut self, pool: &mut KvPool) {
+        while self.registered < self.block_hashes.len()
+            && self.kv.len() >= (self.registered + 1) * BLOCK_POSITIONS
+        {
+            pool.register(
+                &self.kv,
+                self.registered,
+                self.block_hashes[self.registered],
+            );
+            self.registered += 1;
+        }
+    }
+
+    /// Gives the sequence's blocks back (finish, cancel, preemption); a preempted
+    /// sequence recomputes its history when it runs again.
+    pub(crate) fn release(&mut self, pool: &mut KvPool) {
+        pool.release(&mut self.kv);
+        self.registered = 0;
+    }
+
+    /// The tokens to run next (at most `budget`), the blocks they go into, the attention
+    /// order they take, and whether their last position needs logits. `None` when
+    /// nothing is ready.
+    pub(crate) fn next_input(&mut self, budget: usize) -> Option<NextInput<'_>> {
+        let start = self.kv.len();
+        let end = self.history.len().min(start.saturating_add(budget));
+        if end <= start {
             return None;
         }
-        let take = left.min(budget);
-        let start = self.prefilled;
+        let prompt_len = self.prompt.len();
+        // llama.cpp runs a prompt of two or more tokens as a batch, a lone token (a
+        // one-token prompt, or a decode step) with its single-token order.
+        let batched_order = end - start > 1 || (start < prompt_len && prompt_len >= 2);
         Some(NextInput {
-            tokens: &self.prompt[start..start + take],
-            cache: &mut self.cache,
-            // llama.cpp runs a prompt of two or more tokens as a batch, one token alone.
-            prompt: self.prompt.len() >= 2,
-            from_prompt: true,
-            wants_logits: take == left,
+            tokens: &self.history[start..end],
+            kv: &mut self.kv,
+            batched_order,
+            from_prompt: start < prompt_len,
+            wants_logits: end == self.history.len(),
         })
-    }
-
-    /// Records that the input from [`Self::next_input`] has run.
-    pub(crate) fn consumed(&mut self, tokens: usize) {
-        if self.has_pending {
-            self.has_pending = false;
-        } else {
-            self.prefilled += tokens;
-        }
     }
 
     /// Takes the logits of the sequence's last position: samples the next token, reports
@@ -198,8 +232,7 @@ impl Sequence {
             delta = out.emit;
             stopped = out.stopped;
         }
-        let at_limit =
-            self.output.len() >= self.max_tokens || self.cache.len() >= self.cache.max_len();
+        let at_limit = self.output.len() >= self.max_tokens || self.kv.len() >= self.kv.max_len();
         let finish = if eog || stopped {
             Some(FinishReason::Stop)
         } else if at_limit {
@@ -228,11 +261,7 @@ impl Sequence {
         }
         match finish {
             Some(f) => Progress::Finished(f),
-            None => {
-                self.pending = [id];
-                self.has_pending = true;
-                Progress::Running
-            }
+            None => Progress::Running,
         }
     }
 }
@@ -241,10 +270,10 @@ impl Sequence {
 #[derive(Debug)]
 pub(crate) struct NextInput<'a> {
     pub tokens: &'a [u32],
-    pub cache: &'a mut KvCache,
-    /// Prompt tokens (llama.cpp's batch order in attention) rather than a decode step.
-    pub prompt: bool,
-    /// Prompt tokens (as opposed to the pending generated token).
+    pub kv: &'a mut SeqKv,
+    /// llama.cpp's batch order in attention rather than its single-token order.
+    pub batched_order: bool,
+    /// Starts inside the prompt (for the prompt-token counters).
     pub from_prompt: bool,
     pub wants_logits: bool,
 }

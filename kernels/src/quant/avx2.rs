@@ -477,3 +477,67 @@ pub(crate) unsafe fn dot_f16_gemm(n: usize, x: &[u8], y: &[u8]) -> f32 {
     }
     hsum_f32_8(acc)
 }
+
+/// [`dot_f16`] over a paged `x` (see `super::f16_dot_paged`).
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_paged(n: usize, x: &[u8], p: super::Pieces<'_>, y: &[u8]) -> f32 {
+    assert!(
+        p.check(n, 32, x.len() / 2) && y.len() >= 2 * n,
+        "paged f16 dot out of bounds"
+    );
+    let mut s = [_mm256_setzero_ps(); 4];
+    for (i, &block) in p.table.iter().enumerate().take(n.div_ceil(p.piece)) {
+        let base = block as usize * p.stride + p.offset;
+        let len = p.piece.min(n - i * p.piece);
+        for step in 0..len / 32 {
+            for (j, acc) in s.iter_mut().enumerate() {
+                let k = 32 * step + 8 * j;
+                // SAFETY: values base + k .. + 8 of `x` and i * piece + k .. + 8 of `y` lie
+                // within the slices (checked above).
+                let (xv, yv) = unsafe {
+                    (
+                        F16Elem::load8(x.as_ptr().add(2 * (base + k))),
+                        F16Elem::load8(y.as_ptr().add(2 * (i * p.piece + k))),
+                    )
+                };
+                *acc = _mm256_fmadd_ps(xv, yv, *acc);
+            }
+        }
+    }
+    let t = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+    let t0 = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    let t1 = _mm_hadd_ps(t0, t0);
+    _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+}
+
+/// [`dot_f16_gemm`] over a paged `x`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_gemm_paged(n: usize, x: &[u8], p: super::Pieces<'_>, y: &[u8]) -> f32 {
+    assert!(
+        p.check(n, 8, x.len() / 2) && y.len() >= 2 * n,
+        "paged f16 dot out of bounds"
+    );
+    let mut acc = _mm256_setzero_ps();
+    for (i, &block) in p.table.iter().enumerate().take(n.div_ceil(p.piece)) {
+        let base = block as usize * p.stride + p.offset;
+        let len = p.piece.min(n - i * p.piece);
+        for step in 0..len / 8 {
+            let k = 8 * step;
+            // SAFETY: as in `dot_f16_paged`.
+            let (xv, yv) = unsafe {
+                (
+                    F16Elem::load8(x.as_ptr().add(2 * (base + k))),
+                    F16Elem::load8(y.as_ptr().add(2 * (i * p.piece + k))),
+                )
+            };
+            acc = _mm256_fmadd_ps(xv, yv, acc);
+        }
+    }
+    hsum_f32_8(acc)
+}

@@ -311,6 +311,61 @@ pub(crate) fn f16_dot(isa: Isa, order: F16Order) -> Result<DotFn, KernelError> {
     Ok(portable::dot_f16_gemm)
 }
 
+/// Where the pieces of a paged F16 row lie: piece `i` (`piece` values, the last one
+/// possibly shorter) starts at value `table[i] * stride + offset` of the storage.
+#[derive(Debug, Clone, Copy)]
+pub struct Pieces<'a> {
+    pub table: &'a [u32],
+    pub stride: usize,
+    pub offset: usize,
+    pub piece: usize,
+}
+
+impl Pieces<'_> {
+    /// Checks that every piece of an `n`-value row lies in `x_len` values and that the
+    /// pieces keep the accumulation lanes aligned (`piece` a multiple of 32, `n` of `step`).
+    pub(crate) fn check(&self, n: usize, step: usize, x_len: usize) -> bool {
+        if self.piece == 0 || !self.piece.is_multiple_of(32) || !n.is_multiple_of(step) {
+            return false;
+        }
+        let count = n.div_ceil(self.piece);
+        if self.table.len() < count {
+            return false;
+        }
+        (0..count).all(|i| {
+            let len = self.piece.min(n - i * self.piece);
+            (self.table[i] as usize)
+                .checked_mul(self.stride)
+                .and_then(|v| v.checked_add(self.offset + len))
+                .is_some_and(|end| end <= x_len)
+        })
+    }
+}
+
+/// An F16 dot product of a paged row with a contiguous one.
+pub type PagedDotFn = fn(n: usize, x: &[u8], pieces: Pieces<'_>, y: &[u8]) -> f32;
+
+/// The paged form of [`f16_dot`]: the same lanes, the same order, the same bits as the
+/// contiguous product of the gathered row (pieces are multiples of the 32-value step, so
+/// the accumulators simply carry on from one piece to the next). Panics if `pieces` does
+/// not [`Pieces::check`].
+pub(crate) fn f16_dot_paged(isa: Isa, order: F16Order) -> PagedDotFn {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && isa.is_available() {
+        return match order {
+            // SAFETY: AVX2, FMA and F16C were detected; the bounds are checked inside.
+            F16Order::Vector => |n, x, p, y| unsafe { avx2::dot_f16_paged(n, x, p, y) },
+            // SAFETY: as above.
+            F16Order::Batched => |n, x, p, y| unsafe { avx2::dot_f16_gemm_paged(n, x, p, y) },
+        };
+    }
+    let _ = isa;
+    match order {
+        F16Order::Vector => portable::dot_f16_paged,
+        F16Order::Batched => portable::dot_f16_gemm_paged,
+    }
+}
+
 /// The dot product of weight row `x` (type `ty`, `n` values) with activation row `y`
 /// (type `ty.vec_dot_type()`), on instruction set `isa`.
 pub fn vec_dot(isa: Isa, ty: GgmlType, n: usize, x: &[u8], y: &[u8]) -> Result<f32, KernelError> {
