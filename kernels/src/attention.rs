@@ -246,11 +246,19 @@ pub fn attention_multi(
             q16.clear();
             q16.extend(qh.iter().map(|v| f16::from_f32(*v)));
             scores.resize(n_kv, 0.0);
-            for (j, s) in scores.iter_mut().enumerate() {
-                let b = kv.table[j / block] as usize;
-                let at = (b * block + j % block) * kv_dim + kvh * head_dim;
-                let krow = &kv.k[at..][..head_dim];
-                *s = kq_dot(head_dim, f16_bytes(krow), f16_bytes(q16)) * scale;
+            // Block by block: positions j..end live in block `b`, rows in order.
+            let mut j = 0;
+            for &b in kv.table {
+                if j >= n_kv {
+                    break;
+                }
+                let end = (j + block).min(n_kv);
+                let base = b as usize * block * kv_dim + kvh * head_dim;
+                for (i, s) in scores[j..end].iter_mut().enumerate() {
+                    let krow = &kv.k[base + i * kv_dim..][..head_dim];
+                    *s = kq_dot(head_dim, f16_bytes(krow), f16_bytes(q16)) * scale;
+                }
+                j = end;
             }
             vmath::softmax(isa, scores);
             p16.clear();
