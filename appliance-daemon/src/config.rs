@@ -158,55 +158,48 @@ impl ServeConfig {
         if max_context == Some(0) {
             bail!("`max_context` must be at least 1 token, got 0");
         }
-        let max_body_bytes = over
-            .max_body_bytes
-            .or(file.max_body_bytes)
-            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
-        if !(1024..=1 << 30).contains(&max_body_bytes) {
-            bail!("`max_body_bytes` must be between 1024 and 1073741824, got {max_body_bytes}");
-        }
-        let request_timeout_s = over
-            .request_timeout_s
-            .or(file.request_timeout_s)
-            .unwrap_or(DEFAULT_REQUEST_TIMEOUT_S);
-        if !(1..=86_400).contains(&request_timeout_s) {
-            bail!("`request_timeout_s` must be between 1 and 86400, got {request_timeout_s}");
-        }
-        let shutdown_grace_s = over
-            .shutdown_grace_s
-            .or(file.shutdown_grace_s)
-            .unwrap_or(DEFAULT_SHUTDOWN_GRACE_S);
-        if shutdown_grace_s > 3600 {
-            bail!("`shutdown_grace_s` must be at most 3600, got {shutdown_grace_s}");
-        }
-        let max_waiting = over
-            .max_waiting
-            .or(file.max_waiting)
-            .unwrap_or(DEFAULT_MAX_WAITING);
-        if !(1..=100_000).contains(&max_waiting) {
-            bail!("`max_waiting` must be between 1 and 100000, got {max_waiting}");
-        }
-        let max_batch_tokens = over
-            .max_batch_tokens
-            .or(file.max_batch_tokens)
-            .unwrap_or(DEFAULT_MAX_BATCH_TOKENS);
-        if !(1..=65_536).contains(&max_batch_tokens) {
-            bail!("`max_batch_tokens` must be between 1 and 65536, got {max_batch_tokens}");
-        }
-        let max_running = over
-            .max_running
-            .or(file.max_running)
-            .unwrap_or(DEFAULT_MAX_RUNNING);
-        if !(1..=4096).contains(&max_running) {
-            bail!("`max_running` must be between 1 and 4096, got {max_running}");
-        }
-        let kv_cache_bytes = over
-            .kv_cache_bytes
-            .or(file.kv_cache_bytes)
-            .unwrap_or(DEFAULT_KV_CACHE_BYTES);
-        if kv_cache_bytes < 1 << 20 {
-            bail!("`kv_cache_bytes` must be at least 1048576 (1 MiB), got {kv_cache_bytes}");
-        }
+        let max_body_bytes = pick(
+            "max_body_bytes",
+            over.max_body_bytes.or(file.max_body_bytes),
+            DEFAULT_MAX_BODY_BYTES,
+            1024..=1 << 30,
+        )?;
+        let request_timeout_s = pick(
+            "request_timeout_s",
+            over.request_timeout_s.or(file.request_timeout_s),
+            DEFAULT_REQUEST_TIMEOUT_S,
+            1..=86_400,
+        )?;
+        let shutdown_grace_s = pick(
+            "shutdown_grace_s",
+            over.shutdown_grace_s.or(file.shutdown_grace_s),
+            DEFAULT_SHUTDOWN_GRACE_S,
+            0..=3600,
+        )?;
+        let max_waiting = pick(
+            "max_waiting",
+            over.max_waiting.or(file.max_waiting),
+            DEFAULT_MAX_WAITING,
+            1..=100_000,
+        )?;
+        let max_batch_tokens = pick(
+            "max_batch_tokens",
+            over.max_batch_tokens.or(file.max_batch_tokens),
+            DEFAULT_MAX_BATCH_TOKENS,
+            1..=65_536,
+        )?;
+        let max_running = pick(
+            "max_running",
+            over.max_running.or(file.max_running),
+            DEFAULT_MAX_RUNNING,
+            1..=4096,
+        )?;
+        let kv_cache_bytes = pick(
+            "kv_cache_bytes",
+            over.kv_cache_bytes.or(file.kv_cache_bytes),
+            DEFAULT_KV_CACHE_BYTES,
+            1 << 20..=1 << 40,
+        )?;
         let log_format = match over.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -228,6 +221,22 @@ impl ServeConfig {
             log_format,
         })
     }
+}
+
+/// `value` (or `default`), checked against `range`; the error names the key and the bound.
+fn pick<T>(key: &str, value: Option<T>, default: T, range: std::ops::RangeInclusive<T>) -> Result<T>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let v = value.unwrap_or(default);
+    if !range.contains(&v) {
+        bail!(
+            "`{key}` must be between {} and {}, got {v}",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
