@@ -390,6 +390,7 @@ impl Scheduler {
         }
         // Remove finished sequences, highest index first so the others keep theirs.
         done.sort_by_key(|d| std::cmp::Reverse(d.0));
+        let mut ended = Vec::with_capacity(done.len());
         for (i, progress) in done {
             let mut e = self.running.swap_remove(i);
             e.seq.release(&mut self.kv);
@@ -401,8 +402,12 @@ impl Scheduler {
                 }
                 Progress::Running => {}
             }
+            ended.push(e);
         }
+        // Counters first, then the sinks go: a client that sees its request end and then
+        // reads the metrics finds it counted.
         self.publish();
+        drop(ended);
         Ok(())
     }
 }
