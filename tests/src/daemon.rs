@@ -113,32 +113,29 @@ impl Daemon {
 
     /// POST `body` as JSON to `path`: (status, JSON body).
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let resp = raw_request(
-            &self.addr,
-            "POST",
-            path,
-            &[("Content-Type", "application/json")],
-            &bytes,
-        );
+        let resp = self.post_raw(path, body);
         (resp.status, resp.json())
     }
 
     /// POSTs a streaming request and returns the `data:` payloads in order.
     pub fn post_stream(&self, path: &str, body: &Value) -> (u16, Vec<String>) {
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let resp = raw_request(
-            &self.addr,
-            "POST",
-            path,
-            &[("Content-Type", "application/json")],
-            &bytes,
-        );
+        let resp = self.post_raw(path, body);
         let events = String::from_utf8_lossy(&resp.body)
             .lines()
             .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
             .collect();
         (resp.status, events)
+    }
+
+    fn post_raw(&self, path: &str, body: &Value) -> RawResponse {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        raw_request(
+            &self.addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            &bytes,
+        )
     }
 }
 

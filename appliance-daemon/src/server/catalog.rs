@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::worker::WorkerHandle;
 use crate::config::ServeConfig;
 use crate::paths::DEFAULT_MODEL_FILE;
-use crate::store::{ModelRecord, SCHEMA, Store, unix_now};
+use crate::store::{ModelRecord, SCHEMA, Store, hex, unix_now};
 
 /// Context length the daemon gives each sequence when neither the configuration nor a
 /// smaller training context says otherwise: llama-server's default is 4096, and the KV
@@ -215,12 +215,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(format!("sha256:{hex}"))
+    Ok(format!("sha256:{}", hex(&hasher.finalize())))
 }
 
 fn modified_ns(meta: &std::fs::Metadata) -> u128 {

@@ -317,12 +317,7 @@ impl Answer {
                     c.text_logprobs.tokens.push(lp.token.clone());
                     c.text_logprobs.token_logprobs.push(lp.logprob);
                     c.text_logprobs.text_offset.push(offset);
-                    c.text_logprobs.top_logprobs.push(
-                        lp.top_logprobs
-                            .iter()
-                            .map(|t| (t.token.clone(), serde_json::Value::from(t.logprob)))
-                            .collect(),
-                    );
+                    c.text_logprobs.top_logprobs.push(top_map(&lp));
                     c.chat_logprobs.push(lp);
                 }
                 c.text.push_str(&text);
@@ -407,26 +402,42 @@ impl Answer {
     }
 
     fn chat_chunk(&self, choice: ChatChunkChoice) -> SseEvent {
+        self.chat_chunk_with(vec![choice], self.usage_field())
+    }
+
+    fn text_chunk(&self, choice: CompletionChoice) -> SseEvent {
+        self.text_chunk_with(vec![choice], self.usage_field())
+    }
+
+    fn chat_chunk_with(
+        &self,
+        choices: Vec<ChatChunkChoice>,
+        usage: Option<Option<Usage>>,
+    ) -> SseEvent {
         Self::sse(&ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
             created: self.created,
             model: self.served.record.id.clone(),
             system_fingerprint: self.fingerprint.clone(),
-            choices: vec![choice],
-            usage: self.usage_field(),
+            choices,
+            usage,
         })
     }
 
-    fn text_chunk(&self, choice: CompletionChoice) -> SseEvent {
+    fn text_chunk_with(
+        &self,
+        choices: Vec<CompletionChoice>,
+        usage: Option<Option<Usage>>,
+    ) -> SseEvent {
         Self::sse(&Completion {
             id: self.id.clone(),
             object: "text_completion",
             created: self.created,
             model: self.served.record.id.clone(),
             system_fingerprint: self.fingerprint.clone(),
-            choices: vec![choice],
-            usage: self.usage_field(),
+            choices,
+            usage,
         })
     }
 
@@ -496,12 +507,7 @@ impl Answer {
                         let logprobs = lp.map(|l| CompletionLogprobs {
                             tokens: vec![l.token.clone()],
                             token_logprobs: vec![l.logprob],
-                            top_logprobs: vec![
-                                l.top_logprobs
-                                    .iter()
-                                    .map(|t| (t.token.clone(), serde_json::Value::from(t.logprob)))
-                                    .collect(),
-                            ],
+                            top_logprobs: vec![top_map(&l)],
                             text_offset: vec![0],
                         });
                         vec![self.text_chunk(CompletionChoice {
@@ -547,29 +553,20 @@ impl Answer {
         let mut out = Vec::new();
         if self.include_usage {
             let usage = Some(Some(self.usage()));
-            let ev = match self.kind {
-                Kind::Chat => Self::sse(&ChatCompletionChunk {
-                    id: self.id.clone(),
-                    object: "chat.completion.chunk",
-                    created: self.created,
-                    model: self.served.record.id.clone(),
-                    system_fingerprint: self.fingerprint.clone(),
-                    choices: Vec::new(),
-                    usage,
-                }),
-                Kind::Text => Self::sse(&Completion {
-                    id: self.id.clone(),
-                    object: "text_completion",
-                    created: self.created,
-                    model: self.served.record.id.clone(),
-                    system_fingerprint: self.fingerprint.clone(),
-                    choices: Vec::new(),
-                    usage,
-                }),
-            };
-            out.push(ev);
+            out.push(match self.kind {
+                Kind::Chat => self.chat_chunk_with(Vec::new(), usage),
+                Kind::Text => self.text_chunk_with(Vec::new(), usage),
+            });
         }
         out.push(SseEvent::default().data("[DONE]"));
         out
     }
+}
+
+/// The alternatives of one token in the completions layout: `{token: logprob}`.
+fn top_map(lp: &TokenLogprob) -> serde_json::Map<String, serde_json::Value> {
+    lp.top_logprobs
+        .iter()
+        .map(|t| (t.token.clone(), serde_json::Value::from(t.logprob)))
+        .collect()
 }

@@ -154,20 +154,9 @@ impl Scheduler {
         self.stats.clone()
     }
 
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
-    }
-
     /// Nothing running and nothing waiting.
     pub fn is_idle(&self) -> bool {
         self.running.is_empty() && self.waiting.is_empty()
-    }
-
-    /// Checks the cache pool's bookkeeping against the running sequences (waiting ones
-    /// hold no blocks): for tests.
-    pub fn check_kv(&self) -> std::result::Result<(), String> {
-        let seqs: Vec<&crate::model::SeqKv> = self.running.iter().map(|e| &e.seq.kv).collect();
-        self.kv.check(&seqs)
     }
 
     /// Queues a request; a request the engine cannot serve fails through its sink.

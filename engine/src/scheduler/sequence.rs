@@ -120,16 +120,6 @@ impl Sequence {
         self.history.len() - self.kv.len()
     }
 
-    /// True while the prompt has not been fully run (nothing generated yet).
-    pub fn prefilling(&self) -> bool {
-        self.output.is_empty()
-    }
-
-    /// Blocks held in the pool.
-    pub fn blocks(&self) -> usize {
-        self.kv.table().len()
-    }
-
     /// Blocks the next `tokens` tokens need beyond those held.
     pub fn blocks_needed(&self, tokens: usize) -> usize {
         crate::model::blocks_for(self.kv.len() + tokens).saturating_sub(self.kv.table().len())
