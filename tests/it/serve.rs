@@ -621,6 +621,10 @@ fn overload_gets_429_with_retry_after_and_slow_requests_time_out() {
             "2",
             "--max-waiting",
             "1",
+            // One running sequence: the second request waits for real, not only until the
+            // scheduler's next step admits it.
+            "--max-running",
+            "1",
             "--request-timeout-s",
             "2",
         ],
