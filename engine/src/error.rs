@@ -42,6 +42,17 @@ pub enum EngineError {
     /// Every block of the key/value cache is in use.
     #[error("the key/value cache is full ({blocks} blocks in use)")]
     KvCacheFull { blocks: usize },
+    /// A file of a Hugging Face checkpoint folder is missing, malformed or contradicts the
+    /// rest of the checkpoint.
+    #[error("{}: {problem}", path.display())]
+    Checkpoint {
+        path: std::path::PathBuf,
+        problem: String,
+    },
+    /// The model has no tokenizer (a checkpoint without `tokenizer.json`): it takes and
+    /// gives token ids only.
+    #[error("model `{model}` has no tokenizer (no tokenizer.json): send token ids")]
+    NoTokenizer { model: String },
     /// A request that cannot be served as asked.
     #[error("{0}")]
     InvalidRequest(String),

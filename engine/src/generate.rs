@@ -266,7 +266,10 @@ impl Engine {
 /// The token ids of `prompt` for `model`: text as llama.cpp's completion API tokenizes it,
 /// chat messages through the model's template.
 pub fn tokenize(model: &Model, prompt: &Prompt) -> Result<Vec<u32>> {
-    let tok = model.tokenizer();
+    if let Prompt::Tokens(ids) = prompt {
+        return Ok(ids.clone());
+    }
+    let tok = model.tokenizer()?;
     match prompt {
         Prompt::Text(text) => Ok(tok.encode_prompt(text, true)?),
         Prompt::Chat(messages) => {

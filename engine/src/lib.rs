@@ -12,6 +12,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod safetensors;
 pub mod sampling;
 pub mod scheduler;
 pub mod tokenizer;

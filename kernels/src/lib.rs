@@ -7,7 +7,9 @@
 //! `unsafe` code.
 
 pub mod attention;
+pub mod attention_rows;
 mod error;
+pub mod fp8;
 pub mod ggml_type;
 pub mod matmul;
 pub mod mmap;
@@ -17,7 +19,9 @@ pub mod quant;
 pub mod vmath;
 
 pub use attention::{AttnItem, AttnShape, KV_PAD, KvView, attention, attention_multi, f16_bytes};
+pub use attention_rows::{RowAttn, RowItem, RowView, attention_rows};
 pub use error::KernelError;
+pub use fp8::{Fp8Matrix, fp8_e4m3_to_f32, matmul_fp8};
 pub use ggml_type::{GgmlType, QK, QK_K, ggml_type_name};
 /// Half-precision floats, as the KV cache stores them.
 pub use half::f16;

@@ -95,6 +95,17 @@ impl RopeCache {
         }
     }
 
+    /// Fills the table for position `pos` from explicit inverse frequencies (Hugging Face
+    /// checkpoints: the angle is `pos * inv_freq[i]` in f32, as transformers computes it),
+    /// with cos and sin multiplied by `scale` (YaRN's attention factor; 1 otherwise).
+    pub fn fill_inv_freq(&mut self, inv_freq: &[f32], scale: f32, pos: usize) {
+        self.cos_sin.clear();
+        self.cos_sin.extend(inv_freq.iter().map(|f| {
+            let angle = pos as f32 * f;
+            [angle.cos() * scale, angle.sin() * scale]
+        }));
+    }
+
     /// Rotates every head of `x` (`x.len() / head_dim` heads) in place.
     pub fn apply(&self, style: RopeStyle, x: &mut [f32], head_dim: usize) {
         let half = self.cos_sin.len();

@@ -6,5 +6,6 @@
 
 mod cli_errors;
 mod cli_run;
+mod moe;
 mod parity;
 mod serve;

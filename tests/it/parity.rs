@@ -49,7 +49,7 @@ fn cases() -> &'static [Value] {
 #[test]
 fn tokenization_matches_llama_cpp_on_every_string() {
     let e = engine().lock().unwrap_or_else(|e| e.into_inner());
-    let tok = e.model().tokenizer();
+    let tok = e.model().tokenizer().unwrap();
     let strings = reference()["tokenize"].as_array().unwrap();
     assert!(strings.len() >= 10);
     for s in strings {
@@ -65,7 +65,7 @@ fn tokenization_matches_llama_cpp_on_every_string() {
 #[test]
 fn prompts_match_llama_cpp_raw_and_chat_templated() {
     let e = engine().lock().unwrap_or_else(|e| e.into_inner());
-    let tok = e.model().tokenizer();
+    let tok = e.model().tokenizer().unwrap();
     for case in cases() {
         let name = case["name"].as_str().unwrap();
         let prompt = match case["mode"].as_str().unwrap() {

@@ -5,12 +5,20 @@
 //! adds one) in one batch from an empty cache, logits for the last position only. Decode:
 //! `--gen-tokens` single-token steps from an empty cache, each computing full logits.
 //! Each is repeated `--reps` times after one warm-up; the median is reported.
+//!
+//! `--batch N` decodes N sequences together instead (one batched forward pass per step, as
+//! the scheduler runs them), and reports the tokens of all of them per second. For
+//! mixture-of-experts checkpoints the decode time is split by phase (attention, routing,
+//! routed experts, dense and shared feed-forward).
 
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use engine::Logits;
+use engine::model::hf::Phase;
+use engine::model::{BatchSeq, KvPool, Scratch, SeqKv, blocks_for};
+use engine::{Logits, Model};
+use kernels::{Isa, ThreadPool};
 
 use super::ModelArgs;
 
@@ -27,6 +35,9 @@ pub struct BenchArgs {
     /// Repetitions of each test (the median is reported).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub reps: usize,
+    /// Sequences decoded together in the decode test.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub batch: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -57,7 +68,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.reps == 0 {
-        bail!("--prompt-tokens, --gen-tokens and --reps must be at least 1");
+        bail!("--prompt-tokens, --gen-tokens, --reps and --batch must be at least 1");
     }
     let needed = args.prompt_tokens.max(args.gen_tokens);
     let mut engine = args.model.engine(None)?;
@@ -68,8 +79,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         );
     }
     let vocab = engine.model().config.vocab_size;
-    let tok = engine.model().tokenizer();
-    let first = if tok.add_bos() { tok.bos_id() } else { None };
+    let first = match engine.model().tokenizer_opt() {
+        Some(tok) if tok.add_bos() => tok.bos_id(),
+        _ => None,
+    };
     let mut rng = Tokens(42);
     let mut prompt: Vec<u32> = (0..args.prompt_tokens).map(|_| rng.next(vocab)).collect();
     if let Some(bos) = first {
@@ -78,26 +91,56 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
 
     let mut prefill = Vec::with_capacity(args.reps);
     let mut decode = Vec::with_capacity(args.reps);
+    let batch = Batch::new(
+        engine.model(),
+        engine.threads(),
+        args.batch,
+        args.gen_tokens,
+    )?;
+    let mut phases = vec![0f64; Phase::ALL.len()];
+    let mut decode_secs = 0f64;
     for rep in 0..=args.reps {
         engine.reset();
         let t = Instant::now();
         engine.forward(&prompt, Logits::Last)?;
         let pp = args.prompt_tokens as f64 / t.elapsed().as_secs_f64();
 
-        engine.reset();
-        let mut token = first.unwrap_or_else(|| rng.next(vocab));
+        let before = phase_seconds(engine.model());
         let t = Instant::now();
-        for _ in 0..args.gen_tokens {
-            engine.forward(&[token], Logits::Last)?;
-            token = rng.next(vocab);
+        if let Some(b) = &batch {
+            b.run(engine.model(), engine.isa(), first, &mut rng)?;
+        } else {
+            engine.reset();
+            let mut token = first.unwrap_or_else(|| rng.next(vocab));
+            for _ in 0..args.gen_tokens {
+                engine.forward(&[token], Logits::Last)?;
+                token = rng.next(vocab);
+            }
         }
-        let tg = args.gen_tokens as f64 / t.elapsed().as_secs_f64();
+        let secs = t.elapsed().as_secs_f64();
+        let tg = (args.gen_tokens * args.batch) as f64 / secs;
         if rep > 0 {
             // Rep 0 is the warm-up (page faults, caches), as in llama-bench.
             prefill.push(pp);
             decode.push(tg);
+            decode_secs += secs;
+            for ((sum, after), before) in phases
+                .iter_mut()
+                .zip(phase_seconds(engine.model()))
+                .zip(before)
+            {
+                *sum += after - before;
+            }
         }
     }
+    let split: Vec<(&str, f64)> = match engine.model().hf() {
+        Some(_) => Phase::ALL
+            .iter()
+            .zip(&phases)
+            .map(|(p, s)| (p.name(), s / decode_secs))
+            .collect(),
+        None => Vec::new(),
+    };
     let (pp, tg) = (median(prefill), median(decode));
     if args.json {
         let doc = serde_json::json!({
@@ -107,19 +150,98 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "reps": args.reps,
+            "batch": args.batch,
             "isa": engine.isa().name(),
+            "decode_time_fraction": split.iter().map(|(n, f)| (n.to_string(), serde_json::json!((f * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{doc}");
     } else {
         println!(
-            "{}: prefill {pp:.2} tok/s (pp{}), decode {tg:.2} tok/s (tg{}), {} threads, {}, median of {}",
+            "{}: prefill {pp:.2} tok/s (pp{}), decode {tg:.2} tok/s (tg{} x batch {}), {} threads, {}, median of {}",
             engine.model().name(),
             args.prompt_tokens,
             args.gen_tokens,
+            args.batch,
             engine.threads(),
             engine.isa().name(),
             args.reps
         );
+        if !split.is_empty() {
+            let parts: Vec<String> = split
+                .iter()
+                .map(|(n, f)| format!("{n} {:.1}%", f * 100.0))
+                .collect();
+            let rest = 1.0 - split.iter().map(|(_, f)| f).sum::<f64>();
+            println!(
+                "decode time: {}, rest (embeddings, norms, output head, scheduling) {:.1}%",
+                parts.join(", "),
+                rest * 100.0
+            );
+        }
     }
     Ok(())
+}
+
+/// Seconds per phase of a checkpoint's forward pass so far (empty for GGUF models).
+fn phase_seconds(model: &Model) -> Vec<f64> {
+    match model.hf() {
+        Some(hf) => hf.phase_seconds().into_iter().map(|(_, s)| s).collect(),
+        None => vec![0.0; Phase::ALL.len()],
+    }
+}
+
+/// The batched decode test: `size` sequences stepping together.
+struct Batch {
+    pool: ThreadPool,
+    size: usize,
+    steps: usize,
+    max_len: usize,
+    kv: std::cell::RefCell<KvPool>,
+}
+
+impl Batch {
+    /// None for a batch of one (the engine's own single-sequence path runs it).
+    fn new(model: &Model, threads: usize, size: usize, steps: usize) -> Result<Option<Batch>> {
+        if size <= 1 {
+            return Ok(None);
+        }
+        let max_len = steps + 1;
+        Ok(Some(Batch {
+            pool: ThreadPool::new(threads),
+            size,
+            steps,
+            max_len,
+            kv: std::cell::RefCell::new(model.new_kv_pool(size * blocks_for(max_len))),
+        }))
+    }
+
+    fn run(&self, model: &Model, isa: Isa, first: Option<u32>, rng: &mut Tokens) -> Result<()> {
+        let vocab = model.config.vocab_size;
+        let mut kv = self.kv.borrow_mut();
+        let mut seqs: Vec<SeqKv> = (0..self.size).map(|_| SeqKv::new(self.max_len)).collect();
+        let mut tokens: Vec<[u32; 1]> = (0..self.size)
+            .map(|_| [first.unwrap_or_else(|| rng.next(vocab))])
+            .collect();
+        let mut scratch = Scratch::default();
+        for _ in 0..self.steps {
+            let mut batch: Vec<BatchSeq<'_>> = seqs
+                .iter_mut()
+                .zip(&tokens)
+                .map(|(kv, t)| BatchSeq {
+                    kv,
+                    tokens: t,
+                    batched_order: false,
+                    logits: Logits::Last,
+                })
+                .collect();
+            model.forward_batch(&self.pool, isa, &mut scratch, &mut kv, &mut batch)?;
+            for t in &mut tokens {
+                t[0] = rng.next(vocab);
+            }
+        }
+        for s in &mut seqs {
+            kv.release(s);
+        }
+        Ok(())
+    }
 }

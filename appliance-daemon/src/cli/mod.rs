@@ -37,7 +37,8 @@ pub enum Command {
 /// Options shared by the commands that load a model.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// The GGUF model file [default: the default model in the data directory].
+    /// The model: a GGUF file or a Hugging Face checkpoint folder [default: the default model
+    /// in the data directory].
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Compute threads [default: one per core].

@@ -19,7 +19,7 @@ pub struct ServeArgs {
     /// State and model store [default: /var/lib/oasis as root, ./.oasis otherwise].
     #[arg(long, env = "OASIS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// A GGUF model to serve (repeatable; added to the catalog). `OASIS_MODELS` takes a
+    /// A model to serve, a GGUF file or a Hugging Face checkpoint folder (repeatable; added to the catalog). `OASIS_MODELS` takes a
     /// comma-separated list.
     #[arg(
         long = "model",

@@ -133,9 +133,9 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
 
 /// Loads one catalog model and starts its engine, re-hashing the file if it changed.
 fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result<ServedModel> {
-    let meta = std::fs::metadata(&record.path)
-        .with_context(|| format!("model file {}", record.path.display()))?;
-    if meta.len() != record.size_bytes || modified_ns(&meta) != record.modified_unix_ns {
+    let (size, modified) =
+        stat(&record.path).with_context(|| format!("model {}", record.path.display()))?;
+    if size != record.size_bytes || modified != record.modified_unix_ns {
         tracing::warn!(id = %record.id, "model file changed since it was cataloged; re-reading it");
         record = describe(&record.path, record.id.clone(), Some(record.added_at))?;
         store.put_model(&record)?;
@@ -175,7 +175,10 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
 
 /// Reads the file's header and digest into a catalog record.
 fn describe(path: &Path, id: String, added_at: Option<u64>) -> Result<ModelRecord> {
-    let meta = std::fs::metadata(path)?;
+    if path.is_dir() {
+        return describe_checkpoint(path, id, added_at);
+    }
+    let (size_bytes, modified_unix_ns) = stat(path)?;
     let file = engine::gguf::GgufFile::open(path)?;
     let architecture = file
         .get_str("general.architecture")?
@@ -193,14 +196,82 @@ fn describe(path: &Path, id: String, added_at: Option<u64>) -> Result<ModelRecor
         path: path.to_path_buf(),
         format: "gguf".into(),
         digest: sha256_file(path)?,
-        size_bytes: meta.len(),
-        modified_unix_ns: modified_ns(&meta),
+        size_bytes,
+        modified_unix_ns,
         architecture,
         name,
         parameters,
         context_length,
         added_at: added_at.unwrap_or_else(unix_now),
     })
+}
+
+/// A Hugging Face checkpoint folder as a catalog record: the digest covers every file the
+/// model is made of (name and SHA-256 of each, in name order).
+fn describe_checkpoint(dir: &Path, id: String, added_at: Option<u64>) -> Result<ModelRecord> {
+    let cfg = engine::model::hf::HfConfig::load(dir)?;
+    let ck = engine::safetensors::Checkpoint::open(dir)?;
+    let parameters = ck
+        .names()
+        .filter_map(|n| ck.tensor(n))
+        .filter(|t| !t.name.ends_with("_scale_inv"))
+        .map(|t| t.n_elements() as u64)
+        .sum();
+    drop(ck);
+    let (size_bytes, modified_unix_ns) = stat(dir)?;
+    let mut manifest = Sha256::new();
+    for f in checkpoint_files(dir)? {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        manifest.update(format!("{name}\0{}\n", sha256_file(&f)?).as_bytes());
+    }
+    Ok(ModelRecord {
+        schema: SCHEMA,
+        name: id.clone(),
+        id,
+        path: dir.to_path_buf(),
+        format: "safetensors".into(),
+        digest: format!("sha256:{}", hex(&manifest.finalize())),
+        size_bytes,
+        modified_unix_ns,
+        architecture: cfg.arch.name().to_string(),
+        parameters,
+        context_length: cfg.max_position,
+        added_at: added_at.unwrap_or_else(unix_now),
+    })
+}
+
+/// The files a checkpoint folder's model is made of: JSON files and safetensors shards.
+fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|x| x == "json" || x == "safetensors")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Size and modification time of a model: of the file, or summed and latest over a
+/// checkpoint folder's files.
+fn stat(path: &Path) -> Result<(u64, u128)> {
+    if path.is_dir() {
+        let mut size = 0;
+        let mut modified = 0;
+        for f in checkpoint_files(path)? {
+            let meta = std::fs::metadata(&f)?;
+            size += meta.len();
+            modified = modified.max(modified_ns(&meta));
+        }
+        return Ok((size, modified));
+    }
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.len(), modified_ns(&meta)))
 }
 
 /// `sha256:<hex>` of a file, read in 1 MiB pieces.

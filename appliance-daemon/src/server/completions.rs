@@ -261,14 +261,13 @@ impl Answer {
         }
     }
 
+    /// A token's text and bytes; `token_id:N` (vLLM's spelling with
+    /// `return_tokens_as_token_ids`) for a model without a tokenizer.
     fn piece(&self, id: u32) -> (String, Vec<u8>) {
-        let bytes = self
-            .served
-            .model
-            .tokenizer()
-            .token_piece(id, true)
-            .unwrap_or_default()
-            .to_vec();
+        let bytes = match self.served.model.tokenizer_opt() {
+            Some(t) => t.token_piece(id, true).unwrap_or_default().to_vec(),
+            None => format!("token_id:{id}").into_bytes(),
+        };
         (String::from_utf8_lossy(&bytes).into_owned(), bytes)
     }
 

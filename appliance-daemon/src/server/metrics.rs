@@ -206,6 +206,27 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         "Forward passes run.",
         &per(&|m| load(&m.worker.stats.engine.steps_total)),
     );
+    let _ = writeln!(
+        out,
+        "# HELP oasis_moe_expert_tokens_total Tokens routed to each expert of each MoE layer (the load balancer's input).\n# TYPE oasis_moe_expert_tokens_total counter"
+    );
+    for m in &models {
+        let Some(layers) = m.model.expert_tokens() else {
+            continue;
+        };
+        let id = escape(&m.record.id);
+        for (layer, counts) in layers.iter().enumerate() {
+            if counts.iter().all(|c| *c == 0) {
+                continue; // a dense layer
+            }
+            for (expert, c) in counts.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "oasis_moe_expert_tokens_total{{model=\"{id}\",layer=\"{layer}\",expert=\"{expert}\"}} {c}"
+                );
+            }
+        }
+    }
     st.latencies.ttft.render(
         &mut out,
         "oasis_time_to_first_token_seconds",

@@ -169,7 +169,9 @@ pub fn completion(req: &CompletionRequest, model: &Model, n_ctx: usize) -> Resul
         let ids = tokenize(model, &p)?;
         let text = match (&p, echo) {
             (Prompt::Text(t), true) => t.clone(),
-            (_, true) => model.tokenizer().decode(&ids),
+            (_, true) => model
+                .tokenizer_opt()
+                .map_or_else(String::new, |t| t.decode(&ids)),
             _ => String::new(),
         };
         tokenized.push((ids, text));

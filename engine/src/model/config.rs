@@ -18,6 +18,8 @@ pub enum Arch {
     Qwen2,
     /// Qwen3 dense (`qwen3`): per-head RMSNorm on Q and K; NeoX RoPE.
     Qwen3,
+    /// A mixture-of-experts model from a Hugging Face checkpoint.
+    Hf(super::hf::HfArch),
 }
 
 /// Names accepted in `general.architecture`, for error messages.
@@ -39,6 +41,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Hf(a) => a.name(),
         }
     }
 
@@ -46,7 +49,7 @@ impl Arch {
     fn rope_style(self) -> RopeStyle {
         match self {
             Arch::Llama => RopeStyle::Normal,
-            Arch::Qwen2 | Arch::Qwen3 => RopeStyle::Neox,
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Hf(_) => RopeStyle::Neox,
         }
     }
 }
@@ -144,6 +147,47 @@ impl ModelConfig {
             rms_eps,
             rope,
         })
+    }
+
+    /// The general shape of a checkpoint's configuration (the forward pass reads the
+    /// checkpoint's own [`HfConfig`](super::hf::HfConfig)).
+    pub fn from_hf(c: &super::hf::HfConfig) -> ModelConfig {
+        use super::hf::config::AttnKind;
+        let (n_kv_heads, head_dim) = match c.attn {
+            AttnKind::Standard {
+                n_kv_heads,
+                head_dim,
+                ..
+            } => (n_kv_heads, head_dim),
+            AttnKind::Mla {
+                qk_nope_dim,
+                qk_rope_dim,
+                ..
+            } => (c.n_heads, qk_nope_dim + qk_rope_dim),
+        };
+        ModelConfig {
+            arch: Arch::Hf(c.arch),
+            n_layers: c.n_layers,
+            d_model: c.hidden,
+            n_heads: c.n_heads,
+            n_kv_heads,
+            head_dim,
+            ffn_dim: c.intermediate,
+            vocab_size: c.vocab_size,
+            n_ctx_train: c.max_position,
+            rms_eps: c.rms_eps,
+            rope: RopeParams {
+                n_rot: c.rope.dim,
+                freq_base: c.rope.theta as f32,
+                freq_scale: (1.0 / c.rope.linear) as f32,
+                freq_factors: None,
+                style: if c.rope.interleave {
+                    RopeStyle::Normal
+                } else {
+                    RopeStyle::Neox
+                },
+            },
+        }
     }
 
     pub fn q_dim(&self) -> usize {

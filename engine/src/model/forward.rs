@@ -19,6 +19,7 @@ use super::Model;
 use super::kv_cache::{KvPool, SeqKv};
 use super::weights::{LayerWeights, Mat};
 use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
 
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +49,8 @@ pub struct BatchSeq<'a> {
 /// Reusable buffers of the forward pass.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    x: Vec<f32>,
-    h: Vec<f32>,
+    pub(crate) x: Vec<f32>,
+    pub(crate) h: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -58,14 +59,16 @@ pub struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     /// Quantized activations, reused by every product.
-    acts: Activations,
+    pub(crate) acts: Activations,
     /// One RoPE table per token of the batch.
-    rope: Vec<RopeCache>,
+    pub(crate) rope: Vec<RopeCache>,
     /// Per token of the batch: its sequence (index in the batch) and position.
-    row_seq: Vec<usize>,
-    row_pos: Vec<usize>,
+    pub(crate) row_seq: Vec<usize>,
+    pub(crate) row_pos: Vec<usize>,
     /// Rows whose logits are computed, in order.
-    logit_rows: Vec<usize>,
+    pub(crate) logit_rows: Vec<usize>,
+    /// Buffers of the Hugging Face checkpoints' forward pass.
+    pub(crate) hf: super::hf::HfScratch,
     /// The logits of the positions asked for, `rows x vocab`.
     pub logits: Vec<f32>,
 }
@@ -81,7 +84,33 @@ pub struct ForwardCtx<'a> {
     pub scratch: &'a mut Scratch,
 }
 
-fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+/// After the layers: advances every sequence past its tokens, and copies the rows that
+/// get logits into `s.h`, normalised with `norm`. Returns their count (logits cleared when
+/// there are none).
+pub(crate) fn finish_rows(
+    s: &mut Scratch,
+    seqs: &mut [BatchSeq<'_>],
+    d: usize,
+    norm: &[f32],
+    eps: f32,
+) -> Result<usize> {
+    for q in seqs.iter_mut() {
+        q.kv.advance(q.tokens.len());
+    }
+    let rows = s.logit_rows.len();
+    if rows == 0 {
+        s.logits.clear();
+        return Ok(0);
+    }
+    let h = resize(&mut s.h, rows * d);
+    for (dst, &r) in h.chunks_exact_mut(d).zip(&s.logit_rows) {
+        dst.copy_from_slice(&s.x[r * d..(r + 1) * d]);
+    }
+    ops::rms_norm(h, norm, eps)?;
+    Ok(rows)
+}
+
+pub(crate) fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buf.resize(len, 0.0);
     &mut buf[..len]
 }
@@ -92,7 +121,7 @@ fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 fn project(
     pool: &ThreadPool,
     isa: Isa,
-    model: &Model,
+    file: &GgufFile,
     acts: &mut Activations,
     x: &[f32],
     tokens: usize,
@@ -114,7 +143,7 @@ fn project(
             [None; kernels::MAX_TARGETS];
         for j in i..mats.len() {
             if !done[j] && mats[j].ty.vec_dot_type() == act_ty {
-                group[j] = Some(mats[j].view(&model.file)?);
+                group[j] = Some(mats[j].view(file)?);
                 done[j] = true;
             }
         }
@@ -179,6 +208,56 @@ impl Model {
         kv: &mut KvPool,
         seqs: &mut [BatchSeq<'_>],
     ) -> Result<()> {
+        let n = self.prepare(s, kv, seqs)?;
+        let (file, weights) = match &self.source {
+            super::Source::Gguf { file, weights } => (file, weights),
+            super::Source::Hf(hf) => return hf.forward(pool, isa, s, kv, seqs, n),
+        };
+        let cfg = &self.config;
+        let d = cfg.d_model;
+
+        // Token embeddings.
+        let embd = weights.tok_embd.view(file)?;
+        let x = resize(&mut s.x, n * d);
+        let all_tokens = seqs.iter().flat_map(|q| q.tokens.iter());
+        for (t, row) in all_tokens.zip(x.chunks_exact_mut(d)) {
+            kernels::dequantize_row(embd.ty(), embd.row(*t as usize), row)?;
+        }
+        s.rope.resize_with(n, RopeCache::default);
+        for (rc, pos) in s.rope.iter_mut().zip(&s.row_pos) {
+            rc.fill(&cfg.rope, *pos);
+        }
+        for (li, layer) in weights.layers.iter().enumerate() {
+            self.attention_block(file, pool, isa, kv, seqs, s, li, layer, n)?;
+            self.ffn_block(file, pool, isa, s, layer, n)?;
+        }
+        // Final norm and output head on the rows asked for.
+        let rows = finish_rows(s, seqs, d, &weights.output_norm, cfg.rms_eps)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let head = &weights.output;
+        project(
+            pool,
+            isa,
+            file,
+            &mut s.acts,
+            &s.h[..rows * d],
+            rows,
+            &[head],
+            &mut [&mut s.logits],
+        )?;
+        Ok(())
+    }
+
+    /// Checks the batch, reserves its cache blocks and lays out its rows in `s`; returns
+    /// the number of tokens.
+    fn prepare(
+        &self,
+        s: &mut Scratch,
+        kv: &mut KvPool,
+        seqs: &mut [BatchSeq<'_>],
+    ) -> Result<usize> {
         let cfg = &self.config;
         let n: usize = seqs.iter().map(|q| q.tokens.len()).sum();
         if n == 0 || seqs.iter().any(|q| q.tokens.is_empty()) {
@@ -193,7 +272,6 @@ impl Model {
             }
             kv.reserve(q.kv, q.kv.len() + q.tokens.len())?;
         }
-        let d = cfg.d_model;
         s.row_seq.clear();
         s.row_pos.clear();
         s.logit_rows.clear();
@@ -208,53 +286,13 @@ impl Model {
             }
         }
 
-        // Token embeddings.
-        let embd = self.weights.tok_embd.view(&self.file)?;
-        let x = resize(&mut s.x, n * d);
-        let all_tokens = seqs.iter().flat_map(|q| q.tokens.iter());
-        for (t, row) in all_tokens.zip(x.chunks_exact_mut(d)) {
-            kernels::dequantize_row(embd.ty(), embd.row(*t as usize), row)?;
-        }
-        s.rope.resize_with(n, RopeCache::default);
-        for (rc, pos) in s.rope.iter_mut().zip(&s.row_pos) {
-            rc.fill(&cfg.rope, *pos);
-        }
-        for (li, layer) in self.weights.layers.iter().enumerate() {
-            self.attention_block(pool, isa, kv, seqs, s, li, layer, n)?;
-            self.ffn_block(pool, isa, s, layer, n)?;
-        }
-        for q in seqs.iter_mut() {
-            q.kv.advance(q.tokens.len());
-        }
-
-        // Final norm and output head on the rows asked for.
-        let rows = s.logit_rows.len();
-        if rows == 0 {
-            s.logits.clear();
-            return Ok(());
-        }
-        let h = resize(&mut s.h, rows * d);
-        for (dst, &r) in h.chunks_exact_mut(d).zip(&s.logit_rows) {
-            dst.copy_from_slice(&s.x[r * d..(r + 1) * d]);
-        }
-        ops::rms_norm(h, &self.weights.output_norm, cfg.rms_eps)?;
-        let head = &self.weights.output;
-        project(
-            pool,
-            isa,
-            self,
-            &mut s.acts,
-            &s.h[..rows * d],
-            rows,
-            &[head],
-            &mut [&mut s.logits],
-        )?;
-        Ok(())
+        Ok(n)
     }
 
     #[allow(clippy::too_many_arguments)] // one layer's worth of context; bundling would only rename it
     fn attention_block(
         &self,
+        file: &GgufFile,
         pool: &ThreadPool,
         isa: Isa,
         kv: &mut KvPool,
@@ -273,7 +311,7 @@ impl Model {
         project(
             pool,
             isa,
-            self,
+            file,
             &mut s.acts,
             &s.h[..n * d],
             n,
@@ -333,7 +371,7 @@ impl Model {
         project(
             pool,
             isa,
-            self,
+            file,
             &mut s.acts,
             &s.attn[..n * qd],
             n,
@@ -344,8 +382,10 @@ impl Model {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)] // as above
     fn ffn_block(
         &self,
+        file: &GgufFile,
         pool: &ThreadPool,
         isa: Isa,
         s: &mut Scratch,
@@ -360,7 +400,7 @@ impl Model {
         project(
             pool,
             isa,
-            self,
+            file,
             &mut s.acts,
             &s.h[..n * d],
             n,
@@ -371,7 +411,7 @@ impl Model {
         project(
             pool,
             isa,
-            self,
+            file,
             &mut s.acts,
             &s.gate[..n * ff],
             n,

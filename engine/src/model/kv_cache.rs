@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use half::slice::HalfBitsSliceExt;
-use kernels::{KV_PAD, KvView, f16};
+use kernels::{KV_PAD, KvView, RowView, f16};
 
 use crate::error::{EngineError, Result};
 
@@ -25,14 +25,17 @@ use crate::error::{EngineError, Result};
 pub const BLOCK_POSITIONS: usize = 64;
 const _: () = assert!(BLOCK_POSITIONS.is_multiple_of(KV_PAD));
 
-/// One layer's storage, as f16 bits: a zeroed `Vec<u16>` comes from the allocator's
-/// zeroed pages, so a large pool costs memory only as blocks are written.
+/// One layer's storage: f16 bits for GGUF models (llama.cpp's layout), or f32 rows for
+/// Hugging Face checkpoints ([`KvPool::new_rows`]). Zeroed vectors come from the
+/// allocator's zeroed pages, so a large pool costs memory only as blocks are written.
 #[derive(Debug)]
 struct LayerStore {
     /// `blocks x BLOCK x kv_dim`.
     k: Vec<u16>,
     /// `blocks x kv_dim x BLOCK`.
     vt: Vec<u16>,
+    /// `blocks x BLOCK x row_width`.
+    rows: Vec<f32>,
 }
 
 /// The blocks of one model's cache.
@@ -40,6 +43,8 @@ struct LayerStore {
 pub struct KvPool {
     layers: Vec<LayerStore>,
     kv_dim: usize,
+    /// Width of an f32 row per position (0: f16 keys and values instead).
+    row_width: usize,
     n_blocks: usize,
     /// Sequences referencing each block.
     refs: Vec<u32>,
@@ -118,15 +123,27 @@ impl KvPool {
     /// A pool of `n_blocks` blocks for `n_layers` layers of `kv_dim` values per position.
     /// The storage is zeroed memory, so the OS commits it only as blocks are used.
     pub fn new(n_layers: usize, kv_dim: usize, n_blocks: usize) -> KvPool {
+        Self::with_layout(n_layers, kv_dim, 0, n_blocks)
+    }
+
+    /// A pool whose positions each hold one f32 row of `width` values per layer (keys then
+    /// values, or MLA's latent), read through [`KvPool::rows_view`].
+    pub fn new_rows(n_layers: usize, width: usize, n_blocks: usize) -> KvPool {
+        Self::with_layout(n_layers, 0, width, n_blocks)
+    }
+
+    fn with_layout(n_layers: usize, kv_dim: usize, row_width: usize, n_blocks: usize) -> KvPool {
         let per_layer = n_blocks * BLOCK_POSITIONS * kv_dim;
         KvPool {
             layers: (0..n_layers)
                 .map(|_| LayerStore {
                     k: vec![0u16; per_layer],
                     vt: vec![0u16; per_layer],
+                    rows: vec![0f32; n_blocks * BLOCK_POSITIONS * row_width],
                 })
                 .collect(),
             kv_dim,
+            row_width,
             n_blocks,
             refs: vec![0; n_blocks],
             free: (0..n_blocks as u32).rev().collect(),
@@ -273,6 +290,29 @@ impl KvPool {
         let base = b * kv_dim * BLOCK_POSITIONS + i;
         for (c, x) in v.iter().enumerate() {
             store.vt[base + c * BLOCK_POSITIONS] = f16::from_f32(*x).to_bits();
+        }
+    }
+
+    /// Stores the f32 row of position `pos` of `layer` (a pool made by
+    /// [`KvPool::new_rows`]); the position's block must be reserved.
+    pub fn write_row(&mut self, seq: &SeqKv, layer: usize, pos: usize, row: &[f32]) {
+        let w = self.row_width;
+        debug_assert!(row.len() == w);
+        let Some(&b) = seq.table.get(pos / BLOCK_POSITIONS) else {
+            debug_assert!(false, "write past the reserved blocks");
+            return;
+        };
+        let at = (b as usize * BLOCK_POSITIONS + pos % BLOCK_POSITIONS) * w;
+        self.layers[layer].rows[at..at + w].copy_from_slice(&row[..w]);
+    }
+
+    /// The f32 rows of `seq` in `layer` (a pool made by [`KvPool::new_rows`]).
+    pub fn rows_view<'a>(&'a self, seq: &'a SeqKv, layer: usize) -> RowView<'a> {
+        RowView {
+            rows: &self.layers[layer].rows,
+            block: BLOCK_POSITIONS,
+            width: self.row_width,
+            table: &seq.table,
         }
     }
 

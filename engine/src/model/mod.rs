@@ -1,11 +1,13 @@
 //! A loaded model: its file, hyperparameters, weights and tokenizer.
 //!
-//! [`Model::load`] opens a GGUF file (memory-mapped), checks that it describes a model the
-//! engine can run, locates every tensor and builds the tokenizer from the file's metadata.
-//! After loading, the forward pass (`forward.rs`) cannot meet a malformed file.
+//! [`Model::load`] opens a GGUF file (memory-mapped) or a Hugging Face checkpoint folder
+//! (`hf`: safetensors shards, `config.json`, `tokenizer.json` when present), checks that it
+//! describes a model the engine can run, locates every tensor and builds the tokenizer.
+//! After loading, the forward pass (`forward.rs`, `hf/`) cannot meet a malformed file.
 
 pub mod config;
 pub mod forward;
+pub mod hf;
 pub mod kv_cache;
 pub mod weights;
 
@@ -13,6 +15,7 @@ use std::path::Path;
 
 pub use config::{Arch, ModelConfig};
 pub use forward::{BatchSeq, ForwardCtx, Logits, Scratch};
+pub use hf::HfModel;
 pub use kv_cache::{BLOCK_POSITIONS, KvPool, SeqKv, blocks_for, chain_hash};
 pub use weights::Weights;
 
@@ -20,23 +23,65 @@ use crate::error::Result;
 use crate::gguf::GgufFile;
 use crate::tokenizer::{Tokenizer, TokenizerSpec};
 
+/// Where a model's weights come from. One per loaded model, so the variants' sizes do not
+/// matter.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Source {
+    /// A mapped GGUF file; weights are borrowed from it on every forward pass.
+    Gguf { file: GgufFile, weights: Weights },
+    /// A Hugging Face checkpoint folder (boxed: its configuration is large).
+    Hf(Box<HfModel>),
+}
+
 /// A model ready to run.
 #[derive(Debug)]
 pub struct Model {
-    /// The mapped file; weights are borrowed from it on every forward pass.
-    file: GgufFile,
+    pub(crate) source: Source,
     pub config: ModelConfig,
-    weights: Weights,
-    tokenizer: Tokenizer,
-    /// `general.name`, or the file name.
+    /// None for a checkpoint without `tokenizer.json`: it takes and gives token ids only.
+    tokenizer: Option<Tokenizer>,
+    /// `general.name`, or the file or folder name.
     name: String,
 }
 
 impl Model {
-    /// Opens and checks the GGUF model at `path`.
+    /// Opens and checks the model at `path`: a GGUF file, or a Hugging Face checkpoint
+    /// folder.
     pub fn load(path: &Path) -> Result<Model> {
+        if path.is_dir() {
+            return Model::from_hf_dir(path);
+        }
         let file = GgufFile::open(path)?;
         Model::from_gguf(file)
+    }
+
+    /// Opens a Hugging Face checkpoint folder.
+    pub fn from_hf_dir(dir: &Path) -> Result<Model> {
+        let hf = HfModel::load(dir)?;
+        let tokenizer = hf_tokenizer(dir)?;
+        if let Some(t) = &tokenizer
+            && t.vocab_size() > hf.cfg.vocab_size
+        {
+            return Err(crate::EngineError::Checkpoint {
+                path: dir.join("tokenizer.json"),
+                problem: format!(
+                    "{} tokens, more than the model's vocab_size {}",
+                    t.vocab_size(),
+                    hf.cfg.vocab_size
+                ),
+            });
+        }
+        let config = ModelConfig::from_hf(&hf.cfg);
+        let name = dir
+            .file_name()
+            .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
+        Ok(Model {
+            source: Source::Hf(Box::new(hf)),
+            config,
+            tokenizer,
+            name,
+        })
     }
 
     /// Builds a model from an opened GGUF file.
@@ -63,40 +108,128 @@ impl Model {
                 .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned()),
         };
         Ok(Model {
-            file,
+            source: Source::Gguf { file, weights },
             config,
-            weights,
-            tokenizer,
+            tokenizer: Some(tokenizer),
             name,
         })
     }
 
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+    /// The tokenizer; an error for a checkpoint that has none (it serves token ids only).
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| crate::EngineError::NoTokenizer {
+                model: self.name.clone(),
+            })
+    }
+
+    /// The tokenizer, when the model has one.
+    pub fn tokenizer_opt(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    /// Token ids that end generation: the tokenizer's, else the checkpoint's
+    /// `eos_token_id`.
+    pub fn is_eog(&self, id: u32) -> bool {
+        match (&self.tokenizer, &self.source) {
+            (Some(t), _) => t.is_eog(id),
+            (None, Source::Hf(hf)) => hf.cfg.eos_token_ids.contains(&id),
+            (None, Source::Gguf { .. }) => false,
+        }
+    }
+
+    /// Every end-of-generation id ([`Model::is_eog`]).
+    pub fn eog_ids(&self) -> &[u32] {
+        match (&self.tokenizer, &self.source) {
+            (Some(t), _) => t.eog_ids(),
+            (None, Source::Hf(hf)) => &hf.cfg.eos_token_ids,
+            (None, Source::Gguf { .. }) => &[],
+        }
+    }
+
+    /// The checkpoint, for a model loaded from a Hugging Face folder.
+    pub fn hf(&self) -> Option<&HfModel> {
+        match &self.source {
+            Source::Hf(hf) => Some(hf),
+            Source::Gguf { .. } => None,
+        }
+    }
+
+    /// Tokens routed to each expert of each layer since load (MoE models).
+    pub fn expert_tokens(&self) -> Option<Vec<Vec<u64>>> {
+        self.hf().map(|h| h.expert_tokens())
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    pub fn file(&self) -> &GgufFile {
-        &self.file
+    /// The GGUF file, for a model loaded from one.
+    pub fn file(&self) -> Option<&GgufFile> {
+        match &self.source {
+            Source::Gguf { file, .. } => Some(file),
+            Source::Hf(_) => None,
+        }
     }
 
-    /// Bytes of weights the forward pass reads per token.
+    /// Bytes of weights (for reports and fit estimates).
     pub fn weight_bytes(&self) -> u64 {
-        self.weights.bytes()
+        match &self.source {
+            Source::Gguf { weights, .. } => weights.bytes(),
+            Source::Hf(hf) => hf.weight_bytes(),
+        }
     }
 
     /// A key/value pool of `n_blocks` blocks for this model.
     pub fn new_kv_pool(&self, n_blocks: usize) -> KvPool {
-        KvPool::new(self.config.n_layers, self.config.kv_dim(), n_blocks)
+        match &self.source {
+            Source::Gguf { .. } => {
+                KvPool::new(self.config.n_layers, self.config.kv_dim(), n_blocks)
+            }
+            Source::Hf(hf) => {
+                KvPool::new_rows(self.config.n_layers, hf.cfg.cache_width(), n_blocks)
+            }
+        }
     }
 
-    /// Bytes of cache per position (keys and values in f16, every layer).
+    /// Bytes of cache per position, every layer: keys and values in f16 for GGUF models,
+    /// f32 rows for checkpoints (MLA: the compressed latent only).
     pub fn kv_bytes_per_position(&self) -> usize {
-        self.config.n_layers * self.config.kv_dim() * 2 * 2
+        match &self.source {
+            Source::Gguf { .. } => self.config.n_layers * self.config.kv_dim() * 2 * 2,
+            Source::Hf(hf) => self.config.n_layers * hf.cfg.cache_width() * 4,
+        }
     }
+}
+
+/// The tokenizer of a checkpoint folder, from `tokenizer.json` (+ `tokenizer_config.json`)
+/// when present.
+fn hf_tokenizer(dir: &Path) -> Result<Option<Tokenizer>> {
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| crate::EngineError::Checkpoint {
+            path: p.to_path_buf(),
+            problem: format!("cannot read: {e}"),
+        })
+    };
+    let json = read(&path)?;
+    let config_path = dir.join("tokenizer_config.json");
+    let config = if config_path.is_file() {
+        Some(read(&config_path)?)
+    } else {
+        None
+    };
+    let mut spec = crate::tokenizer::spec_from_hf(&json, config.as_deref())?;
+    // Newer checkpoints keep the template in a file of its own.
+    let jinja = dir.join("chat_template.jinja");
+    if spec.chat_template.is_none() && jinja.is_file() {
+        spec.chat_template = Some(read(&jinja)?);
+    }
+    Ok(Some(Tokenizer::from_spec(spec)?))
 }
 
 /// The `tokenizer.*` metadata of a GGUF file, as the tokenizer module takes it.

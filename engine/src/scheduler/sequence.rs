@@ -194,11 +194,10 @@ impl Sequence {
     ) -> Progress {
         let vocab = model.config.vocab_size;
         let mut logits = &logits[..vocab.min(logits.len())];
-        let tokenizer = model.tokenizer();
         if self.output.len() < self.min_tokens && !self.ignore_eos {
             self.masked.clear();
             self.masked.extend_from_slice(logits);
-            for &id in tokenizer.eog_ids() {
+            for &id in model.eog_ids() {
                 if let Some(l) = self.masked.get_mut(id as usize) {
                     *l = f32::NEG_INFINITY;
                 }
@@ -213,10 +212,11 @@ impl Sequence {
         };
         self.output.push(id);
         self.history.push(id);
-        let eog = !self.ignore_eos && tokenizer.is_eog(id);
+        let eog = !self.ignore_eos && model.is_eog(id);
         let mut delta = String::new();
         let mut stopped = false;
-        if !eog {
+        // A model without a tokenizer gives token ids only: its text stays empty.
+        if !eog && let Some(tokenizer) = model.tokenizer_opt() {
             let piece = self.detok.push(tokenizer, id);
             let out = self.stops.push(&piece);
             delta = out.emit;

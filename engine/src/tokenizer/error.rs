@@ -84,6 +84,35 @@ pub enum TokenizerError {
         /// The library's message.
         message: String,
     },
+    /// A Hugging Face tokenizer file (`tokenizer.json`, `tokenizer_config.json`) is not JSON.
+    #[error("{file} is not valid JSON: {message}")]
+    HfJson {
+        /// The file name.
+        file: &'static str,
+        /// The JSON parser's message, with line and column.
+        message: String,
+    },
+    /// A field of a Hugging Face tokenizer file is missing, has the wrong type, or holds a value
+    /// that byte-level BPE as llama.cpp runs it cannot honour.
+    #[error("{file}: `{key}` {problem}")]
+    HfField {
+        /// The file name.
+        file: &'static str,
+        /// The field's path in the file, e.g. `model.type` or `added_tokens[3].id`.
+        key: String,
+        /// What is wrong, with the value found.
+        problem: String,
+    },
+    /// The pre-tokenizer of a `tokenizer.json` cuts text with regex passes that no llama.cpp
+    /// pre-tokenizer type runs, so tokenizing it the llama.cpp way would be a guess.
+    #[error(
+        "tokenizer.json: the pre-tokenizer's passes {passes:?} match no llama.cpp pre-tokenizer type"
+    )]
+    HfUnknownPreTokenizer {
+        /// Each pass as the file spells it: a `Split` regex, or a description of a `Digits` or
+        /// `ByteLevel` step.
+        passes: Vec<String>,
+    },
     /// The model has no chat template, so chat messages cannot be rendered.
     #[error("the model has no chat template")]
     NoChatTemplate,

@@ -2,8 +2,10 @@
 //! plus the model's chat template.
 //!
 //! The engine does not read GGUF here: the loader copies the `tokenizer.*` metadata into a
-//! [`TokenizerSpec`] and [`Tokenizer::from_spec`] validates it once. Only byte-level BPE
-//! (`tokenizer.ggml.model = "gpt2"`) is implemented; other families are refused by name.
+//! [`TokenizerSpec`] and [`Tokenizer::from_spec`] validates it once. [`spec_from_hf`] builds
+//! the same spec from a Hugging Face checkpoint's `tokenizer.json`, as llama.cpp's converter
+//! would have written it into a GGUF. Only byte-level BPE (`tokenizer.ggml.model = "gpt2"`)
+//! is implemented; other families are refused by name.
 //!
 //! Encoding follows llama.cpp's `llama_vocab::impl::tokenize`: special tokens are cut out of
 //! the text first (`partition.rs`), then each plain fragment goes through the pre-tokenizer's
@@ -15,6 +17,7 @@
 mod chat_template;
 mod detokenizer;
 mod error;
+mod hf;
 mod partition;
 mod pieces;
 mod pretokenizer;
@@ -28,6 +31,7 @@ mod tests;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use detokenizer::Detokenizer;
 pub use error::{Result, TokenizerError};
+pub use hf::spec_from_hf;
 pub use pretokenizer::llama_cpp_default_add_bos;
 pub use spec::TokenizerSpec;
 

@@ -7,6 +7,8 @@
 //! (the "adapted" forms it really runs), and the name-to-type table from
 //! `llama_vocab::impl::load`. A name that is not listed here is refused with
 //! [`TokenizerError::UnsupportedPreTokenizer`] rather than tokenized approximately.
+//! [`pre_name_for_regexes`] goes the other way, for a Hugging Face `tokenizer.json` that
+//! states its regexes instead of a name.
 
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -16,8 +18,9 @@ use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
 use super::error::{Result, TokenizerError};
 
 /// GPT-2's word regex (without its final `|\s+`, which only re-matches what a split keeps as
-/// a gap anyway).
-const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+/// a gap anyway). Also the regex of a Hugging Face `ByteLevel` step with `use_regex`.
+pub(super) const GPT2: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 
 /// Llama 3's regex with `(?i:...)` spelled out, as llama.cpp runs it.
 const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -144,6 +147,49 @@ impl PreType {
             PreType::Gpt4o => &[GPT4O],
         }
     }
+
+    /// Whether a word that is itself a token skips the merges (llama.cpp's `ignore_merges`).
+    fn ignore_merges(self) -> bool {
+        matches!(self, PreType::Llama3 | PreType::Tekken)
+    }
+}
+
+/// One name per type that a Hugging Face `tokenizer.json` can describe, as
+/// [`pre_name_for_regexes`] reports it. `default` is absent: it is llama.cpp's fallback and has
+/// no Hugging Face form. Llama 3's regex appears twice, with and without `ignore_merges`.
+const DESCRIBABLE_NAMES: &[&str] = &[
+    "gpt-2",
+    "smollm",
+    "llama-bpe",
+    "smaug-bpe",
+    "qwen2",
+    "deepseek-v3",
+    "falcon",
+    "tekken",
+    "gpt-4o",
+];
+
+/// The `tokenizer.ggml.pre` name of the type whose regex passes are exactly `regexes` (spelled
+/// as llama.cpp spells them). Of two types with the same regexes, the one whose
+/// `ignore_merges` equals the given flag wins. `None` when no type runs these regexes.
+pub(crate) fn pre_name_for_regexes(
+    regexes: &[String],
+    ignore_merges: bool,
+) -> Option<&'static str> {
+    let mut found = None;
+    for &name in DESCRIBABLE_NAMES {
+        let Ok(pre_type) = PreType::from_name(Some(name)) else {
+            continue;
+        };
+        if !pre_type.regexes().iter().eq(regexes.iter()) {
+            continue;
+        }
+        if pre_type.ignore_merges() == ignore_merges {
+            return Some(name);
+        }
+        found = found.or(Some(name));
+    }
+    found
 }
 
 /// How the text of one spec is cut into words before the merges run.
@@ -162,7 +208,7 @@ impl PreTokenizerConfig {
         let pre_type = PreType::from_name(pre)?;
         Ok(PreTokenizerConfig {
             regexes: pre_type.regexes(),
-            ignore_merges: matches!(pre_type, PreType::Llama3 | PreType::Tekken),
+            ignore_merges: pre_type.ignore_merges(),
         })
     }
 
@@ -239,6 +285,28 @@ mod tests {
         assert!(llama_cpp_default_add_bos("gpt2", Some("llama-bpe")));
         assert!(llama_cpp_default_add_bos("gpt2", Some("tekken")));
         assert!(llama_cpp_default_add_bos("llama", None));
+    }
+
+    #[test]
+    fn every_describable_name_is_found_by_its_own_regexes() {
+        for &name in DESCRIBABLE_NAMES {
+            let pre_type = PreType::from_name(Some(name)).unwrap();
+            let regexes: Vec<String> = pre_type.regexes().iter().map(|r| (*r).to_owned()).collect();
+            assert_eq!(
+                pre_name_for_regexes(&regexes, pre_type.ignore_merges()),
+                Some(name)
+            );
+        }
+        let llama3 = [LLAMA3.to_owned()];
+        assert_eq!(pre_name_for_regexes(&llama3, true), Some("llama-bpe"));
+        assert_eq!(pre_name_for_regexes(&llama3, false), Some("smaug-bpe"));
+        let qwen2 = [QWEN2.to_owned()];
+        assert_eq!(
+            pre_name_for_regexes(&qwen2, true),
+            Some("qwen2"),
+            "only one candidate"
+        );
+        assert_eq!(pre_name_for_regexes(&[], false), None);
     }
 
     #[test]

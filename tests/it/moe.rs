@@ -1,0 +1,357 @@
+//! Mixture-of-experts checkpoints against Hugging Face transformers
+//! (`tests/fixtures/tiny-moe`): final logits within 1e-3 relative error and identical
+//! greedy continuations, through the engine, `oasis run` and the daemon's API (batched with
+//! other requests); and clear errors for broken checkpoints.
+
+use std::path::{Path, PathBuf};
+
+use engine::{Engine, EngineOptions, Logits, Model};
+use serde_json::{Value, json};
+use tests::daemon::Daemon;
+use tests::{fixture_json, oasis, stdout_ok, workspace_root};
+
+const ARCHS: [&str; 6] = [
+    "qwen3-moe",
+    "qwen2-moe",
+    "mixtral",
+    "deepseek-v3",
+    "deepseek-v3-fp8",
+    "deepseek-v3-yarn-legacy",
+];
+
+/// The bound: max |ours - theirs| over max |theirs|.
+const MAX_REL_ERR: f64 = 1e-3;
+
+fn dir(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures/tiny-moe").join(name)
+}
+
+fn cases(name: &str) -> Vec<Value> {
+    fixture_json(&format!("tiny-moe/{name}/reference.json"))["cases"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn rel_err(ours: &[f32], theirs: &Value) -> f64 {
+    let theirs: Vec<f64> = theirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(ours.len(), theirs.len());
+    let scale = theirs.iter().fold(0f64, |m, x| m.max(x.abs()));
+    let diff = ours
+        .iter()
+        .zip(&theirs)
+        .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+    diff / scale
+}
+
+/// Index of the largest logit (ties to the lowest).
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in x.iter().enumerate() {
+        if *v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn every_architecture_matches_transformers() {
+    for name in ARCHS {
+        let model = Model::load(&dir(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut engine = Engine::new(
+            model,
+            &EngineOptions {
+                threads: 2,
+                max_context: None,
+            },
+        )
+        .unwrap();
+        for (i, case) in cases(name).iter().enumerate() {
+            engine.reset();
+            let prompt = ids(&case["input_ids"]);
+            let logits = engine.forward(&prompt, Logits::Last).unwrap().to_vec();
+            let err = rel_err(&logits, &case["final_logits"]);
+            eprintln!("{name} case {i}: final logits relative error {err:.2e}");
+            assert!(err <= MAX_REL_ERR, "{name} case {i}: relative error {err}");
+            // Greedy, one cached decode step at a time (transformers recomputed the whole
+            // sequence each step, without a cache).
+            let want = ids(&case["greedy_ids"]);
+            let mut got = vec![argmax(&logits)];
+            while got.len() < want.len() {
+                let last = *got.last().unwrap();
+                let l = engine.forward(&[last], Logits::Last).unwrap();
+                got.push(argmax(l));
+            }
+            assert_eq!(got, want, "{name} case {i}");
+        }
+    }
+}
+
+#[test]
+fn oasis_run_prints_the_greedy_continuations() {
+    for name in ARCHS {
+        let case = &cases(name)[0];
+        let prompt: Vec<String> = ids(&case["input_ids"]).iter().map(u32::to_string).collect();
+        let out = oasis(&[
+            "run",
+            "--json",
+            "--threads",
+            "2",
+            "--model",
+            dir(name).to_str().unwrap(),
+            "--prompt-ids",
+            &prompt.join(","),
+            "--max-tokens",
+            "16",
+        ]);
+        let doc: Value = serde_json::from_str(stdout_ok(&out).trim()).unwrap();
+        assert_eq!(
+            ids(&doc["output_token_ids"]),
+            ids(&case["greedy_ids"]),
+            "{name}"
+        );
+        assert_eq!(doc["finish_reason"], "length");
+    }
+}
+
+/// The token ids of a completion with `logprobs`: a model without a tokenizer names its
+/// tokens `token_id:N`.
+fn completion_ids(doc: &Value) -> Vec<u32> {
+    doc["choices"][0]["logprobs"]["tokens"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no logprobs in {doc}"))
+        .iter()
+        .map(|t| {
+            t.as_str()
+                .and_then(|t| t.strip_prefix("token_id:"))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("token {t}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_daemon_serves_them_batched_with_other_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = vec!["--threads", "2"];
+    let dirs: Vec<String> = ARCHS
+        .iter()
+        .map(|a| dir(a).to_string_lossy().into_owned())
+        .collect();
+    for d in &dirs {
+        args.extend(["--model", d.as_str()]);
+    }
+    let d = Daemon::start(&tmp.path().join("data"), &args);
+    let (status, models) = d.get("/v1/models");
+    assert_eq!(status, 200);
+    assert_eq!(
+        models["data"].as_array().unwrap().len(),
+        ARCHS.len(),
+        "{models}"
+    );
+    // Every case of every model at once, plus filler requests on the same models, so the
+    // reference requests share steps with others.
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for name in ARCHS {
+            for (i, case) in cases(name).into_iter().enumerate() {
+                let d = &d;
+                handles.push(s.spawn(move || {
+                    let body = json!({"model": name, "prompt": case["input_ids"], "max_tokens": 16,
+                                      "temperature": 0, "ignore_eos": true, "logprobs": 1});
+                    let (status, doc) = d.post("/v1/completions", &body);
+                    assert_eq!(status, 200, "{name}: {doc}");
+                    assert_eq!(
+                        completion_ids(&doc),
+                        ids(&case["greedy_ids"]),
+                        "{name} case {i}"
+                    );
+                }));
+            }
+            let d = &d;
+            handles.push(s.spawn(move || {
+                let body = json!({"model": name, "prompt": [[1, 2, 3], [4, 5, 6, 7, 8]],
+                                  "max_tokens": 24, "temperature": 0.8, "seed": 1});
+                let (status, doc) = d.post("/v1/completions", &body);
+                assert_eq!(status, 200, "{doc}");
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    // A text prompt to a model without a tokenizer is a clear 400.
+    let (status, doc) = d.post(
+        "/v1/completions",
+        &json!({"model": "mixtral", "prompt": "hello", "max_tokens": 2}),
+    );
+    assert_eq!(status, 400, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token ids"),
+        "{doc}"
+    );
+    // Per-expert token counts reach /metrics.
+    let resp = tests::daemon::raw_request(&d.addr, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8_lossy(&resp.body);
+    let routed: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("oasis_moe_expert_tokens_total{model=\"deepseek-v3\",layer=\"1\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    // Layer 1 routes every token run through it to 2 experts.
+    assert!(routed >= 2.0 * (16.0 + 15.0), "{routed}\n{text}");
+    assert!(
+        !text.contains("model=\"deepseek-v3\",layer=\"0\""),
+        "layer 0 is dense"
+    );
+}
+
+/// Copies a fixture checkpoint to a temporary folder for breaking.
+fn copy_fixture(name: &str, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(dir(name)).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Rewrites a safetensors file's header with `edit`, keeping its data.
+fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+fn load_err(dir: &Path) -> String {
+    let err = Model::load(dir).unwrap_err().to_string();
+    // The same message reaches the command line, without a panic.
+    let out = oasis(&["run", "--model", dir.to_str().unwrap(), "--prompt-ids", "1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    err
+}
+
+#[test]
+fn broken_checkpoints_get_errors_naming_file_and_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Unknown architecture.
+    let d = tmp.path().join("arch");
+    copy_fixture("mixtral", &d);
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg.replace("MixtralForCausalLM", "FancyForCausalLM"),
+    )
+    .unwrap();
+    let e = load_err(&d);
+    assert!(
+        e.contains("FancyForCausalLM") && e.contains("MixtralForCausalLM"),
+        "{e}"
+    );
+
+    // A tensor whose shape contradicts config.json.
+    let d = tmp.path().join("shape");
+    copy_fixture("qwen3-moe", &d);
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg.replace(
+            "\"moe_intermediate_size\": 32",
+            "\"moe_intermediate_size\": 48",
+        ),
+    )
+    .unwrap();
+    let e = load_err(&d);
+    assert!(
+        e.contains("model.safetensors")
+            && e.contains("experts.0.gate_proj.weight")
+            && e.contains("[48, 64]"),
+        "{e}"
+    );
+
+    // An FP8 tensor without its weight_scale_inv.
+    let d = tmp.path().join("fp8");
+    copy_fixture("deepseek-v3-fp8", &d);
+    edit_header(&d.join("model.safetensors"), |h| {
+        h.remove("model.layers.1.self_attn.o_proj.weight_scale_inv");
+    });
+    let e = load_err(&d);
+    assert!(
+        e.contains("model.layers.1.self_attn.o_proj.weight")
+            && e.contains("weight_scale_inv")
+            && e.contains("model.safetensors"),
+        "{e}"
+    );
+
+    // A sharded checkpoint with a shard missing.
+    let d = tmp.path().join("shards");
+    copy_fixture("mixtral", &d);
+    std::fs::rename(
+        d.join("model.safetensors"),
+        d.join("model-00001-of-00002.safetensors"),
+    )
+    .unwrap();
+    let header = {
+        let bytes = std::fs::read(d.join("model-00001-of-00002.safetensors")).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes[8..8 + n]).unwrap()
+    };
+    let mut map = serde_json::Map::new();
+    for k in header.keys().filter(|k| *k != "__metadata__") {
+        map.insert(k.clone(), json!("model-00001-of-00002.safetensors"));
+    }
+    map.insert(
+        "lm_head.weight".into(),
+        json!("model-00002-of-00002.safetensors"),
+    );
+    std::fs::write(
+        d.join("model.safetensors.index.json"),
+        json!({"weight_map": map}).to_string(),
+    )
+    .unwrap();
+    let e = load_err(&d);
+    assert!(
+        e.contains("model-00002-of-00002.safetensors") && e.contains("missing shard"),
+        "{e}"
+    );
+
+    // A truncated shard.
+    let d = tmp.path().join("truncated");
+    copy_fixture("qwen2-moe", &d);
+    let p = d.join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(&d);
+    assert!(
+        e.contains("model.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
+}
