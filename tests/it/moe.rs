@@ -355,3 +355,83 @@ fn broken_checkpoints_get_errors_naming_file_and_tensor() {
         "{e}"
     );
 }
+
+/// GPT-2's byte-to-character map of byte-level BPE vocabularies.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+    if printable(b) {
+        char::from(b)
+    } else {
+        let n = (0..b).filter(|x| !printable(*x)).count() as u32;
+        char::from_u32(256 + n).unwrap()
+    }
+}
+
+/// A Qwen2-style byte-level BPE `tokenizer.json` + `tokenizer_config.json`: the 256 bytes,
+/// merges building "hello" (id 259), and `<|im_end|>` (id 300) as end of turn.
+fn write_tokenizer(dir: &Path) {
+    let mut vocab = serde_json::Map::new();
+    for b in 0..=255u8 {
+        vocab.insert(byte_char(b).to_string(), json!(b));
+    }
+    let merges = [("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o")];
+    for (i, (l, r)) in merges.iter().enumerate() {
+        vocab.insert(format!("{l}{r}"), json!(256 + i));
+    }
+    let regex = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
+    let tokenizer = json!({
+        "version": "1.0",
+        "added_tokens": [{"id": 300, "content": "<|im_end|>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+            byte_level]},
+        "post_processor": byte_level,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "fuse_unk": false,
+                  "byte_fallback": false, "ignore_merges": false, "vocab": vocab,
+                  "merges": merges.iter().map(|(l, r)| format!("{l} {r}")).collect::<Vec<_>>()},
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let config = json!({
+        "add_bos_token": false, "bos_token": null, "eos_token": "<|im_end|>",
+        "chat_template": "{% for m in messages %}<{{ m.role }}>{{ m.content }}<|im_end|>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+    });
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+}
+
+#[test]
+fn a_checkpoint_with_tokenizer_json_takes_text_and_chat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("qwen3-moe-tok");
+    copy_fixture("qwen3-moe", &d);
+    write_tokenizer(&d);
+    let model = Model::load(&d).unwrap();
+    let tok = model.tokenizer().unwrap();
+    assert_eq!(tok.encode("hello", false).unwrap(), vec![259]);
+    assert!(model.is_eog(300));
+
+    let daemon = Daemon::start(
+        &tmp.path().join("data"),
+        &["--threads", "2", "--model", d.to_str().unwrap()],
+    );
+    // The text prompt and its token ids give the same greedy text.
+    let body = |prompt: Value| json!({"model": "qwen3-moe-tok", "prompt": prompt, "max_tokens": 12, "temperature": 0});
+    let (status, by_text) = daemon.post("/v1/completions", &body(json!("hello hello")));
+    assert_eq!(status, 200, "{by_text}");
+    let ids = tok.encode("hello hello", false).unwrap();
+    let (status, by_ids) = daemon.post("/v1/completions", &body(json!(ids)));
+    assert_eq!(status, 200, "{by_ids}");
+    assert_eq!(by_text["choices"][0]["text"], by_ids["choices"][0]["text"]);
+    assert_eq!(by_text["usage"]["prompt_tokens"], 3);
+    // Chat renders through the checkpoint's template.
+    let (status, chat) = daemon.post(
+        "/v1/chat/completions",
+        &json!({"model": "qwen3-moe-tok", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}),
+    );
+    assert_eq!(status, 200, "{chat}");
+    // <user> hello <|im_end|> <assistant>: 6 + 1 + 1 + 11 tokens.
+    assert_eq!(chat["usage"]["prompt_tokens"], 19, "{chat}");
+}
