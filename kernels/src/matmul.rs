@@ -78,6 +78,9 @@ pub struct Activations {
     cols: usize,
     row_bytes: usize,
     data: Vec<u8>,
+    /// For Q8_1 rows in groups of eight tokens: per group, per block, the eight tokens'
+    /// `d` then their eight `s` in f32 (what the eight-token kernels load at once).
+    scales8: Vec<f32>,
 }
 
 impl Default for Activations {
@@ -88,6 +91,7 @@ impl Default for Activations {
             cols: 0,
             row_bytes: 0,
             data: Vec::new(),
+            scales8: Vec::new(),
         }
     }
 }
@@ -137,7 +141,34 @@ impl Activations {
             // Lengths were checked above, so this cannot fail.
             let _ = quantize_row(ty, &x[t * cols..(t + 1) * cols], row);
         });
+        if ty == GgmlType::Q8_1 {
+            self.gather_scales8();
+        }
         Ok(())
+    }
+
+    /// Fills `scales8` from the quantized Q8_1 rows.
+    fn gather_scales8(&mut self) {
+        let nb = self.cols / crate::QK;
+        let groups = self.tokens / 8;
+        self.scales8.resize(groups * nb * 16, 0.0);
+        for g in 0..groups {
+            for c in 0..8 {
+                let row =
+                    &self.data[(g * 8 + c) * self.row_bytes..(g * 8 + c + 1) * self.row_bytes];
+                for i in 0..nb {
+                    let at = (g * nb + i) * 16;
+                    self.scales8[at + c] = crate::quant::f16_at(row, i * 36);
+                    self.scales8[at + 8 + c] = crate::quant::f16_at(row, i * 36 + 2);
+                }
+            }
+        }
+    }
+
+    /// The scale table of the eight-token group starting at token `t` (a multiple of 8).
+    fn scales8(&self, t: usize) -> &[f32] {
+        let len = self.cols / crate::QK * 16;
+        &self.scales8[t / 8 * len..(t / 8 + 1) * len]
     }
 
     pub fn tokens(&self) -> usize {
@@ -260,6 +291,19 @@ fn run_chunk(
         for r in rows.clone() {
             let x = w.row(r);
             let mut t = t0;
+            if let Some(acts8) = k.acts8
+                && acts.ty == GgmlType::Q8_1
+            {
+                while t + 8 <= t1 {
+                    let ys = std::array::from_fn(|j| acts.row(t + j));
+                    let v = acts8(n, x, ys, acts.scales8(t));
+                    for (j, value) in v.into_iter().enumerate() {
+                        // SAFETY: (token, row) pairs of this chunk belong to this task alone.
+                        unsafe { out.write((t + j) * w.rows + r, value) };
+                    }
+                    t += 8;
+                }
+            }
             while t < t1 {
                 let ys = [
                     acts.row(t),
@@ -353,6 +397,46 @@ mod tests {
         let mut row = vec![0f32; cols];
         dequantize_row(GgmlType::Q8_0, w.row(0), &mut row).unwrap();
         assert!(row.iter().any(|v| *v != 0.0));
+    }
+
+    /// Q4_1 runs eight tokens at a time from a gathered scale table (AVX2): every batch size
+    /// must still give each pair's single-dot bits, for both instruction sets.
+    #[test]
+    fn q4_1_eight_token_tiles_equal_pairwise_dots() {
+        let pool = ThreadPool::new(2);
+        let (rows, cols) = (13, 96);
+        let mut data = vec![0u8; GgmlType::Q4_1.row_bytes(cols).unwrap() * rows];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i * 37 % 253) as u8;
+        }
+        for (j, blk) in data.chunks_exact_mut(20).enumerate() {
+            let d = 0.003 + (j % 7) as f32 * 0.001;
+            let m = -0.02 + (j % 5) as f32 * 0.007;
+            blk[0..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+            blk[2..4].copy_from_slice(&half::f16::from_f32(m).to_bits().to_le_bytes());
+        }
+        let w = QMatrix::new(GgmlType::Q4_1, rows, cols, &data).unwrap();
+        let mut acts = Activations::default();
+        for isa in [Isa::active(), Isa::Portable] {
+            for tokens in [1usize, 7, 8, 12, 16, 20, 24, 33] {
+                let x: Vec<f32> = (0..tokens * cols)
+                    .map(|i| ((i * 11 % 17) as f32 - 8.0) * 0.13)
+                    .collect();
+                acts.quantize(&pool, w.ty(), &x, tokens, cols).unwrap();
+                let mut out = vec![f32::NAN; tokens * rows];
+                let target = MatmulTarget {
+                    weight: &w,
+                    out: &mut out,
+                };
+                matmul(&pool, isa, &acts, &mut [target]).unwrap();
+                let want = reference(&w, &x, tokens);
+                assert_eq!(
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{isa:?}, {tokens} tokens"
+                );
+            }
+        }
     }
 
     #[test]

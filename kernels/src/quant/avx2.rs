@@ -150,6 +150,67 @@ pub(crate) unsafe fn dot_q4_1_q8_1<const R: usize, const N: usize>(
     out
 }
 
+/// `LANES[c]`: eight copies of `c`, a `vpermps` index broadcasting lane `c`.
+static LANES: [[i32; 8]; 8] = {
+    let mut t = [[0i32; 8]; 8];
+    let mut c = 0;
+    while c < 8 {
+        t[c] = [c as i32; 8];
+        c += 1;
+    }
+    t
+};
+
+/// One Q4_1 weight row x eight Q8_1 activation rows, each pair accumulated exactly as
+/// [`dot_q4_1_q8_1`] does (so as llama.cpp does). The eight tokens' block scales and sums
+/// come from `ds` ([`crate::matmul::Activations`] keeps them per block as eight `d` then
+/// eight `s`, in f32): one vector multiply gives the eight `d_x * d_y` products and one
+/// fused multiply-add the eight `m_x * s_y` sums, where the four-token tile needs a scalar
+/// load, conversion, multiply and broadcast per token. Each lane computes the same
+/// operations on the same values as the scalar code, so the bits do not change.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `x` holds `n / 32` Q4_1 blocks, each `ys[c]`
+/// `n / 32` Q8_1 blocks and `ds` `16 * n / 32` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_1_q8_1_x8(n: usize, x: &[u8], ys: [&[u8]; 8], ds: &[f32]) -> [f32; 8] {
+    let nb = n / QK;
+    assert!(x.len() >= nb * 20 && ys.iter().all(|y| y.len() >= nb * 36) && ds.len() >= nb * 16);
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut summs = _mm256_setzero_ps();
+    // Lane-broadcast indices, loaded before each use: with them as compile-time constants
+    // the compiler replaces `vpermps` by two shuffles, and the shuffle port becomes the
+    // bottleneck.
+    let lanes: &[[i32; 8]; 8] = std::hint::black_box(&LANES);
+    for i in 0..nb {
+        // SAFETY: block i of x, of every ys[c] and of ds is in bounds (asserted).
+        unsafe {
+            let p = x.as_ptr().add(i * 20);
+            let xdm = f16x2_at(p);
+            let qx = nibbles(p.add(4));
+            let d = _mm256_mul_ps(
+                _mm256_broadcastss_ps(xdm),
+                _mm256_loadu_ps(ds.as_ptr().add(i * 16)),
+            );
+            summs = _mm256_fmadd_ps(
+                _mm256_broadcastss_ps(_mm_movehdup_ps(xdm)),
+                _mm256_loadu_ps(ds.as_ptr().add(i * 16 + 8)),
+                summs,
+            );
+            for c in 0..8 {
+                let qy = load32(ys[c].as_ptr().add(i * 36 + 4));
+                let idx = _mm256_loadu_si256(lanes[c].as_ptr().cast());
+                let dc = _mm256_permutevar8x32_ps(d, idx);
+                acc[c] = _mm256_fmadd_ps(dc, us8_pairs_f32(qx, qy), acc[c]);
+            }
+        }
+    }
+    let mut m = [0f32; 8];
+    // SAFETY: `m` holds eight f32.
+    unsafe { _mm256_storeu_ps(m.as_mut_ptr(), summs) };
+    std::array::from_fn(|c| hsum_f32_8(acc[c]) + m[c])
+}
+
 /// Q4_0 (`NIBBLES = true`) or Q8_0 weights x Q8_0 activations, `R` x `N` pairs as in
 /// [`dot_q4_1_q8_1`] (ggml's `ggml_vec_dot_q4_0_q8_0` / `ggml_vec_dot_q8_0_q8_0`).
 ///

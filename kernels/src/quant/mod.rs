@@ -193,7 +193,13 @@ pub(crate) struct DotKernel {
     pub(crate) acts4: DotFnActs4,
     /// Four weight rows, one activation row (single tokens).
     pub(crate) rows4: DotFnRows4,
+    /// One weight row, eight activation rows with their block scales gathered
+    /// ([`crate::matmul::Activations`]); where a type has it (Q4_1 on AVX2).
+    pub(crate) acts8: Option<DotFnActs8>,
 }
+
+/// One weight row against eight activation rows and their scale table.
+pub(crate) type DotFnActs8 = fn(usize, &[u8], [&[u8]; 8], &[f32]) -> [f32; 8];
 
 /// `dot(n, weight_row, activation_row)`.
 pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
@@ -214,6 +220,7 @@ macro_rules! portable_kernel {
             one: $f,
             acts4: |n, x, ys| ys.map(|y| $f(n, x, y)),
             rows4: |n, xs, y| xs.map(|x| $f(n, x, y)),
+            acts8: None,
         }
     };
 }
@@ -227,6 +234,7 @@ macro_rules! avx2_kernel {
             one: |n, x, y| unsafe { $m::$f::<1, 1>(n, [x], [y])[0][0] },
             acts4: |n, x, ys| unsafe { $m::$f::<1, 4>(n, [x], ys)[0] },
             rows4: |n, xs, y| unsafe { $m::$f::<4, 1>(n, xs, [y]).map(|r| r[0]) },
+            acts8: None,
         }
     };
     (single $f:expr) => {{
@@ -238,6 +246,7 @@ macro_rules! avx2_kernel {
             acts4: |n, x, ys| ys.map(|y| unsafe { $f(n, x, y) }),
             // SAFETY: as above.
             rows4: |n, xs, y| xs.map(|x| unsafe { $f(n, x, y) }),
+            acts8: None,
         }
     }};
 }
@@ -253,7 +262,11 @@ impl DotKernel {
                 GgmlType::F16 => avx2_kernel!(single avx2::dot_f16),
                 GgmlType::BF16 => avx2_kernel!(single avx2::dot_bf16),
                 GgmlType::Q4_0 => avx2_kernel!(tiled avx2::dot_q4_0_q8_0),
-                GgmlType::Q4_1 => avx2_kernel!(tiled avx2::dot_q4_1_q8_1),
+                GgmlType::Q4_1 => DotKernel {
+                    // SAFETY: as for the tiled kernels.
+                    acts8: Some(|n, x, ys, ds| unsafe { avx2::dot_q4_1_q8_1_x8(n, x, ys, ds) }),
+                    ..avx2_kernel!(tiled avx2::dot_q4_1_q8_1)
+                },
                 GgmlType::Q8_0 => avx2_kernel!(tiled avx2::dot_q8_0_q8_0),
                 GgmlType::Q4_K => avx2_kernel!(single avx2::dot_q45_k_q8_k::<false>),
                 GgmlType::Q5_K => avx2_kernel!(single avx2::dot_q45_k_q8_k::<true>),
