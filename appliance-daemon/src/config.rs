@@ -45,6 +45,10 @@ pub struct FileConfig {
     pub max_batch_tokens: Option<usize>,
     pub max_running: Option<usize>,
     pub kv_cache_bytes: Option<usize>,
+    /// Engine ranks per MoE model (expert parallelism).
+    pub ranks: Option<usize>,
+    /// Extra expert slots per MoE layer (replicas of hot experts).
+    pub redundant_experts: Option<usize>,
     /// `text` (the default) or `json`.
     pub log_format: Option<String>,
 }
@@ -88,6 +92,8 @@ pub struct Overrides {
     pub max_batch_tokens: Option<usize>,
     pub max_running: Option<usize>,
     pub kv_cache_bytes: Option<usize>,
+    pub ranks: Option<usize>,
+    pub redundant_experts: Option<usize>,
     pub log_format: Option<String>,
 }
 
@@ -125,6 +131,10 @@ pub struct ServeConfig {
     pub max_running: usize,
     /// Bytes of keys and values for all running sequences of a model.
     pub kv_cache_bytes: usize,
+    /// Ranks of each MoE model's engine (attention data-parallel, experts spread).
+    pub ranks: usize,
+    /// Extra physical expert slots per MoE layer.
+    pub redundant_experts: usize,
     pub log_format: LogFormat,
 }
 
@@ -200,6 +210,13 @@ impl ServeConfig {
             DEFAULT_KV_CACHE_BYTES,
             1 << 20..=1 << 40,
         )?;
+        let ranks = pick("ranks", over.ranks.or(file.ranks), 1, 1..=64)?;
+        let redundant_experts = pick(
+            "redundant_experts",
+            over.redundant_experts.or(file.redundant_experts),
+            0,
+            0..=4096,
+        )?;
         let log_format = match over.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -218,6 +235,8 @@ impl ServeConfig {
             max_batch_tokens,
             max_running,
             kv_cache_bytes,
+            ranks,
+            redundant_experts,
             log_format,
         })
     }

@@ -8,10 +8,12 @@
 
 #![forbid(unsafe_code)] // `unsafe` lives only in `kernels` (ARCHITECTURE.md)
 
+pub mod eplb;
 pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod parallel;
 pub mod safetensors;
 pub mod sampling;
 pub mod scheduler;

@@ -6,6 +6,7 @@
 
 mod cli_errors;
 mod cli_run;
+mod eplb;
 mod moe;
 mod parity;
 mod serve;

@@ -106,25 +106,30 @@ fn oasis_run_prints_the_greedy_continuations() {
     for name in ARCHS {
         let case = &cases(name)[0];
         let prompt: Vec<String> = ids(&case["input_ids"]).iter().map(u32::to_string).collect();
-        let out = oasis(&[
+        let prompt = prompt.join(",");
+        let path = dir(name);
+        let base = [
             "run",
             "--json",
             "--threads",
             "2",
             "--model",
-            dir(name).to_str().unwrap(),
+            path.to_str().unwrap(),
             "--prompt-ids",
-            &prompt.join(","),
+            &prompt,
             "--max-tokens",
             "16",
-        ]);
-        let doc: Value = serde_json::from_str(stdout_ok(&out).trim()).unwrap();
-        assert_eq!(
-            ids(&doc["output_token_ids"]),
-            ids(&case["greedy_ids"]),
-            "{name}"
-        );
-        assert_eq!(doc["finish_reason"], "length");
+        ];
+        for ranks in [&[][..], &["--ranks", "4", "--redundant-experts", "2"][..]] {
+            let out = oasis(&[&base[..], ranks].concat());
+            let doc: Value = serde_json::from_str(stdout_ok(&out).trim()).unwrap();
+            assert_eq!(
+                ids(&doc["output_token_ids"]),
+                ids(&case["greedy_ids"]),
+                "{name} {ranks:?}"
+            );
+            assert_eq!(doc["finish_reason"], "length");
+        }
     }
 }
 
@@ -434,4 +439,308 @@ fn a_checkpoint_with_tokenizer_json_takes_text_and_chat() {
     assert_eq!(status, 200, "{chat}");
     // <user> hello <|im_end|> <assistant>: 6 + 1 + 1 + 11 tokens.
     assert_eq!(chat["usage"]["prompt_tokens"], 19, "{chat}");
+}
+
+/// Collects one request's tokens and reports them when it ends.
+struct Collect {
+    tokens: Vec<u32>,
+    done: std::sync::mpsc::Sender<(usize, Result<Vec<u32>, String>)>,
+    index: usize,
+    /// Counts tokens across requests (to act while they run).
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl engine::scheduler::SeqSink for Collect {
+    fn started(&mut self, _: usize) -> std::ops::ControlFlow<()> {
+        std::ops::ControlFlow::Continue(())
+    }
+    fn token(&mut self, ev: engine::TokenEvent<'_>) -> std::ops::ControlFlow<()> {
+        self.tokens.push(ev.token_id);
+        self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::ops::ControlFlow::Continue(())
+    }
+    fn finished(&mut self, _: engine::FinishReason, _: usize) {
+        let _ = self
+            .done
+            .send((self.index, Ok(std::mem::take(&mut self.tokens))));
+    }
+    fn failed(&mut self, e: engine::EngineError) {
+        let _ = self.done.send((self.index, Err(e.to_string())));
+    }
+    fn alive(&self) -> bool {
+        true
+    }
+}
+
+fn greedy_request(prompt: Vec<u32>, max_tokens: usize) -> engine::GenerateRequest {
+    engine::GenerateRequest {
+        prompt: engine::Prompt::Tokens(prompt),
+        max_tokens,
+        sampling: engine::sampling::SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop: Vec::new(),
+        ignore_eos: true,
+        min_tokens: 0,
+        logprobs: None,
+    }
+}
+
+/// Token copies sent, (token, expert) pairs routed, pairs computed by each rank.
+type DispatchStats = (u64, u64, Vec<u64>);
+
+/// Runs `prompts` (all at once) through a group of `ranks` ranks; their greedy tokens.
+fn run_group(
+    model: &std::sync::Arc<Model>,
+    ranks: usize,
+    redundant: usize,
+    prompts: &[Vec<u32>],
+    max_tokens: usize,
+) -> (Vec<Vec<u32>>, Option<DispatchStats>) {
+    run_group_rebalancing(model, ranks, redundant, prompts, max_tokens, false)
+}
+
+/// [`run_group`], optionally proposing an EPLB rebalance once the requests have produced a
+/// few tokens (installed at the next step, while they run).
+fn run_group_rebalancing(
+    model: &std::sync::Arc<Model>,
+    ranks: usize,
+    redundant: usize,
+    prompts: &[Vec<u32>],
+    max_tokens: usize,
+    rebalance: bool,
+) -> (Vec<Vec<u32>>, Option<DispatchStats>) {
+    let cfg = engine::parallel::RankGroupConfig {
+        ranks,
+        redundant_experts: redundant,
+        scheduler: engine::scheduler::SchedulerConfig {
+            threads: 2,
+            n_ctx: 512,
+            max_batch_tokens: 64,
+            max_running: 8,
+            kv_blocks: 64,
+        },
+    };
+    let group = engine::parallel::RankGroup::spawn(model.clone(), cfg, "test").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for (index, p) in prompts.iter().enumerate() {
+        let sub = engine::scheduler::Submission {
+            request: greedy_request(p.clone(), max_tokens),
+            tenant: format!("t{}", index % 3),
+            sink: Box::new(Collect {
+                tokens: Vec::new(),
+                done: tx.clone(),
+                index,
+                seen: seen.clone(),
+            }),
+        };
+        assert!(group.submit(sub).is_ok());
+    }
+    if rebalance {
+        let ep = group.ep().unwrap();
+        while seen.load(std::sync::atomic::Ordering::Relaxed) < prompts.len() * 2 {
+            std::thread::yield_now();
+        }
+        ep.rebalance(1).unwrap();
+        // Far from done, so steps follow and the next one installs it.
+        let total = prompts.len() * max_tokens;
+        assert!(
+            seen.load(std::sync::atomic::Ordering::Relaxed) < total / 2,
+            "the requests were nearly done before the rebalance"
+        );
+    }
+    let mut out = vec![Vec::new(); prompts.len()];
+    for _ in prompts {
+        let (i, r) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a request never ended");
+        out[i] = r.unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+    }
+    if rebalance {
+        let rebalances = group
+            .ep()
+            .unwrap()
+            .rebalances
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            rebalances, 1,
+            "the rebalance was not installed while the requests ran"
+        );
+    }
+    let stats = group.ep().map(|ep| {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            ep.tokens_sent.load(Relaxed),
+            ep.pairs_routed.load(Relaxed),
+            ep.rank_pairs.iter().map(|a| a.load(Relaxed)).collect(),
+        )
+    });
+    (out, stats)
+}
+
+#[test]
+fn expert_parallel_ranks_give_the_same_tokens() {
+    for name in ARCHS {
+        let model = std::sync::Arc::new(Model::load(&dir(name)).unwrap());
+        let cs = cases(name);
+        let prompts: Vec<Vec<u32>> = cs.iter().map(|c| ids(&c["input_ids"])).collect();
+        let want: Vec<Vec<u32>> = cs.iter().map(|c| ids(&c["greedy_ids"])).collect();
+        for (ranks, redundant) in [(1, 0), (2, 0), (4, 0), (2, 3), (4, 4)] {
+            let (got, stats) = run_group(&model, ranks, redundant, &prompts, 16);
+            assert_eq!(
+                got, want,
+                "{name}: {ranks} ranks, {redundant} redundant experts"
+            );
+            if let Some((sent, pairs, per_rank)) = stats {
+                // Top-2 routing: a token goes once to a rank holding both its experts.
+                assert!(
+                    sent <= pairs,
+                    "{name}: {sent} token copies for {pairs} pairs"
+                );
+                assert!(
+                    per_rank.iter().sum::<u64>() == pairs,
+                    "{per_rank:?} vs {pairs}"
+                );
+            }
+        }
+        // A rebalance while they run changes no token.
+        let (long, _) = run_group(&model, 1, 0, &prompts, 48);
+        for (ranks, redundant) in [(2, 2), (4, 0)] {
+            let (got, _) = run_group_rebalancing(&model, ranks, redundant, &prompts, 48, true);
+            assert_eq!(got, long, "{name}: {ranks} ranks, rebalanced while running");
+        }
+        // One request on four ranks: three ranks have no tokens and still serve experts.
+        let (got, stats) = run_group(&model, 4, 0, &prompts[..1], 16);
+        assert_eq!(got[0], want[0], "{name}: one request on 4 ranks");
+        let per_rank = stats.unwrap().2;
+        assert!(
+            per_rank.iter().filter(|p| **p > 0).count() > 1,
+            "{name}: {per_rank:?}"
+        );
+    }
+}
+
+#[test]
+fn the_daemon_runs_experts_over_four_ranks_and_rebalances_under_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dir("deepseek-v3");
+    let d = Daemon::start(
+        &tmp.path().join("data"),
+        &[
+            "--threads",
+            "2",
+            "--ranks",
+            "4",
+            "--redundant-experts",
+            "4",
+            "--model",
+            ds.to_str().unwrap(),
+        ],
+    );
+    let model = std::sync::Arc::new(Model::load(&ds).unwrap());
+    let complete = |prompt: &[u32], max_tokens: usize| {
+        let body = json!({"model": "deepseek-v3", "prompt": prompt, "max_tokens": max_tokens,
+                          "temperature": 0, "ignore_eos": true, "logprobs": 1});
+        let (status, doc) = d.post("/v1/completions", &body);
+        assert_eq!(status, 200, "{doc}");
+        completion_ids(&doc)
+    };
+    // The fixtures' cases, at once, over four ranks.
+    let cs = cases("deepseek-v3");
+    std::thread::scope(|s| {
+        let hs: Vec<_> = cs
+            .iter()
+            .map(|c| {
+                s.spawn(|| assert_eq!(complete(&ids(&c["input_ids"]), 16), ids(&c["greedy_ids"])))
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    let (status, ex) = d.get("/admin/v1/engine/experts");
+    assert_eq!(status, 200);
+    let m = &ex["models"][0];
+    assert_eq!(m["ranks"], 4);
+    assert_eq!(m["slots_per_rank"], 3, "{m}");
+    let initial = m["placement"].clone();
+    assert_eq!(initial.as_array().unwrap().len(), 3);
+    assert!(
+        m["expert_tokens"][1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_u64().unwrap() > 0)
+    );
+
+    // Long requests; a rebalance proposed while they run is installed between two steps.
+    let prompts: Vec<Vec<u32>> = (0..8u32)
+        .map(|i| vec![3 + i, 100 + 7 * i, 5, 250 - i, 17])
+        .collect();
+    let t = std::time::Instant::now();
+    let (want, _) = run_group(&model, 1, 0, &prompts, 400);
+    eprintln!("reference: {:?}", t.elapsed());
+    let running = || {
+        d.get("/admin/v1/status").1["models"][0]["running"]
+            .as_u64()
+            .unwrap()
+    };
+    std::thread::scope(|s| {
+        let hs: Vec<_> = prompts
+            .iter()
+            .map(|p| s.spawn(|| complete(p, 400)))
+            .collect();
+        let started = std::time::Instant::now();
+        while running() == 0 && started.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        eprintln!("running after {:?}", started.elapsed());
+        let (status, report) = d.post(
+            "/admin/v1/engine/rebalance",
+            &json!({"model": "deepseek-v3"}),
+        );
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["before"].as_array().unwrap().len(), 3);
+        let still_running = running() > 0;
+        for (h, w) in hs.into_iter().zip(&want) {
+            assert_eq!(
+                &h.join().unwrap(),
+                w,
+                "an output changed across the rebalance"
+            );
+        }
+        assert!(
+            still_running,
+            "the requests ended before the rebalance was proposed"
+        );
+        eprintln!("rebalance proposed under load: {report}");
+    });
+    // The next step installs it, if the requests ended first.
+    let _ = complete(&[1, 2, 3], 2);
+    let (_, ex) = d.get("/admin/v1/engine/experts");
+    let m = &ex["models"][0];
+    assert_eq!(m["rebalances"], 1, "{m}");
+    assert_ne!(
+        m["placement"], initial,
+        "EPLB kept the round-robin placement"
+    );
+    // After the rebalance the same requests still give the same tokens.
+    assert_eq!(complete(&prompts[0], 400), want[0]);
+    let resp = tests::daemon::raw_request(&d.addr, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8_lossy(&resp.body);
+    assert!(
+        text.contains("oasis_rank_imbalance_ratio{model=\"deepseek-v3\"}"),
+        "{text}"
+    );
+    assert!(text.contains("oasis_rank_expert_pairs_total{model=\"deepseek-v3\",rank=\"3\"}"));
+    // Bad requests.
+    let (status, _) = d.post("/admin/v1/engine/rebalance", &json!({"model": "nope"}));
+    assert_eq!(status, 404);
+    let (status, _) = d.post(
+        "/admin/v1/engine/rebalance",
+        &json!({"modle": "deepseek-v3"}),
+    );
+    assert_eq!(status, 400);
 }

@@ -38,6 +38,22 @@ pub struct BenchArgs {
     /// Sequences decoded together in the decode test.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub batch: usize,
+    /// Engine ranks (MoE checkpoints): the decode test runs `--batch` requests through a
+    /// group of ranks, experts spread over them, and reports the time in dispatch/combine
+    /// and the load imbalance between ranks.
+    #[arg(long, default_value_t = 1, value_name = "R")]
+    pub ranks: usize,
+    /// Extra expert slots per MoE layer with `--ranks`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub redundant_experts: usize,
+    /// With `--ranks`: every request gets the same 8-token prompt, so a few experts get
+    /// most tokens (a skewed load).
+    #[arg(long)]
+    pub skewed: bool,
+    /// With `--ranks`: after half the repetitions, rebalance the experts with EPLB from
+    /// the loads seen so far; imbalance is reported before and after.
+    #[arg(long)]
+    pub rebalance: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -67,6 +83,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
+    if args.ranks > 1 {
+        return bench_ranks(args);
+    }
     if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.reps == 0 {
         bail!("--prompt-tokens, --gen-tokens, --reps and --batch must be at least 1");
     }
@@ -244,4 +263,160 @@ impl Batch {
         }
         Ok(())
     }
+}
+
+/// Reports a request's end to the bench.
+struct DoneSink(std::sync::mpsc::Sender<Result<(), String>>);
+
+impl engine::scheduler::SeqSink for DoneSink {
+    fn started(&mut self, _: usize) -> std::ops::ControlFlow<()> {
+        std::ops::ControlFlow::Continue(())
+    }
+    fn token(&mut self, _: engine::TokenEvent<'_>) -> std::ops::ControlFlow<()> {
+        std::ops::ControlFlow::Continue(())
+    }
+    fn finished(&mut self, _: engine::FinishReason, _: usize) {
+        let _ = self.0.send(Ok(()));
+    }
+    fn failed(&mut self, e: engine::EngineError) {
+        let _ = self.0.send(Err(e.to_string()));
+    }
+    fn alive(&self) -> bool {
+        true
+    }
+}
+
+/// The decode test through a group of ranks (expert parallelism).
+fn bench_ranks(args: &BenchArgs) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if args.gen_tokens == 0 || args.reps == 0 || args.batch == 0 {
+        bail!("--gen-tokens, --reps and --batch must be at least 1");
+    }
+    let model = std::sync::Arc::new(args.model.load()?);
+    let Some(hf) = model.hf() else {
+        bail!("--ranks needs a mixture-of-experts checkpoint");
+    };
+    let n_group = match hf.cfg.moe.topk {
+        engine::model::hf::config::TopK::GroupMax { n_group, .. }
+        | engine::model::hf::config::TopK::GroupTop2Sum { n_group, .. } => n_group,
+        engine::model::hf::config::TopK::Greedy => 1,
+    };
+    const PROMPT: usize = 8;
+    let n_ctx = PROMPT + args.gen_tokens + 1;
+    if n_ctx > model.config.n_ctx_train {
+        bail!(
+            "the model's context holds {} tokens",
+            model.config.n_ctx_train
+        );
+    }
+    let cfg = engine::parallel::RankGroupConfig {
+        ranks: args.ranks,
+        redundant_experts: args.redundant_experts,
+        scheduler: engine::scheduler::SchedulerConfig {
+            threads: args.model.threads(),
+            n_ctx,
+            max_batch_tokens: 512,
+            max_running: args.batch,
+            kv_blocks: blocks_for(n_ctx) * args.batch,
+        },
+    };
+    let group = engine::parallel::RankGroup::spawn(model.clone(), cfg, "bench")?;
+    let Some(ep) = group.ep().cloned() else {
+        bail!("the group has one rank");
+    };
+    let vocab = model.config.vocab_size;
+    let mut rng = Tokens(42);
+    let (mut rates, mut imbalance) = (Vec::new(), Vec::new());
+    let mut phases = vec![0f64; Phase::ALL.len()];
+    let mut rank_secs = 0f64;
+    let mut rebalance = None;
+    for rep in 0..=args.reps {
+        if args.rebalance && rep == args.reps / 2 + 1 {
+            rebalance = Some(ep.rebalance(n_group).map_err(anyhow::Error::msg)?);
+        }
+        let pairs0: Vec<u64> = ep.rank_pairs.iter().map(|a| a.load(Relaxed)).collect();
+        let before = phase_seconds(&model);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = Instant::now();
+        for _ in 0..args.batch {
+            let prompt: Vec<u32> = if args.skewed {
+                vec![7; PROMPT]
+            } else {
+                (0..PROMPT).map(|_| rng.next(vocab)).collect()
+            };
+            let request = engine::GenerateRequest {
+                prompt: engine::Prompt::Tokens(prompt),
+                max_tokens: args.gen_tokens,
+                sampling: engine::sampling::SamplingParams {
+                    temperature: 0.0,
+                    ..Default::default()
+                },
+                stop: Vec::new(),
+                ignore_eos: true,
+                min_tokens: 0,
+                logprobs: None,
+            };
+            let sub = engine::scheduler::Submission {
+                request,
+                tenant: String::new(),
+                sink: Box::new(DoneSink(tx.clone())),
+            };
+            if group.submit(sub).is_err() {
+                bail!("the engine ranks stopped");
+            }
+        }
+        for _ in 0..args.batch {
+            rx.recv()
+                .map_err(|_| anyhow::anyhow!("the engine ranks stopped"))?
+                .map_err(anyhow::Error::msg)?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        if rep == 0 {
+            continue; // warm-up
+        }
+        rates.push((args.batch * args.gen_tokens) as f64 / secs);
+        let pairs: Vec<f64> = ep
+            .rank_pairs
+            .iter()
+            .zip(&pairs0)
+            .map(|(a, b)| (a.load(Relaxed) - b) as f64)
+            .collect();
+        let mean = pairs.iter().sum::<f64>() / pairs.len() as f64;
+        imbalance.push(pairs.iter().fold(0f64, |m, x| m.max(*x)) / mean.max(1e-9));
+        rank_secs += secs * args.ranks as f64;
+        for ((sum, after), before) in phases.iter_mut().zip(phase_seconds(&model)).zip(before) {
+            *sum += after - before;
+        }
+    }
+    let split: Vec<(&str, f64)> = Phase::ALL
+        .iter()
+        .zip(&phases)
+        .map(|(p, s)| (p.name(), s / rank_secs))
+        .collect();
+    let half = imbalance.len() / 2;
+    let (im_before, im_after) = if rebalance.is_some() {
+        (
+            median(imbalance[..half].to_vec()),
+            median(imbalance[half..].to_vec()),
+        )
+    } else {
+        let m = median(imbalance.clone());
+        (m, m)
+    };
+    let doc = serde_json::json!({
+        "decode_tok_s": (median(rates) * 100.0).round() / 100.0,
+        "ranks": args.ranks,
+        "batch": args.batch,
+        "gen_tokens": args.gen_tokens,
+        "skewed": args.skewed,
+        "redundant_experts": args.redundant_experts,
+        "rank_time_fraction": split.iter().map(|(n, f)| (n.to_string(), serde_json::json!((f * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
+        "imbalance_before": (im_before * 1000.0).round() / 1000.0,
+        "imbalance_after": (im_after * 1000.0).round() / 1000.0,
+        "rebalanced": rebalance.is_some(),
+        "placement_balance_before": rebalance.as_ref().map(|r| r.before.clone()),
+        "placement_balance_after": rebalance.as_ref().map(|r| r.after.clone()),
+    });
+    println!("{doc}");
+    Ok(())
 }

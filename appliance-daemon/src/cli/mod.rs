@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod eplb;
 mod run;
 mod serve;
 mod status;
@@ -32,6 +33,8 @@ pub enum Command {
     /// Models of a running daemon.
     #[command(subcommand)]
     Model(status::ModelCommand),
+    /// Plan MoE expert replicas over GPUs with DeepSeek's load balancer (EPLB).
+    Eplb(eplb::EplbArgs),
 }
 
 /// Options shared by the commands that load a model.
@@ -47,8 +50,8 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Loads the model and starts an engine for it.
-    pub fn engine(&self, max_context: Option<usize>) -> Result<engine::Engine> {
+    /// Loads the model: `--model`, else the default model of the data directory.
+    pub fn load(&self) -> Result<engine::Model> {
         let path = match &self.model {
             Some(p) => p.clone(),
             None => {
@@ -62,14 +65,22 @@ impl ModelArgs {
                 p
             }
         };
-        let model = engine::Model::load(&path).context("cannot load model")?;
-        let threads = self
-            .threads
-            .map_or_else(engine::generate::default_threads, usize::from);
+        engine::Model::load(&path).context("cannot load model")
+    }
+
+    /// Compute threads: `--threads`, else one per core.
+    pub fn threads(&self) -> usize {
+        self.threads
+            .map_or_else(engine::generate::default_threads, usize::from)
+    }
+
+    /// Loads the model and starts an engine for it.
+    pub fn engine(&self, max_context: Option<usize>) -> Result<engine::Engine> {
+        let model = self.load()?;
         Ok(engine::Engine::new(
             model,
             &engine::EngineOptions {
-                threads,
+                threads: self.threads(),
                 max_context,
             },
         )?)
@@ -84,5 +95,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::serve(&args),
         Command::Status(args) => status::status(&args),
         Command::Model(cmd) => status::model(&cmd),
+        Command::Eplb(args) => eplb::eplb(&args),
     }
 }

@@ -55,6 +55,13 @@ pub struct RunArgs {
     /// Print one JSON object with the token ids, text and finish reason.
     #[arg(long)]
     pub json: bool,
+    /// Engine ranks (expert parallelism for MoE checkpoints: the experts spread over the
+    /// ranks, tokens exchanged at each MoE layer; the answer is the same) [default: 1].
+    #[arg(long, default_value_t = 1, value_name = "R", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub ranks: u16,
+    /// Extra expert slots per MoE layer with `--ranks` (replicas).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub redundant_experts: usize,
     /// The prompt text.
     pub prompt: Option<String>,
 }
@@ -89,7 +96,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     // Check the request before the (slower) model load.
     sampling.validate()?;
-    let mut engine = args.model.engine(args.ctx)?;
     let request = GenerateRequest {
         prompt,
         max_tokens: args.max_tokens,
@@ -99,6 +105,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         min_tokens: 0,
         logprobs: None,
     };
+    if args.ranks > 1 {
+        return run_ranked(args, request);
+    }
+    let mut engine = args.model.engine(args.ctx)?;
     let mut stdout = std::io::stdout().lock();
     let stream = !args.json;
     let mut write_err = None;
@@ -123,6 +133,107 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "output_token_ids": out.output_token_ids,
             "text": out.text,
             "finish_reason": out.finish_reason.as_str(),
+        });
+        writeln!(stdout, "{doc}")?;
+    } else {
+        writeln!(stdout)?;
+    }
+    Ok(())
+}
+
+/// What the ranks report to `run_ranked`.
+enum Out {
+    Token(u32, String),
+    Done(engine::FinishReason),
+    Failed(engine::EngineError),
+}
+
+struct ChannelSink(std::sync::mpsc::Sender<Out>);
+
+impl engine::scheduler::SeqSink for ChannelSink {
+    fn started(&mut self, _: usize) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+    fn token(&mut self, ev: engine::TokenEvent<'_>) -> ControlFlow<()> {
+        match self.0.send(Out::Token(ev.token_id, ev.text.to_string())) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+    fn finished(&mut self, reason: engine::FinishReason, _: usize) {
+        let _ = self.0.send(Out::Done(reason));
+    }
+    fn failed(&mut self, e: engine::EngineError) {
+        let _ = self.0.send(Out::Failed(e));
+    }
+    fn alive(&self) -> bool {
+        true
+    }
+}
+
+/// `oasis run --ranks R`: the request goes through a group of ranks, as the daemon runs it.
+fn run_ranked(args: &RunArgs, request: GenerateRequest) -> Result<()> {
+    let model = std::sync::Arc::new(args.model.load()?);
+    let n_ctx = args.ctx.unwrap_or(model.config.n_ctx_train).max(1);
+    let prompt_ids = engine::generate::tokenize(&model, &request.prompt)?;
+    if prompt_ids.len() >= n_ctx {
+        bail!(
+            "the prompt has {} tokens; the context holds {n_ctx}",
+            prompt_ids.len()
+        );
+    }
+    let ranks = usize::from(args.ranks);
+    let cfg = engine::parallel::RankGroupConfig {
+        ranks,
+        redundant_experts: args.redundant_experts,
+        scheduler: engine::scheduler::SchedulerConfig {
+            threads: args.model.threads(),
+            n_ctx,
+            max_batch_tokens: 512,
+            max_running: 1,
+            kv_blocks: engine::model::blocks_for(n_ctx) * ranks,
+        },
+    };
+    let group = engine::parallel::RankGroup::spawn(model, cfg, "run")
+        .context("cannot start the engine ranks")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sub = engine::scheduler::Submission {
+        request: GenerateRequest {
+            prompt: Prompt::Tokens(prompt_ids.clone()),
+            ..request
+        },
+        tenant: String::new(),
+        sink: Box::new(ChannelSink(tx)),
+    };
+    if group.submit(sub).is_err() {
+        bail!("the engine ranks stopped");
+    }
+    let mut stdout = std::io::stdout().lock();
+    let (mut ids, mut text) = (Vec::new(), String::new());
+    let finish = loop {
+        match rx.recv() {
+            Ok(Out::Token(id, piece)) => {
+                ids.push(id);
+                if !args.json && !piece.is_empty() {
+                    stdout
+                        .write_all(piece.as_bytes())
+                        .and_then(|()| stdout.flush())
+                        .context("cannot write to stdout")?;
+                }
+                text.push_str(&piece);
+            }
+            Ok(Out::Done(reason)) => break reason,
+            Ok(Out::Failed(e)) => return Err(e.into()),
+            Err(_) => bail!("the engine ranks stopped"),
+        }
+    };
+    if args.json {
+        let doc = serde_json::json!({
+            "prompt_token_ids": prompt_ids,
+            "output_token_ids": ids,
+            "text": text,
+            "finish_reason": finish.as_str(),
+            "ranks": group.ranks(),
         });
         writeln!(stdout, "{doc}")?;
     } else {

@@ -52,6 +52,13 @@ pub struct ServeArgs {
     /// Sequences batched together per model [default: 32].
     #[arg(long, env = "OASIS_MAX_RUNNING", value_name = "N")]
     pub max_running: Option<usize>,
+    /// Engine ranks per MoE model: attention data-parallel, routed experts spread over
+    /// the ranks, tokens exchanged at each MoE layer [default: 1].
+    #[arg(long, env = "OASIS_RANKS", value_name = "R")]
+    pub ranks: Option<usize>,
+    /// Extra expert slots per MoE layer, replicas of hot experts [default: 0].
+    #[arg(long, env = "OASIS_REDUNDANT_EXPERTS", value_name = "N")]
+    pub redundant_experts: Option<usize>,
     /// Bytes for the running sequences' keys and values, per model [default: 2 GiB].
     #[arg(long, env = "OASIS_KV_CACHE_BYTES", value_name = "BYTES")]
     pub kv_cache_bytes: Option<usize>,
@@ -82,6 +89,8 @@ impl ServeArgs {
                 max_waiting: self.max_waiting,
                 max_batch_tokens: self.max_batch_tokens,
                 max_running: self.max_running,
+                ranks: self.ranks,
+                redundant_experts: self.redundant_experts,
                 kv_cache_bytes: self.kv_cache_bytes,
                 log_format: self.log_format.clone(),
             },

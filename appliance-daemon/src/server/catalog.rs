@@ -15,7 +15,8 @@ use std::time::UNIX_EPOCH;
 use anyhow::{Context, Result};
 use engine::Model;
 use engine::model::{BLOCK_POSITIONS, blocks_for};
-use engine::scheduler::{Scheduler, SchedulerConfig};
+use engine::parallel::RankGroupConfig;
+use engine::scheduler::SchedulerConfig;
 use sha2::{Digest, Sha256};
 
 use super::worker::WorkerHandle;
@@ -150,9 +151,10 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
     let bytes_per_block = (model.kv_bytes_per_position() * BLOCK_POSITIONS).max(1);
     // At least one full-context sequence fits.
     let kv_blocks = (config.kv_cache_bytes / bytes_per_block).max(blocks_for(n_ctx));
-    let scheduler = Scheduler::new(
-        model.clone(),
-        SchedulerConfig {
+    let group = RankGroupConfig {
+        ranks: config.ranks,
+        redundant_experts: config.redundant_experts,
+        scheduler: SchedulerConfig {
             threads: config
                 .threads
                 .unwrap_or_else(engine::generate::default_threads),
@@ -161,9 +163,9 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
             max_running: config.max_running,
             kv_blocks,
         },
-    );
-    let worker = WorkerHandle::spawn(scheduler, &record.id, config.max_waiting)
-        .context("cannot start the engine thread")?;
+    };
+    let worker = WorkerHandle::spawn(model.clone(), group, &record.id, config.max_waiting)
+        .context("cannot start the engine threads")?;
     Ok(ServedModel {
         record,
         model,

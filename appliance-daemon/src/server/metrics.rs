@@ -227,6 +227,38 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
             }
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP oasis_rank_expert_pairs_total (token, expert) pairs each engine rank computed (expert parallelism).\n# TYPE oasis_rank_expert_pairs_total counter"
+    );
+    for m in &models {
+        if let Some(ep) = &m.worker.ep {
+            let id = escape(&m.record.id);
+            for (rank, a) in ep.rank_pairs.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "oasis_rank_expert_pairs_total{{model=\"{id}\",rank=\"{rank}\"}} {}",
+                    a.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+    let ep_models: Vec<(String, f64)> = models
+        .iter()
+        .filter_map(|m| {
+            m.worker
+                .ep
+                .as_ref()
+                .map(|ep| (m.record.id.clone(), ep.imbalance()))
+        })
+        .collect();
+    gauge(
+        &mut out,
+        "oasis_rank_imbalance_ratio",
+        "gauge",
+        "Max over mean of the expert pairs computed per rank (1 = even).",
+        &ep_models,
+    );
     st.latencies.ttft.render(
         &mut out,
         "oasis_time_to_first_token_seconds",

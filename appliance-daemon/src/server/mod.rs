@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod completions;
 pub mod error;
+pub mod experts;
 pub mod extract;
 pub mod metrics;
 pub mod openai;
@@ -104,6 +105,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/completions"),
     ("GET", "/openapi.json"),
     ("GET", "/admin/v1/status"),
+    ("GET", "/admin/v1/engine/experts"),
+    ("POST", "/admin/v1/engine/rebalance"),
     ("GET", "/metrics"),
 ];
 
@@ -120,6 +123,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/admin/v1/status", get(routes::status))
+        .route("/admin/v1/engine/experts", get(experts::experts))
+        .route("/admin/v1/engine/rebalance", post(experts::rebalance))
         .route("/metrics", get(metrics::metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

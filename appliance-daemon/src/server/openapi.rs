@@ -5,7 +5,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{completions, metrics, routes};
+use super::{completions, experts, metrics, routes};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -19,6 +19,8 @@ use super::{completions, metrics, routes};
         routes::list_models,
         routes::get_model,
         routes::status,
+        experts::experts,
+        experts::rebalance,
         completions::chat_completions,
         completions::completions,
         openapi_json,

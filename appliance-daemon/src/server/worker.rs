@@ -1,16 +1,19 @@
-//! One batching scheduler per served model, on its own OS thread, fed by a bounded queue.
+//! One group of engine ranks per served model ([`RankGroup`]: a batching scheduler per
+//! rank, each on its own OS thread), fed by a bounded queue.
 //!
 //! Jobs (the choices of one API request) enter over a channel and their tokens leave over
-//! another, so the async runtime never runs model code. The thread takes in new jobs
-//! between steps and runs the engine's [`Scheduler`] one step at a time. A job whose event
-//! receiver is gone (the client disconnected or timed out) leaves the batch at the next
-//! step. The waiting room is bounded: past it the caller answers 429.
+//! another, so the async runtime never runs model code. A router thread hands each choice
+//! to the least loaded rank, which takes it in between steps. A job whose event receiver
+//! is gone (the client disconnected or timed out) leaves the batch at the next step. The
+//! waiting room is bounded: past it the caller answers 429.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use engine::scheduler::{Scheduler, SchedulerStats, SeqSink, Submission};
+use engine::Model;
+use engine::parallel::{EpShared, RankGroup, RankGroupConfig};
+use engine::scheduler::{SchedulerStats, SeqSink, Submission};
 use engine::{EngineError, FinishReason, GenerateRequest, TokenEvent};
 use tokio::sync::mpsc;
 
@@ -51,7 +54,7 @@ pub enum Event {
 pub struct WorkerStats {
     /// Jobs handed over and not yet taken in by the engine thread.
     pub queued: AtomicUsize,
-    /// The scheduler's own counters.
+    /// The schedulers' own counters, summed over the ranks.
     pub engine: Arc<SchedulerStats>,
 }
 
@@ -68,6 +71,10 @@ pub struct WorkerHandle {
     queue: mpsc::UnboundedSender<Job>,
     max_waiting: usize,
     pub stats: Arc<WorkerStats>,
+    /// Ranks of the group.
+    pub ranks: usize,
+    /// Expert-parallel state (placement, loads) when the group has several ranks.
+    pub ep: Option<Arc<EpShared>>,
 }
 
 /// Why a job was not queued.
@@ -78,25 +85,31 @@ pub enum SubmitError {
 }
 
 impl WorkerHandle {
-    /// Starts the engine thread; at most `max_waiting` requests may wait for the batch.
+    /// Starts the model's ranks and the router thread; at most `max_waiting` requests may
+    /// wait for the batch.
     pub fn spawn(
-        scheduler: Scheduler,
+        model: Arc<Model>,
+        config: RankGroupConfig,
         id: &str,
         max_waiting: usize,
     ) -> std::io::Result<WorkerHandle> {
         let (queue, rx) = mpsc::unbounded_channel();
+        let group = RankGroup::spawn(model, config, id)?;
         let stats = Arc::new(WorkerStats {
             queued: AtomicUsize::new(0),
-            engine: scheduler.stats(),
+            engine: group.stats(),
         });
+        let (ranks, ep) = (group.ranks(), group.ep().cloned());
         let thread_stats = stats.clone();
         std::thread::Builder::new()
-            .name(format!("engine-{id}"))
-            .spawn(move || run(scheduler, rx, &thread_stats))?;
+            .name(format!("router-{id}"))
+            .spawn(move || run(group, rx, &thread_stats))?;
         Ok(WorkerHandle {
             queue,
             max_waiting: max_waiting.max(1),
             stats,
+            ranks,
+            ep,
         })
     }
 
@@ -113,36 +126,31 @@ impl WorkerHandle {
     }
 }
 
-fn run(mut scheduler: Scheduler, mut rx: mpsc::UnboundedReceiver<Job>, stats: &WorkerStats) {
-    loop {
-        if scheduler.is_idle() {
-            match rx.blocking_recv() {
-                Some(job) => take_in(&mut scheduler, job, stats),
-                None => break,
-            }
-        }
-        while let Ok(job) = rx.try_recv() {
-            take_in(&mut scheduler, job, stats);
-        }
-        if let Err(e) = scheduler.step() {
-            tracing::error!(error = %e, "engine step failed; its sequences were failed");
-        }
+fn run(group: RankGroup, mut rx: mpsc::UnboundedReceiver<Job>, stats: &WorkerStats) {
+    while let Some(job) = rx.blocking_recv() {
+        take_in(&group, job, stats);
     }
-    tracing::debug!("engine queue closed; worker exits");
+    tracing::debug!("engine queue closed; the ranks finish their work and exit");
+    drop(group);
 }
 
-fn take_in(scheduler: &mut Scheduler, job: Job, stats: &WorkerStats) {
-    stats.queued.fetch_sub(1, Ordering::Relaxed);
+fn take_in(group: &RankGroup, job: Job, stats: &WorkerStats) {
     for (choice, request) in job.requests.into_iter().enumerate() {
-        scheduler.submit(Submission {
+        let sub = Submission {
             request,
             tenant: job.tenant.clone(),
             sink: Box::new(ChoiceSink {
                 choice,
                 events: job.events.clone(),
             }),
-        });
+        };
+        if let Err(sub) = group.submit(sub) {
+            let mut sink = sub.sink;
+            sink.failed(EngineError::InvalidRequest("the engine has stopped".into()));
+        }
     }
+    // Counted as waiting until the ranks hold it (their own counters then do).
+    stats.queued.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Sends one choice's results to the request's event channel.

@@ -196,6 +196,21 @@ impl Model {
         self.forward_batch(ctx.pool, ctx.isa, ctx.scratch, ctx.kv, &mut seq)
     }
 
+    /// A step of an expert-parallel group in which this rank has no tokens: it still takes
+    /// part in every layer's exchanges and computes the experts it holds for the others.
+    pub fn idle_step_ep(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        s: &mut Scratch,
+        ep: &crate::parallel::EpCtx<'_>,
+    ) -> Result<()> {
+        match &self.source {
+            super::Source::Hf(hf) => hf.idle_step(pool, isa, s, ep),
+            super::Source::Gguf { .. } => Ok(()),
+        }
+    }
+
     /// Runs each sequence's next tokens through the model in one pass, appending them to
     /// their blocks in `kv` (reserving blocks as needed: [`EngineError::KvCacheFull`] when
     /// the pool runs out), and leaves the requested logits in `scratch.logits`: one row
@@ -208,10 +223,24 @@ impl Model {
         kv: &mut KvPool,
         seqs: &mut [BatchSeq<'_>],
     ) -> Result<()> {
+        self.forward_batch_ep(pool, isa, s, kv, seqs, None)
+    }
+
+    /// [`Model::forward_batch`] as one rank of an expert-parallel group: the routed experts
+    /// of MoE layers run where `ep`'s placement puts them (dense models ignore `ep`).
+    pub fn forward_batch_ep(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        s: &mut Scratch,
+        kv: &mut KvPool,
+        seqs: &mut [BatchSeq<'_>],
+        ep: Option<&crate::parallel::EpCtx<'_>>,
+    ) -> Result<()> {
         let n = self.prepare(s, kv, seqs)?;
         let (file, weights) = match &self.source {
             super::Source::Gguf { file, weights } => (file, weights),
-            super::Source::Hf(hf) => return hf.forward(pool, isa, s, kv, seqs, n),
+            super::Source::Hf(hf) => return hf.forward(pool, isa, s, kv, seqs, n, ep),
         };
         let cfg = &self.config;
         let d = cfg.d_model;

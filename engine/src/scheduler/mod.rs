@@ -117,6 +117,10 @@ pub struct Scheduler {
     running: Vec<Entry>,
     admissions: u64,
     stats: Arc<SchedulerStats>,
+    /// What this scheduler last added to the shared gauges (waiting, running, blocks
+    /// used, blocks cached, prefix lookups, prefix hits): several ranks share one
+    /// [`SchedulerStats`], so each publishes its changes, not its values.
+    published: [u64; 6],
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -131,11 +135,19 @@ impl std::fmt::Debug for Scheduler {
 
 impl Scheduler {
     pub fn new(model: Arc<Model>, config: SchedulerConfig) -> Scheduler {
+        Self::with_stats(model, config, Arc::new(SchedulerStats::default()))
+    }
+
+    /// A scheduler adding its counters to `stats` (shared by the ranks of a group).
+    pub fn with_stats(
+        model: Arc<Model>,
+        config: SchedulerConfig,
+        stats: Arc<SchedulerStats>,
+    ) -> Scheduler {
         let kv = model.new_kv_pool(config.kv_blocks.max(1));
-        let stats = Arc::new(SchedulerStats::default());
         stats
             .kv_blocks_total
-            .store(kv.n_blocks(), Ordering::Relaxed);
+            .fetch_add(kv.n_blocks(), Ordering::Relaxed);
         Scheduler {
             model,
             pool: ThreadPool::new(config.threads.max(1)),
@@ -147,7 +159,30 @@ impl Scheduler {
             running: Vec::new(),
             admissions: 0,
             stats,
+            published: [0; 6],
         }
+    }
+
+    /// Requests held, waiting or running.
+    pub fn held(&self) -> usize {
+        self.running.len() + self.waiting.len()
+    }
+
+    /// Fails every request held (the engine cannot go on).
+    pub fn fail_all(&mut self, why: &str) {
+        for mut e in self.running.drain(..) {
+            e.seq.release(&mut self.kv);
+            e.sink.failed(EngineError::InvalidRequest(format!(
+                "engine stopped: {why}"
+            )));
+        }
+        while let Some((_, mut e)) = self.waiting.pop() {
+            e.seq.release(&mut self.kv);
+            e.sink.failed(EngineError::InvalidRequest(format!(
+                "engine stopped: {why}"
+            )));
+        }
+        self.publish();
     }
 
     pub fn stats(&self) -> Arc<SchedulerStats> {
@@ -225,17 +260,34 @@ impl Scheduler {
             .forget_idle(&|t| running.iter().any(|r| r.tenant == t));
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let s = &self.stats;
-        s.waiting.store(self.waiting.len(), Ordering::Relaxed);
-        s.running.store(self.running.len(), Ordering::Relaxed);
-        s.kv_blocks_used.store(self.kv.used(), Ordering::Relaxed);
-        s.kv_blocks_cached
-            .store(self.kv.cached(), Ordering::Relaxed);
-        s.prefix_blocks_looked_up
-            .store(self.kv.prefix_lookups, Ordering::Relaxed);
-        s.prefix_blocks_hit
-            .store(self.kv.prefix_hits, Ordering::Relaxed);
+        let now = [
+            self.waiting.len() as u64,
+            self.running.len() as u64,
+            self.kv.used() as u64,
+            self.kv.cached() as u64,
+            self.kv.prefix_lookups,
+            self.kv.prefix_hits,
+        ];
+        let usize_gauges = [
+            &s.waiting,
+            &s.running,
+            &s.kv_blocks_used,
+            &s.kv_blocks_cached,
+        ];
+        for (i, g) in usize_gauges.into_iter().enumerate() {
+            let (new, old) = (now[i] as usize, self.published[i] as usize);
+            if new >= old {
+                g.fetch_add(new - old, Ordering::Relaxed);
+            } else {
+                g.fetch_sub(old - new, Ordering::Relaxed);
+            }
+        }
+        for (i, g) in [(4, &s.prefix_blocks_looked_up), (5, &s.prefix_blocks_hit)] {
+            g.fetch_add(now[i].saturating_sub(self.published[i]), Ordering::Relaxed);
+        }
+        self.published = now;
     }
 
     /// This step's inputs as (running index, tokens): decode tokens first, then chunks
@@ -277,6 +329,12 @@ impl Scheduler {
 
     /// One forward pass over the batch, then sampling for every sequence that got logits.
     pub fn step(&mut self) -> Result<()> {
+        self.step_ep(None)
+    }
+
+    /// [`Scheduler::step`] as one rank of an expert-parallel group: the forward pass runs
+    /// its MoE layers across the ranks, and a rank with nothing to run still takes part.
+    pub fn step_ep(&mut self, ep: Option<&crate::parallel::EpCtx<'_>>) -> Result<()> {
         // Sequences whose consumer left go first, with their blocks.
         let mut i = 0;
         while i < self.running.len() {
@@ -303,6 +361,11 @@ impl Scheduler {
         };
         if plan.is_empty() {
             self.publish();
+            if let Some(ep) = ep {
+                return self
+                    .model
+                    .idle_step_ep(&self.pool, self.isa, &mut self.scratch, ep);
+            }
             return Ok(());
         }
         let mut picked = Vec::with_capacity(plan.len());
@@ -326,12 +389,13 @@ impl Scheduler {
                     },
                 });
             }
-            let result = self.model.forward_batch(
+            let result = self.model.forward_batch_ep(
                 &self.pool,
                 self.isa,
                 &mut self.scratch,
                 &mut self.kv,
                 &mut batch,
+                ep,
             );
             drop(batch);
             if let Err(e) = result {

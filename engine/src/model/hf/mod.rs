@@ -8,6 +8,7 @@
 //! rotated key (`kv_lora_rank + qk_rope_head_dim` values, not the expanded heads).
 
 pub mod config;
+mod ep;
 pub mod moe;
 pub mod rope;
 pub mod weights;
@@ -29,6 +30,7 @@ use weights::{AttnWeights, FfnWeights, HfWeights, Linear, LinearView, Mlp, MoeWe
 use super::forward::{BatchSeq, finish_rows, resize};
 use super::kv_cache::KvPool;
 use crate::error::Result;
+use crate::parallel::EpCtx;
 use crate::safetensors::Checkpoint;
 
 /// transformers' default epsilon of DeepSeek's `q_a_layernorm` / `kv_a_layernorm`, which
@@ -60,14 +62,18 @@ pub enum Phase {
     Experts,
     /// Shared experts and dense feed-forward layers.
     DenseFfn,
+    /// Expert parallelism: packing, the two all-to-all exchanges (dispatch and combine),
+    /// and waiting in them for the other ranks.
+    Dispatch,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 4] = [
+    pub const ALL: [Phase; 5] = [
         Phase::Attention,
         Phase::Routing,
         Phase::Experts,
         Phase::DenseFfn,
+        Phase::Dispatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +82,7 @@ impl Phase {
             Phase::Routing => "routing",
             Phase::Experts => "experts",
             Phase::DenseFfn => "dense_ffn",
+            Phase::Dispatch => "dispatch",
         }
     }
 }
@@ -83,6 +90,8 @@ impl Phase {
 /// Buffers of the HF forward pass, reused between calls.
 #[derive(Debug, Default)]
 pub struct HfScratch {
+    /// Expert parallelism: rows received from other ranks and their outputs.
+    recv_h: Vec<f32>,
     q: Vec<f32>,
     qa: Vec<f32>,
     k: Vec<f32>,
@@ -136,7 +145,7 @@ impl HfModel {
         })
     }
 
-    fn count(&self, phase: Phase, since: Instant) {
+    pub(crate) fn count(&self, phase: Phase, since: Instant) {
         let ns = since.elapsed().as_nanos() as u64;
         self.phase_ns[phase as usize].fetch_add(ns, Ordering::Relaxed);
     }
@@ -197,6 +206,7 @@ impl HfModel {
 
     /// Runs the batch (positions and cache blocks already prepared in `s`) and leaves the
     /// requested logits in `s.logits`.
+    #[allow(clippy::too_many_arguments)] // the batch's context plus the rank's
     pub(crate) fn forward(
         &self,
         pool: &ThreadPool,
@@ -205,6 +215,7 @@ impl HfModel {
         kv: &mut KvPool,
         seqs: &mut [BatchSeq<'_>],
         n: usize,
+        ep: Option<&EpCtx<'_>>,
     ) -> Result<()> {
         let d = self.cfg.hidden;
         let embed = self.w.embed.view(&self.ck)?;
@@ -247,7 +258,7 @@ impl HfModel {
                     ops::add_assign(&mut s.x[..n * d], &s.hf.ye[..n * d])?;
                 }
                 FfnWeights::Moe(m) => {
-                    self.moe(pool, isa, s, m, li, n)?;
+                    self.moe(pool, isa, s, m, li, n, ep)?;
                     ops::add_assign(&mut s.x[..n * d], &s.hf.moe_out[..n * d])?;
                 }
             }
@@ -435,7 +446,7 @@ impl HfModel {
 
     /// SwiGLU block over `tokens` rows of `x`; the result is left in `hf.ye`.
     #[allow(clippy::too_many_arguments)] // one block's inputs
-    fn mlp(
+    pub(crate) fn mlp(
         &self,
         pool: &ThreadPool,
         isa: Isa,
@@ -465,6 +476,7 @@ impl HfModel {
 
     /// The MoE block over the normalised rows in `s.h`; the result is left in
     /// `s.hf.moe_out`.
+    #[allow(clippy::too_many_arguments)] // one layer's context
     fn moe(
         &self,
         pool: &ThreadPool,
@@ -473,6 +485,7 @@ impl HfModel {
         m: &MoeWeights,
         li: usize,
         n: usize,
+        ep: Option<&EpCtx<'_>>,
     ) -> Result<()> {
         let d = self.cfg.hidden;
         let mc = &self.cfg.moe;
@@ -491,11 +504,58 @@ impl HfModel {
         for row in hf.router[..n * ne].chunks_exact(ne) {
             hf.choices.push(moe::route(mc, row, m.bias.as_deref()));
         }
-        hf.groups.build(ne, &hf.choices);
+        for c in &hf.choices {
+            for &(e, _) in c {
+                self.expert_tokens[li * ne + e].fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.count(Phase::Routing, t0);
-        let t0 = Instant::now();
         let out = resize(&mut hf.moe_out, n * d);
         out.fill(0.0);
+        let result = match ep {
+            Some(ep) => self.experts_ep(pool, isa, s, m, li, n, ep),
+            None => self.experts_local(pool, isa, s, m, n),
+        };
+        let hf = &mut s.hf;
+        let h = &s.h[..n * d];
+        let mut moe_out = std::mem::take(&mut hf.moe_out);
+        let mut result = result;
+        let t0 = Instant::now();
+        if let (Ok(()), Some(shared)) = (&result, &m.shared) {
+            result = self.mlp(pool, isa, &mut s.acts, shared, h, n, hf);
+            if result.is_ok() {
+                for (t, y) in hf.ye[..n * d].chunks_exact(d).enumerate() {
+                    let g = match &m.shared_gate {
+                        Some(gw) => 1.0 / (1.0 + (-dot(&h[t * d..(t + 1) * d], gw)).exp()),
+                        None => 1.0,
+                    };
+                    for (o, v) in moe_out[t * d..(t + 1) * d].iter_mut().zip(y) {
+                        *o += g * v;
+                    }
+                }
+            }
+        }
+        hf.moe_out = moe_out;
+        self.count(Phase::DenseFfn, t0);
+        result
+    }
+
+    /// The routed experts of this rank alone: tokens grouped by expert, one product per
+    /// expert, each token's outputs added with its weights in expert order.
+    fn experts_local(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        s: &mut super::Scratch,
+        m: &MoeWeights,
+        n: usize,
+    ) -> Result<()> {
+        let d = self.cfg.hidden;
+        let ne = self.cfg.moe.n_experts;
+        let hf = &mut s.hf;
+        let h = &s.h[..n * d];
+        hf.groups.build(ne, &hf.choices);
+        let t0 = Instant::now();
         // Each expert: one product over its tokens, then a weighted scatter-add.
         let mut moe_out = std::mem::take(&mut hf.moe_out);
         let mut xe = std::mem::take(&mut hf.xe);
@@ -506,7 +566,6 @@ impl HfModel {
             if rows.is_empty() {
                 continue;
             }
-            self.expert_tokens[li * ne + e].fetch_add(rows.len() as u64, Ordering::Relaxed);
             let xs = resize(&mut xe, rows.len() * d);
             for (dst, (t, _)) in xs.chunks_exact_mut(d).zip(rows) {
                 dst.copy_from_slice(&h[t * d..(t + 1) * d]);
@@ -531,24 +590,8 @@ impl HfModel {
         }
         hf.xe = xe;
         hf.groups = groups;
-        self.count(Phase::Experts, t0);
-        let t0 = Instant::now();
-        if let (Ok(()), Some(shared)) = (&result, &m.shared) {
-            result = self.mlp(pool, isa, &mut s.acts, shared, h, n, hf);
-            if result.is_ok() {
-                for (t, y) in hf.ye[..n * d].chunks_exact(d).enumerate() {
-                    let g = match &m.shared_gate {
-                        Some(gw) => 1.0 / (1.0 + (-dot(&h[t * d..(t + 1) * d], gw)).exp()),
-                        None => 1.0,
-                    };
-                    for (o, v) in moe_out[t * d..(t + 1) * d].iter_mut().zip(y) {
-                        *o += g * v;
-                    }
-                }
-            }
-        }
         hf.moe_out = moe_out;
-        self.count(Phase::DenseFfn, t0);
+        self.count(Phase::Experts, t0);
         result
     }
 }

@@ -1,0 +1,165 @@
+//! The expert-parallel engine's admin view: per-layer, per-expert token counts and the
+//! placement (`GET /admin/v1/engine/experts`), and a rebalance on request
+//! (`POST /admin/v1/engine/rebalance`).
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::catalog::ServedModel;
+use super::error::ApiError;
+use super::extract::JsonBody;
+
+/// One MoE model's experts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelExperts {
+    pub id: String,
+    pub ranks: usize,
+    /// Physical expert slots per rank (0 with one rank: every expert is local).
+    pub slots_per_rank: usize,
+    /// Per MoE-capable layer: the logical expert of each physical slot (empty with one
+    /// rank).
+    pub placement: Vec<Vec<usize>>,
+    /// Per layer, per expert: tokens routed since start.
+    pub expert_tokens: Vec<Vec<u64>>,
+    /// Per layer, per expert: tokens routed in the recent window (what a rebalance uses).
+    pub window_tokens: Vec<Vec<u64>>,
+    /// (token, expert) pairs each rank computed since start.
+    pub rank_pairs: Vec<u64>,
+    /// Max over mean of `rank_pairs`.
+    pub imbalance: f64,
+    /// Per layer: max over mean rank load of the window's tokens under the current
+    /// placement.
+    pub placement_balance: Vec<f64>,
+    pub rebalances: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpertsReport {
+    pub models: Vec<ModelExperts>,
+}
+
+fn describe(m: &ServedModel) -> Option<ModelExperts> {
+    let expert_tokens = m.model.expert_tokens()?;
+    let ep = m.worker.ep.as_ref();
+    let placement = ep.map(|e| e.placement());
+    let window_tokens = ep.map(|e| e.window_loads()).unwrap_or_default();
+    Some(ModelExperts {
+        id: m.record.id.clone(),
+        ranks: m.worker.ranks,
+        slots_per_rank: placement.as_ref().map_or(0, |p| p.slots_per_rank),
+        placement: placement
+            .as_ref()
+            .map(|p| p.phy2log.clone())
+            .unwrap_or_default(),
+        placement_balance: placement
+            .as_ref()
+            .map(|p| p.balance(&window_tokens))
+            .unwrap_or_default(),
+        expert_tokens,
+        window_tokens,
+        rank_pairs: ep
+            .map(|e| {
+                e.rank_pairs
+                    .iter()
+                    .map(|a| a.load(Ordering::Relaxed))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        imbalance: ep.map_or(1.0, |e| e.imbalance()),
+        rebalances: ep.map_or(0, |e| e.rebalances.load(Ordering::Relaxed)),
+    })
+}
+
+/// Token counts per expert and the current placement of every MoE model.
+#[utoipa::path(get, path = "/admin/v1/engine/experts", responses((status = 200, body = ExpertsReport)))]
+pub async fn experts(State(st): State<AppState>) -> Json<ExpertsReport> {
+    Json(ExpertsReport {
+        models: st
+            .catalog
+            .served
+            .values()
+            .filter_map(|m| describe(m))
+            .collect(),
+    })
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RebalanceRequest {
+    /// The model; may be left out when one model runs expert-parallel.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebalanceReport {
+    pub model: String,
+    /// Per layer, max over mean rank load of the window's tokens: current placement.
+    pub before: Vec<f64>,
+    /// The same under the new placement, installed at the next step boundary.
+    pub after: Vec<f64>,
+    /// Routed (token, expert) pairs the window holds.
+    pub window_tokens: u64,
+}
+
+/// Recomputes the expert placement with EPLB from the recent loads; the running engine
+/// switches to it at its next step boundary.
+#[utoipa::path(post, path = "/admin/v1/engine/rebalance", request_body = RebalanceRequest,
+    responses((status = 200, body = RebalanceReport), (status = 400, body = super::error::ErrorBody)))]
+pub async fn rebalance(
+    State(st): State<AppState>,
+    JsonBody(req): JsonBody<RebalanceRequest>,
+) -> Result<Json<RebalanceReport>, ApiError> {
+    let parallel: Vec<&ServedModel> = st
+        .catalog
+        .served
+        .values()
+        .filter(|m| m.worker.ep.is_some())
+        .map(|m| m.as_ref())
+        .collect();
+    let m = match &req.model {
+        Some(id) => match st.catalog.served.get(id) {
+            Some(m) => m.as_ref(),
+            None => return Err(ApiError::model_not_found(id, &st.catalog.served_ids())),
+        },
+        None if parallel.len() == 1 => parallel[0],
+        None => {
+            return Err(ApiError::invalid_param(
+                "model",
+                format!(
+                    "name the model: {} models run expert-parallel",
+                    parallel.len()
+                ),
+            ));
+        }
+    };
+    let Some(ep) = &m.worker.ep else {
+        return Err(ApiError::invalid_param(
+            "model",
+            format!(
+                "`{}` does not run expert-parallel (start the daemon with --ranks 2 or more)",
+                m.record.id
+            ),
+        ));
+    };
+    let n_group = m.model.hf().map_or(1, |h| match h.cfg.moe.topk {
+        engine::model::hf::config::TopK::GroupMax { n_group, .. }
+        | engine::model::hf::config::TopK::GroupTop2Sum { n_group, .. } => n_group,
+        engine::model::hf::config::TopK::Greedy => 1,
+    });
+    let report = ep
+        .rebalance(n_group)
+        .map_err(|e| ApiError::invalid(format!("cannot rebalance `{}`: {e}", m.record.id)))?;
+    tracing::info!(model = %m.record.id, before = ?report.before, after = ?report.after, "expert rebalance proposed");
+    Ok(Json(RebalanceReport {
+        model: m.record.id.clone(),
+        before: report.before,
+        after: report.after,
+        window_tokens: report.tokens,
+    }))
+}
