@@ -296,11 +296,7 @@ fn bench_ranks(args: &BenchArgs) -> Result<()> {
     let Some(hf) = model.hf() else {
         bail!("--ranks needs a mixture-of-experts checkpoint");
     };
-    let n_group = match hf.cfg.moe.topk {
-        engine::model::hf::config::TopK::GroupMax { n_group, .. }
-        | engine::model::hf::config::TopK::GroupTop2Sum { n_group, .. } => n_group,
-        engine::model::hf::config::TopK::Greedy => 1,
-    };
+    let n_group = hf.cfg.moe.n_group();
     const PROMPT: usize = 8;
     let n_ctx = PROMPT + args.gen_tokens + 1;
     if n_ctx > model.config.n_ctx_train {

@@ -147,11 +147,7 @@ pub async fn rebalance(
             ),
         ));
     };
-    let n_group = m.model.hf().map_or(1, |h| match h.cfg.moe.topk {
-        engine::model::hf::config::TopK::GroupMax { n_group, .. }
-        | engine::model::hf::config::TopK::GroupTop2Sum { n_group, .. } => n_group,
-        engine::model::hf::config::TopK::Greedy => 1,
-    });
+    let n_group = m.model.hf().map_or(1, |h| h.cfg.moe.n_group());
     let report = ep
         .rebalance(n_group)
         .map_err(|e| ApiError::invalid(format!("cannot rebalance `{}`: {e}", m.record.id)))?;

@@ -102,6 +102,7 @@ impl RankGroup {
                 ep: ep.clone(),
                 load: l.clone(),
                 model: model.clone(),
+                stats: stats.clone(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -142,7 +143,13 @@ impl RankGroup {
             .min_by_key(|&r| self.load[r].load(Ordering::Relaxed))
             .unwrap_or(0);
         self.load[rank].fetch_add(1, Ordering::Relaxed);
+        // Counted as waiting while it sits in the rank's queue (the rank's scheduler counts
+        // it once taken in), so a burst never looks smaller than it is.
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         let sent = self.senders[rank].send(sub).map_err(|e| Box::new(e.0));
+        if sent.is_err() {
+            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
         self.wake.bump();
         sent
     }
@@ -168,6 +175,7 @@ struct Rank {
     ep: Option<Arc<EpShared>>,
     load: Arc<AtomicUsize>,
     model: Arc<Model>,
+    stats: Arc<SchedulerStats>,
 }
 
 const BUSY: u64 = 1;
@@ -178,7 +186,10 @@ impl Rank {
     fn drain(&mut self) -> bool {
         loop {
             match self.rx.try_recv() {
-                Ok(sub) => self.scheduler.submit(sub),
+                Ok(sub) => {
+                    self.scheduler.submit(sub);
+                    self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                }
                 Err(TryRecvError::Empty) => return false,
                 Err(TryRecvError::Disconnected) => return true,
             }

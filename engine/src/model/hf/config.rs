@@ -148,6 +148,16 @@ pub struct MoeConfig {
     pub moe_layers: Vec<bool>,
 }
 
+impl MoeConfig {
+    /// Expert groups of group-limited routing (DeepSeek's `n_group`); 1 otherwise.
+    pub fn n_group(&self) -> usize {
+        match self.topk {
+            TopK::GroupMax { n_group, .. } | TopK::GroupTop2Sum { n_group, .. } => n_group,
+            TopK::Greedy => 1,
+        }
+    }
+}
+
 /// A checked Hugging Face MoE configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HfConfig {
