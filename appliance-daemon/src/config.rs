@@ -47,6 +47,12 @@ pub struct FileConfig {
     pub kv_cache_bytes: Option<usize>,
     /// Engine ranks per MoE model (expert parallelism).
     pub ranks: Option<usize>,
+    /// Milliseconds between telemetry samples.
+    pub telemetry_interval_ms: Option<u64>,
+    /// Replay this recorded telemetry trace instead of reading NVML (demos, tests).
+    pub telemetry_replay: Option<PathBuf>,
+    /// URLs that get every alert change as a JSON POST.
+    pub alert_webhooks: Option<Vec<String>>,
     /// Extra expert slots per MoE layer (replicas of hot experts).
     pub redundant_experts: Option<usize>,
     /// `text` (the default) or `json`.
@@ -94,6 +100,9 @@ pub struct Overrides {
     pub kv_cache_bytes: Option<usize>,
     pub ranks: Option<usize>,
     pub redundant_experts: Option<usize>,
+    pub telemetry_interval_ms: Option<u64>,
+    pub telemetry_replay: Option<PathBuf>,
+    pub alert_webhooks: Vec<String>,
     pub log_format: Option<String>,
 }
 
@@ -135,6 +144,12 @@ pub struct ServeConfig {
     pub ranks: usize,
     /// Extra physical expert slots per MoE layer.
     pub redundant_experts: usize,
+    /// Time between telemetry samples.
+    pub telemetry_interval: Duration,
+    /// A telemetry trace replayed in place of NVML.
+    pub telemetry_replay: Option<PathBuf>,
+    /// Where alert changes are POSTed.
+    pub alert_webhooks: Vec<String>,
     pub log_format: LogFormat,
 }
 
@@ -217,6 +232,23 @@ impl ServeConfig {
             0,
             0..=4096,
         )?;
+        let telemetry_interval_ms = pick(
+            "telemetry_interval_ms",
+            over.telemetry_interval_ms.or(file.telemetry_interval_ms),
+            1000,
+            50..=60_000,
+        )?;
+        let telemetry_replay = over.telemetry_replay.or(file.telemetry_replay);
+        let alert_webhooks = if over.alert_webhooks.is_empty() {
+            file.alert_webhooks.unwrap_or_default()
+        } else {
+            over.alert_webhooks
+        };
+        for url in &alert_webhooks {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("`alert_webhooks`: `{url}` is not an http(s) URL");
+            }
+        }
         let log_format = match over.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -237,6 +269,9 @@ impl ServeConfig {
             kv_cache_bytes,
             ranks,
             redundant_experts,
+            telemetry_interval: Duration::from_millis(telemetry_interval_ms),
+            telemetry_replay,
+            alert_webhooks,
             log_format,
         })
     }

@@ -10,3 +10,4 @@ pub mod config;
 pub mod paths;
 pub mod server;
 pub mod store;
+pub mod telemetry;

@@ -82,9 +82,11 @@ pub struct Store {
     db: sled::Db,
     models: sled::Tree,
     settings: sled::Tree,
+    alerts: sled::Tree,
 }
 
 const MODELS: &str = "models";
+const ALERTS: &str = "alerts";
 const SETTINGS: &str = "settings";
 const SETTINGS_KEY: &str = "daemon";
 
@@ -102,10 +104,12 @@ impl Store {
             .map_err(open_err)?;
         let models = db.open_tree(MODELS)?;
         let settings = db.open_tree(SETTINGS)?;
+        let alerts = db.open_tree(ALERTS)?;
         Ok(Store {
             db,
             models,
             settings,
+            alerts,
         })
     }
 
@@ -167,6 +171,26 @@ impl Store {
             let (key, bytes) = item?;
             let id = String::from_utf8_lossy(&key).into_owned();
             out.push(from_json(MODELS, &id, &bytes));
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// Adds or replaces an alert record under `key`, durably.
+    pub fn put_alert<T: Serialize>(&self, key: &str, alert: &T) -> Result<()> {
+        self.alerts
+            .insert(key.as_bytes(), to_json(alert).as_slice())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every alert record in key order (corrupt ones as errors next to the good ones).
+    pub fn alerts<T: for<'de> Deserialize<'de>>(&self) -> Result<Vec<Result<T>>> {
+        let mut out = Vec::new();
+        for item in self.alerts.iter() {
+            let (key, bytes) = item?;
+            out.push(from_json(ALERTS, &String::from_utf8_lossy(&key), &bytes));
         }
         Ok(out)
     }

@@ -10,3 +10,4 @@ mod eplb;
 mod moe;
 mod parity;
 mod serve;
+mod telemetry;

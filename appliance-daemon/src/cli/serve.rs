@@ -56,6 +56,21 @@ pub struct ServeArgs {
     /// the ranks, tokens exchanged at each MoE layer [default: 1].
     #[arg(long, env = "OASIS_RANKS", value_name = "R")]
     pub ranks: Option<usize>,
+    /// Milliseconds between GPU and host telemetry samples [default: 1000].
+    #[arg(long, env = "OASIS_TELEMETRY_INTERVAL_MS", value_name = "MS")]
+    pub telemetry_interval_ms: Option<u64>,
+    /// Replay a recorded telemetry trace (JSON lines) instead of reading NVML.
+    #[arg(long, env = "OASIS_TELEMETRY_REPLAY", value_name = "FILE")]
+    pub telemetry_replay: Option<PathBuf>,
+    /// A URL that gets every alert change as a JSON POST (repeatable; `OASIS_ALERT_WEBHOOKS`
+    /// takes a comma-separated list).
+    #[arg(
+        long = "alert-webhook",
+        env = "OASIS_ALERT_WEBHOOKS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub alert_webhooks: Vec<String>,
     /// Extra expert slots per MoE layer, replicas of hot experts [default: 0].
     #[arg(long, env = "OASIS_REDUNDANT_EXPERTS", value_name = "N")]
     pub redundant_experts: Option<usize>,
@@ -91,6 +106,9 @@ impl ServeArgs {
                 max_running: self.max_running,
                 ranks: self.ranks,
                 redundant_experts: self.redundant_experts,
+                telemetry_interval_ms: self.telemetry_interval_ms,
+                telemetry_replay: self.telemetry_replay.clone(),
+                alert_webhooks: self.alert_webhooks.clone(),
                 kv_cache_bytes: self.kv_cache_bytes,
                 log_format: self.log_format.clone(),
             },

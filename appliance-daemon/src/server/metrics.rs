@@ -259,6 +259,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         "Max over mean of the expert pairs computed per rank (1 = even).",
         &ep_models,
     );
+    telemetry_metrics(&mut out, &st);
     st.latencies.ttft.render(
         &mut out,
         "oasis_time_to_first_token_seconds",
@@ -286,6 +287,248 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// GPU metrics under dcgm-exporter's names and labels (so its Grafana dashboards work),
+/// and host metrics.
+fn telemetry_metrics(out: &mut String, st: &AppState) {
+    let Some(snap) = st.telemetry.latest() else {
+        return;
+    };
+    let status = st.telemetry.status();
+    let host = escape(&snap.host.hostname);
+    let labels = |g: &crate::telemetry::types::GpuSample| {
+        format!(
+            "gpu=\"{}\",UUID=\"{}\",pci_bus_id=\"{}\",device=\"nvidia{}\",modelName=\"{}\",Hostname=\"{}\"",
+            g.index,
+            escape(&g.uuid),
+            escape(&g.pci_bus_id),
+            g.index,
+            escape(&g.name),
+            host
+        )
+    };
+    type Field = fn(&crate::telemetry::types::GpuSample) -> Option<f64>;
+    let fields: [(&str, &str, &str, Field); 21] = [
+        (
+            "DCGM_FI_DEV_GPU_UTIL",
+            "gauge",
+            "GPU utilization (in %).",
+            |g| g.gpu_util_pct,
+        ),
+        (
+            "DCGM_FI_DEV_MEM_COPY_UTIL",
+            "gauge",
+            "Memory utilization (in %).",
+            |g| g.mem_util_pct,
+        ),
+        (
+            "DCGM_FI_DEV_FB_USED",
+            "gauge",
+            "Framebuffer memory used (in MiB).",
+            |g| g.mem_used_bytes.map(|b| b as f64 / 1048576.0),
+        ),
+        (
+            "DCGM_FI_DEV_FB_FREE",
+            "gauge",
+            "Framebuffer memory free (in MiB).",
+            |g| g.mem_free_bytes.map(|b| b as f64 / 1048576.0),
+        ),
+        (
+            "DCGM_FI_DEV_GPU_TEMP",
+            "gauge",
+            "GPU temperature (in C).",
+            |g| g.temp_gpu_c,
+        ),
+        (
+            "DCGM_FI_DEV_MEMORY_TEMP",
+            "gauge",
+            "Memory temperature (in C).",
+            |g| g.temp_mem_c,
+        ),
+        (
+            "DCGM_FI_DEV_POWER_USAGE",
+            "gauge",
+            "Power draw (in W).",
+            |g| g.power_w,
+        ),
+        (
+            "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+            "counter",
+            "Total energy consumption since boot (in mJ).",
+            |g| g.energy_mj.map(|v| v as f64),
+        ),
+        (
+            "DCGM_FI_DEV_SM_CLOCK",
+            "gauge",
+            "SM clock frequency (in MHz).",
+            |g| g.sm_clock_mhz.map(f64::from),
+        ),
+        (
+            "DCGM_FI_DEV_MEM_CLOCK",
+            "gauge",
+            "Memory clock frequency (in MHz).",
+            |g| g.mem_clock_mhz.map(f64::from),
+        ),
+        ("DCGM_FI_DEV_FAN_SPEED", "gauge", "Fan speed (in %).", |g| {
+            g.fan_pct.map(f64::from)
+        }),
+        (
+            "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+            "counter",
+            "Total number of PCIe retries.",
+            |g| g.pcie_replay_count.map(|v| v as f64),
+        ),
+        (
+            "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+            "counter",
+            "Total number of single-bit volatile ECC errors.",
+            |g| g.ecc_corrected_volatile.map(|v| v as f64),
+        ),
+        (
+            "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+            "counter",
+            "Total number of double-bit volatile ECC errors.",
+            |g| g.ecc_uncorrected_volatile.map(|v| v as f64),
+        ),
+        (
+            "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
+            "counter",
+            "Total number of single-bit persistent ECC errors.",
+            |g| g.ecc_corrected_aggregate.map(|v| v as f64),
+        ),
+        (
+            "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL",
+            "counter",
+            "Total number of double-bit persistent ECC errors.",
+            |g| g.ecc_uncorrected_aggregate.map(|v| v as f64),
+        ),
+        (
+            "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+            "counter",
+            "Number of remapped rows for correctable errors.",
+            |g| g.remapped_rows_correctable.map(|v| v as f64),
+        ),
+        (
+            "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+            "counter",
+            "Number of remapped rows for uncorrectable errors.",
+            |g| g.remapped_rows_uncorrectable.map(|v| v as f64),
+        ),
+        (
+            "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+            "gauge",
+            "Whether remapping of rows has failed.",
+            |g| g.remap_failure.map(|b| f64::from(u8::from(b))),
+        ),
+        (
+            "DCGM_FI_PROF_SM_ACTIVE",
+            "gauge",
+            "The ratio of cycles an SM has at least 1 warp assigned (in %).",
+            |g| g.sm_active_pct.map(|p| p / 100.0),
+        ),
+        (
+            "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+            "gauge",
+            "Ratio of cycles the tensor (HMMA) pipe is active (in %).",
+            |g| g.tensor_active_pct.map(|p| p / 100.0),
+        ),
+    ];
+    for (name, kind, help, f) in fields {
+        let rows: Vec<String> = snap
+            .gpus
+            .iter()
+            .filter_map(|g| f(g).map(|v| format!("{name}{{{}}} {v}", labels(g))))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for r in rows {
+            let _ = writeln!(out, "{r}");
+        }
+    }
+    // The last XID each GPU reported (dcgm-exporter's DCGM_FI_DEV_XID_ERRORS).
+    let events = st.telemetry.events();
+    let xids: Vec<String> = snap
+        .gpus
+        .iter()
+        .filter_map(|g| {
+            events
+                .iter()
+                .rev()
+                .find(|e| e.gpu == g.index && e.xid.is_some())
+                .and_then(|e| e.xid)
+                .map(|x| format!("DCGM_FI_DEV_XID_ERRORS{{{}}} {x}", labels(g)))
+        })
+        .collect();
+    if !xids.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP DCGM_FI_DEV_XID_ERRORS Value of the last XID error encountered.\n# TYPE DCGM_FI_DEV_XID_ERRORS gauge"
+        );
+        for r in xids {
+            let _ = writeln!(out, "{r}");
+        }
+    }
+    let h = &snap.host;
+    let _ = writeln!(
+        out,
+        "# HELP oasis_gpu_available Whether GPU telemetry is available (NVML or a replay).\n# TYPE oasis_gpu_available gauge\noasis_gpu_available {}",
+        u8::from(status.available)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP oasis_gpu_count GPUs reported.\n# TYPE oasis_gpu_count gauge\noasis_gpu_count {}",
+        snap.gpus.len()
+    );
+    for (name, help, v) in [
+        (
+            "oasis_host_cpu_utilization_ratio",
+            "CPU busy, all cores (0-1).",
+            h.cpu_pct / 100.0,
+        ),
+        ("oasis_host_load1", "1-minute load average.", h.load_1m),
+        (
+            "oasis_host_memory_total_bytes",
+            "Host memory.",
+            h.mem_total_bytes as f64,
+        ),
+        (
+            "oasis_host_memory_used_bytes",
+            "Host memory in use.",
+            h.mem_used_bytes as f64,
+        ),
+        (
+            "oasis_host_swap_used_bytes",
+            "Swap in use.",
+            h.swap_used_bytes as f64,
+        ),
+        (
+            "oasis_host_uptime_seconds",
+            "Host uptime.",
+            h.uptime_s as f64,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP oasis_host_disk_available_bytes Free space per mount.\n# TYPE oasis_host_disk_available_bytes gauge"
+    );
+    for d in &h.disks {
+        let _ = writeln!(
+            out,
+            "oasis_host_disk_available_bytes{{mount=\"{}\"}} {}",
+            escape(&d.mount),
+            d.available_bytes
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP oasis_telemetry_sample_seconds Mean time one telemetry sample takes.\n# TYPE oasis_telemetry_sample_seconds gauge\noasis_telemetry_sample_seconds {}",
+        st.telemetry.mean_sample_us() / 1e6
+    );
 }
 
 #[cfg(test)]

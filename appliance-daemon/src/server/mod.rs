@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod openai;
 pub mod openapi;
 pub mod routes;
+pub mod system;
 pub mod validate;
 pub mod worker;
 
@@ -58,6 +59,8 @@ pub struct Inner {
     pub draining: AtomicBool,
     /// TTFT, inter-token and end-to-end latency histograms for `/metrics`.
     pub latencies: metrics::Latencies,
+    /// GPU and host readings.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl std::ops::Deref for AppState {
@@ -68,12 +71,19 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: ServeConfig, catalog: Catalog, settings: Settings, store: Store) -> Self {
+    pub fn new(
+        config: ServeConfig,
+        catalog: Catalog,
+        settings: Settings,
+        store: Store,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+    ) -> Self {
         AppState(Arc::new(Inner {
             config,
             catalog,
             settings,
             store,
+            telemetry,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             latencies: metrics::Latencies::default(),
@@ -105,6 +115,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/completions"),
     ("GET", "/openapi.json"),
     ("GET", "/admin/v1/status"),
+    ("GET", "/admin/v1/system"),
+    ("GET", "/admin/v1/gpus"),
+    ("GET", "/admin/v1/alerts"),
     ("GET", "/admin/v1/engine/experts"),
     ("POST", "/admin/v1/engine/rebalance"),
     ("GET", "/metrics"),
@@ -123,6 +136,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/admin/v1/status", get(routes::status))
+        .route("/admin/v1/system", get(system::system))
+        .route("/admin/v1/gpus", get(system::gpus))
+        .route("/admin/v1/alerts", get(system::alerts))
         .route("/admin/v1/engine/experts", get(experts::experts))
         .route("/admin/v1/engine/rebalance", post(experts::rebalance))
         .route("/metrics", get(metrics::metrics))
@@ -206,12 +222,19 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     if catalog.served.is_empty() {
         tracing::warn!("no model is loaded: /readyz reports not ready; start with --model PATH");
     }
+    let telemetry = crate::telemetry::Telemetry::start(&crate::telemetry::TelemetryConfig {
+        interval: config.telemetry_interval,
+        replay: config.telemetry_replay.clone(),
+        rules: crate::telemetry::alerts::AlertRules::default(),
+        webhooks: config.alert_webhooks.clone(),
+        store: Some(store.clone()),
+    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let grace = config.shutdown_grace;
-    let state = AppState::new(config, catalog, settings, store);
+    let state = AppState::new(config, catalog, settings, store, telemetry);
     // One machine-readable line on stdout: scripts and tests read the address from it.
     println!("oasis: listening on http://{addr}");
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, models = ?state.catalog.served_ids(), "serving");

@@ -5,7 +5,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{completions, experts, metrics, routes};
+use super::{completions, experts, metrics, routes, system};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -19,6 +19,9 @@ use super::{completions, experts, metrics, routes};
         routes::list_models,
         routes::get_model,
         routes::status,
+        system::system,
+        system::gpus,
+        system::alerts,
         experts::experts,
         experts::rebalance,
         completions::chat_completions,

@@ -1,0 +1,236 @@
+//! Telemetry end to end through the real daemon: no NVIDIA driver on this machine (host
+//! metrics, `available: false`), and a replayed trace driving the GPU views and the
+//! dcgm-exporter-named metrics.
+
+use std::time::Duration;
+
+use tests::daemon::{Daemon, raw_request};
+use tests::workspace_root;
+
+fn metrics(d: &Daemon) -> String {
+    String::from_utf8_lossy(&raw_request(&d.addr, "GET", "/metrics", &[], b"").body).into_owned()
+}
+
+#[test]
+fn without_a_driver_the_daemon_reports_the_host_and_no_gpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &tmp.path().join("data"),
+        &["--telemetry-interval-ms", "100"],
+    );
+    let (status, sys) = d.get("/admin/v1/system");
+    assert_eq!(status, 200, "{sys}");
+    assert_eq!(sys["gpu"]["available"], false, "{sys}");
+    assert_eq!(sys["gpu"]["source"], "none");
+    let reason = sys["gpu"]["reason"].as_str().unwrap();
+    assert!(!reason.is_empty());
+    let host = &sys["host"];
+    assert!(host["cpu_count"].as_u64().unwrap() >= 1, "{host}");
+    assert!(host["mem_total_bytes"].as_u64().unwrap() > 0);
+    assert!(!host["disks"].as_array().unwrap().is_empty());
+    let (status, gpus) = d.get("/admin/v1/gpus");
+    assert_eq!(status, 200);
+    assert_eq!(gpus["available"], false);
+    assert!(gpus["gpus"].as_array().unwrap().is_empty());
+    // The sampler keeps going.
+    std::thread::sleep(Duration::from_millis(350));
+    let (_, sys) = d.get("/admin/v1/system");
+    assert!(sys["sampler"]["samples"].as_u64().unwrap() >= 3, "{sys}");
+    let m = metrics(&d);
+    assert!(m.contains("oasis_gpu_available 0"), "{m}");
+    assert!(m.contains("oasis_host_memory_total_bytes"));
+    assert!(!m.contains("DCGM_FI_DEV_GPU_TEMP"));
+}
+
+#[test]
+fn a_replayed_trace_drives_the_gpu_views_and_dcgm_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = workspace_root().join("tests/fixtures/telemetry/synthetic-h200x2.jsonl");
+    let d = Daemon::start(
+        &tmp.path().join("data"),
+        &[
+            "--telemetry-interval-ms",
+            "50",
+            "--telemetry-replay",
+            trace.to_str().unwrap(),
+        ],
+    );
+    let (_, sys) = d.get("/admin/v1/system");
+    assert_eq!(sys["gpu"]["available"], true, "{sys}");
+    assert_eq!(sys["gpu"]["source"], "replay");
+    assert_eq!(sys["gpu"]["driver"]["cuda_driver_version"], "12.8");
+    assert_eq!(sys["gpus"].as_array().unwrap().len(), 2);
+    // Within the trace's 20 samples the XID 79 of GPU 1 arrives.
+    let mut xid = false;
+    for _ in 0..100 {
+        let (_, g) = d.get("/admin/v1/gpus");
+        assert_eq!(g["gpus"][0]["name"], "NVIDIA H200 (synthetic)");
+        if g["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["xid"] == 79 && e["gpu"] == 1)
+        {
+            xid = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(xid, "the trace's XID 79 never showed");
+    let m = metrics(&d);
+    assert!(m.contains("oasis_gpu_available 1"));
+    let temp = m
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "DCGM_FI_DEV_GPU_TEMP{gpu=\"0\",UUID=\"GPU-00000000-0000-0000-0000-000000000000\"",
+            )
+        })
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(
+        temp.contains("modelName=\"NVIDIA H200 (synthetic)\""),
+        "{temp}"
+    );
+    assert!(m.contains("DCGM_FI_DEV_XID_ERRORS{gpu=\"1\""), "{m}");
+    assert!(m.contains("# TYPE DCGM_FI_DEV_FB_USED gauge"));
+    assert!(m.contains("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{gpu=\"1\""));
+}
+
+#[test]
+fn a_bad_trace_stops_the_start_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"type\":\"sample\",\"ts_ms\":1,\"gpus\":[{\"index\":\"zero\"}]}\n",
+    )
+    .unwrap();
+    let out = tests::oasis(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        tmp.path().join("data").to_str().unwrap(),
+        "--telemetry-replay",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.jsonl") && err.contains("line 1"), "{err}");
+}
+
+/// A webhook receiver on 127.0.0.1: records each POSTed JSON body, answers 200.
+fn webhook_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                sink.lock().unwrap().push(v);
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn a_replayed_xid_and_heat_raise_and_resolve_alerts_that_reach_a_webhook_and_persist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let trace = workspace_root().join("tests/fixtures/telemetry/synthetic-h200x2.jsonl");
+    let (url, got) = webhook_receiver();
+    let d = Daemon::start(
+        &data,
+        &[
+            "--telemetry-interval-ms",
+            "50",
+            "--telemetry-replay",
+            trace.to_str().unwrap(),
+            "--alert-webhook",
+            &url,
+        ],
+    );
+    let key_state = |alerts: &serde_json::Value, key: &str| -> Option<String> {
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["state"].as_str().unwrap().to_string())
+    };
+    let mut ok = false;
+    for _ in 0..200 {
+        let (status, alerts) = d.get("/admin/v1/alerts");
+        assert_eq!(status, 200);
+        let heat = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["alert"]["key"] == "gpu_temperature:gpu0")
+            .map(|v| v["alert"]["state"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>();
+        let xid_hook = got.lock().unwrap().iter().any(|v| {
+            v["alert"]["key"] == "xid_critical:gpu1:xid79" && v["alert"]["state"] == "firing"
+        });
+        if key_state(&alerts, "xid_critical:gpu1:xid79").as_deref() == Some("firing")
+            && heat.contains(&"firing".to_string())
+            && heat.contains(&"resolved".to_string())
+            && xid_hook
+        {
+            let xid = alerts["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["key"] == "xid_critical:gpu1:xid79")
+                .unwrap();
+            assert!(
+                xid["action"]
+                    .as_str()
+                    .unwrap()
+                    .contains("fallen off the bus"),
+                "{xid}"
+            );
+            assert_eq!(xid["severity"], "critical");
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(
+        ok,
+        "alerts: {}\nwebhook: {:?}",
+        d.get("/admin/v1/alerts").1,
+        got.lock().unwrap()
+    );
+    // Alerts survive a crash: the records are in sled.
+    d.kill9();
+    let d = Daemon::start(&data, &["--telemetry-interval-ms", "50"]);
+    let (_, alerts) = d.get("/admin/v1/alerts");
+    assert!(
+        key_state(&alerts, "xid_critical:gpu1:xid79").is_some(),
+        "{alerts}"
+    );
+}
