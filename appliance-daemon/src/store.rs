@@ -83,10 +83,12 @@ pub struct Store {
     models: sled::Tree,
     settings: sled::Tree,
     alerts: sled::Tree,
+    history: sled::Tree,
 }
 
 const MODELS: &str = "models";
 const ALERTS: &str = "alerts";
+const HISTORY: &str = "history";
 const SETTINGS: &str = "settings";
 const SETTINGS_KEY: &str = "daemon";
 
@@ -105,11 +107,13 @@ impl Store {
         let models = db.open_tree(MODELS)?;
         let settings = db.open_tree(SETTINGS)?;
         let alerts = db.open_tree(ALERTS)?;
+        let history = db.open_tree(HISTORY)?;
         Ok(Store {
             db,
             models,
             settings,
             alerts,
+            history,
         })
     }
 
@@ -185,6 +189,58 @@ impl Store {
         Ok(())
     }
 
+    /// Stores one minute's aggregate of GPU `gpu` (starting at `minute_ms`) and deletes
+    /// that GPU's minutes older than `keep_from_ms`.
+    pub fn put_minute<T: Serialize>(
+        &self,
+        gpu: u32,
+        minute_ms: u64,
+        value: &T,
+        keep_from_ms: u64,
+    ) -> Result<()> {
+        self.history
+            .insert(minute_key(gpu, minute_ms), to_json(value).as_slice())?;
+        let old: Vec<sled::IVec> = self
+            .history
+            .range(minute_key(gpu, 0)..minute_key(gpu, keep_from_ms))
+            .keys()
+            .collect::<std::result::Result<_, _>>()?;
+        for k in old {
+            self.history.remove(k)?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// GPU `gpu`'s stored minutes from `from_ms` to `to_ms`, in time order.
+    pub fn minutes<T: for<'de> Deserialize<'de>>(
+        &self,
+        gpu: u32,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for item in self
+            .history
+            .range(minute_key(gpu, from_ms)..=minute_key(gpu, to_ms))
+        {
+            let (_, bytes) = item?;
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes the history tree holds on disk (approximate: keys and values).
+    pub fn history_bytes(&self) -> u64 {
+        self.history
+            .iter()
+            .filter_map(std::result::Result::ok)
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
+    }
+
     /// Every alert record in key order (corrupt ones as errors next to the good ones).
     pub fn alerts<T: for<'de> Deserialize<'de>>(&self) -> Result<Vec<Result<T>>> {
         let mut out = Vec::new();
@@ -194,6 +250,14 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Big-endian (gpu, minute): keys sort by GPU, then time.
+fn minute_key(gpu: u32, minute_ms: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&gpu.to_be_bytes());
+    k[4..].copy_from_slice(&minute_ms.to_be_bytes());
+    k
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -256,6 +320,26 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minutes_are_kept_per_gpu_in_order_and_old_ones_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for m in 0..10u64 {
+            // Keep the last 5 minutes.
+            let keep_from = (m * 60_000).saturating_sub(4 * 60_000);
+            store.put_minute(0, m * 60_000, &m, keep_from).unwrap();
+            store
+                .put_minute(1, m * 60_000, &(100 + m), keep_from)
+                .unwrap();
+        }
+        let g0: Vec<u64> = store.minutes(0, 0, u64::MAX).unwrap();
+        assert_eq!(g0, vec![5, 6, 7, 8, 9]);
+        let g1: Vec<u64> = store.minutes(1, 6 * 60_000, 8 * 60_000).unwrap();
+        assert_eq!(g1, vec![106, 107, 108]);
+        let bytes = store.history_bytes();
+        assert!(bytes > 0 && bytes < 10 * 30, "{bytes}");
+    }
 
     fn record(id: &str) -> ModelRecord {
         ModelRecord {

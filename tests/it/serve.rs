@@ -825,7 +825,7 @@ fn a_small_cache_preempts_instead_of_failing() {
     );
     let id = model_id(&d);
     assert_eq!(
-        metric(&d, &format!("oasis_kv_blocks_total{{model=\"{id}\"}}")),
+        metric(&d, &format!("oasis_kv_blocks{{model=\"{id}\"}}")),
         4.0
     );
     let results: Vec<(u16, Value)> = std::thread::scope(|s| {

@@ -94,6 +94,119 @@ fn a_replayed_trace_drives_the_gpu_views_and_dcgm_metrics() {
     assert!(m.contains("DCGM_FI_DEV_XID_ERRORS{gpu=\"1\""), "{m}");
     assert!(m.contains("# TYPE DCGM_FI_DEV_FB_USED gauge"));
     assert!(m.contains("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{gpu=\"1\""));
+
+    // promtool: the text parses; the only lint findings are the ones dcgm-exporter's own
+    // names and labels carry (kept so its dashboards work), none on Oasis's metrics.
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`; scripts/setup-host installs it)");
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let code = out.status.code().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        code == 0 || code == 3,
+        "promtool failed to parse /metrics ({code}): {report}"
+    );
+    for line in report.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.starts_with("DCGM_FI_"),
+            "lint finding on an Oasis metric: {line}"
+        );
+        assert!(
+            line.contains("camelCase")
+                || line.contains("\"_total\" suffix")
+                || line.contains("should not include type"),
+            "unexpected lint finding: {line}"
+        );
+    }
+
+    // Every metric the shipped Grafana dashboard queries is exported.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("deploy/grafana/oasis-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut names = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("DCGM_") || word.starts_with("oasis_") {
+                    names.push(word.to_string());
+                }
+            }
+        }
+    }
+    assert!(names.len() > 10);
+    for name in names {
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with(&name) || l.starts_with(&format!("# TYPE {name} "))),
+            "the dashboard queries {name}, which /metrics lacks"
+        );
+    }
+
+    // History from memory: 200 ms buckets of the last few seconds.
+    std::thread::sleep(Duration::from_millis(1200));
+    let now = d.get("/admin/v1/gpus").1["ts_ms"].as_u64().unwrap();
+    let (status, h) = d.get(&format!(
+        "/admin/v1/gpus/0/history?from={}&to={now}&step=200",
+        now - 3000
+    ));
+    assert_eq!(status, 200, "{h}");
+    let buckets = h["buckets"].as_array().unwrap();
+    assert!(buckets.len() >= 5, "{h}");
+    for b in buckets {
+        let (avg, max) = (
+            b["temp_gpu_c_avg"].as_f64().unwrap(),
+            b["temp_gpu_c_max"].as_f64().unwrap(),
+        );
+        assert!(b["samples"].as_u64().unwrap() >= 1 && avg <= max, "{b}");
+        assert_eq!(b["ts_ms"].as_u64().unwrap() % 200, (now - 3000) % 200);
+    }
+    for (query, want) in [
+        ("/admin/v1/gpus/0/history?step=10", 400),
+        ("/admin/v1/gpus/7/history", 404),
+        ("/admin/v1/gpus/zero/history", 400),
+        ("/admin/v1/gpus/0/history?from=20&to=10", 400),
+        ("/admin/v1/gpus/0/history?bogus=1", 400),
+        ("/admin/v1/gpus/0/history?step=-5", 400),
+    ] {
+        let (status, body) = d.get(query);
+        assert_eq!(status, want, "{query}: {body}");
+        assert!(body["error"]["message"].is_string(), "{query}: {body}");
+    }
+
+    // The live stream: one `sample` event per sample.
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = std::net::TcpStream::connect(&d.addr).unwrap();
+    conn.write_all(b"GET /admin/v1/telemetry/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut samples = 0;
+    for line in BufReader::new(conn).lines() {
+        let line = line.unwrap();
+        if line == "event: sample" {
+            samples += 1;
+            if samples == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(samples, 3);
 }
 
 #[test]
@@ -224,6 +337,19 @@ fn a_replayed_xid_and_heat_raise_and_resolve_alerts_that_reach_a_webhook_and_per
         "alerts: {}\nwebhook: {:?}",
         d.get("/admin/v1/alerts").1,
         got.lock().unwrap()
+    );
+    // `oasis status` shows the GPUs and the firing alerts.
+    let out = tests::stdout_ok(&tests::oasis_with_env(
+        &["status"],
+        &[("OASIS_URL", d.url.as_str())],
+    ));
+    assert!(
+        out.contains("NVIDIA H200 (synthetic)") && out.contains("driver 570.86.15"),
+        "{out}"
+    );
+    assert!(
+        out.contains("xid_critical:gpu1:xid79") && out.contains("fallen off the bus"),
+        "{out}"
     );
     // Alerts survive a crash: the records are in sled.
     d.kill9();

@@ -23,12 +23,104 @@ pub enum ModelCommand {
 
 pub fn status(args: &StatusArgs) -> Result<()> {
     let doc = args.daemon.get("/admin/v1/status")?;
+    let system = args.daemon.get("/admin/v1/system")?;
+    let alerts = args.daemon.get("/admin/v1/alerts")?;
     if args.daemon.json {
-        println!("{doc}");
+        let mut all = doc.clone();
+        if let Some(o) = all.as_object_mut() {
+            o.insert("system".into(), system);
+            o.insert("alerts".into(), alerts);
+        }
+        println!("{all}");
         return Ok(());
     }
     print!("{}", render_status(&args.daemon.base_url()?, &doc));
+    print!("{}", render_health(&system, &alerts));
     Ok(())
+}
+
+/// The host, the GPUs and the firing alerts, as a table.
+fn render_health(system: &Value, alerts: &Value) -> String {
+    let mut out = String::new();
+    let h = &system["host"];
+    let gib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64;
+    let _ = writeln!(
+        out,
+        "host: {} ({}), {} cores at {:.0}%, load {:.2}, memory {:.1}/{:.1} GiB",
+        s(&h["hostname"]),
+        s(&h["os"]),
+        n(&h["cpu_count"]),
+        h["cpu_pct"].as_f64().unwrap_or(0.0),
+        h["load_1m"].as_f64().unwrap_or(0.0),
+        gib(&h["mem_used_bytes"]),
+        gib(&h["mem_total_bytes"]),
+    );
+    let gpu = &system["gpu"];
+    if gpu["available"] != true {
+        let _ = writeln!(out, "gpus: none ({})", s(&gpu["reason"]));
+    } else {
+        let _ = writeln!(
+            out,
+            "gpus: {} (driver {}, CUDA {})",
+            system["gpus"].as_array().map_or(0, Vec::len),
+            s(&gpu["driver"]["driver_version"]),
+            s(&gpu["driver"]["cuda_driver_version"]),
+        );
+        let _ = writeln!(
+            out,
+            "  {:<3} {:<26} {:>5} {:>15} {:>6} {:>7}",
+            "gpu", "name", "util", "memory GiB", "temp", "power"
+        );
+        for g in system["gpus"].as_array().cloned().unwrap_or_default() {
+            if let Some(e) = g["error"].as_str() {
+                let _ = writeln!(
+                    out,
+                    "  {:<3} {:<26} ERROR: {e}",
+                    n(&g["index"]),
+                    s(&g["name"])
+                );
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  {:<3} {:<26} {:>4.0}% {:>6.1} / {:>6.1} {:>5.0}C {:>6.0}W",
+                n(&g["index"]),
+                s(&g["name"]),
+                g["gpu_util_pct"].as_f64().unwrap_or(0.0),
+                gib(&g["mem_used_bytes"]),
+                gib(&g["mem_total_bytes"]),
+                g["temp_gpu_c"].as_f64().unwrap_or(0.0),
+                g["power_w"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
+    let firing: Vec<Value> = alerts["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|x| x["state"] == "firing")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if firing.is_empty() {
+        let _ = writeln!(out, "alerts: none firing");
+    } else {
+        let _ = writeln!(out, "alerts firing: {}", firing.len());
+        for a in firing {
+            let _ = writeln!(
+                out,
+                "  [{}] {}: {}",
+                s(&a["severity"]),
+                s(&a["key"]),
+                s(&a["message"])
+            );
+            if let Some(action) = a["action"].as_str() {
+                let _ = writeln!(out, "      -> {action}");
+            }
+        }
+    }
+    out
 }
 
 pub fn model(cmd: &ModelCommand) -> Result<()> {

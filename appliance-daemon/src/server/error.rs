@@ -90,6 +90,11 @@ impl ApiError {
         .with_code("model_not_found")
     }
 
+    /// 404 for something the daemon does not have (a GPU index, ...).
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message).with_code("not_found")
+    }
+
     /// 404 for an unknown route.
     pub fn route_not_found(method: &str, path: &str) -> ApiError {
         Self::new(

@@ -124,7 +124,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let u = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as f64;
     gauge(
         &mut out,
-        "oasis_kv_blocks_total",
+        "oasis_kv_blocks",
         "gauge",
         "Blocks in the key/value cache pool.",
         &eng(&|e| u(&e.kv_blocks_total)),
@@ -479,7 +479,7 @@ fn telemetry_metrics(out: &mut String, st: &AppState) {
     );
     let _ = writeln!(
         out,
-        "# HELP oasis_gpu_count GPUs reported.\n# TYPE oasis_gpu_count gauge\noasis_gpu_count {}",
+        "# HELP oasis_gpus GPUs reported.\n# TYPE oasis_gpus gauge\noasis_gpus {}",
         snap.gpus.len()
     );
     for (name, help, v) in [

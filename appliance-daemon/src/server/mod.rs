@@ -117,6 +117,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/v1/status"),
     ("GET", "/admin/v1/system"),
     ("GET", "/admin/v1/gpus"),
+    ("GET", "/admin/v1/gpus/{index}/history"),
+    ("GET", "/admin/v1/telemetry/stream"),
     ("GET", "/admin/v1/alerts"),
     ("GET", "/admin/v1/engine/experts"),
     ("POST", "/admin/v1/engine/rebalance"),
@@ -138,6 +140,8 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/status", get(routes::status))
         .route("/admin/v1/system", get(system::system))
         .route("/admin/v1/gpus", get(system::gpus))
+        .route("/admin/v1/gpus/{index}/history", get(system::gpu_history))
+        .route("/admin/v1/telemetry/stream", get(system::stream))
         .route("/admin/v1/alerts", get(system::alerts))
         .route("/admin/v1/engine/experts", get(experts::experts))
         .route("/admin/v1/engine/rebalance", post(experts::rebalance))

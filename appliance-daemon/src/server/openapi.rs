@@ -22,6 +22,8 @@ use super::{completions, experts, metrics, routes, system};
         system::system,
         system::gpus,
         system::alerts,
+        system::gpu_history,
+        system::stream,
         experts::experts,
         experts::rebalance,
         completions::chat_completions,

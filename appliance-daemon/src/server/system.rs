@@ -1,12 +1,17 @@
 //! The box itself: `GET /admin/v1/system` (host, driver, GPU summary) and
 //! `GET /admin/v1/gpus` (every GPU's latest reading), from the telemetry sampler.
 
+use std::convert::Infallible;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::error::ApiError;
 use crate::telemetry::GpuStatus;
 
 /// The host, the GPUs' availability and the sampler.
@@ -133,4 +138,108 @@ pub async fn alerts(State(st): State<AppState>) -> Json<AlertsReport> {
             .filter_map(|a| serde_json::to_value(a).ok())
             .collect(),
     })
+}
+
+/// `from`, `to` (ms since the Unix epoch) and `step` (ms) of a history query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Start, ms since the Unix epoch [default: an hour before `to`].
+    pub from: Option<u64>,
+    /// End [default: now].
+    pub to: Option<u64>,
+    /// Bucket width in ms [default: 60000; at least the sampling interval].
+    pub step: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryReport {
+    pub gpu: u32,
+    pub from: u64,
+    pub to: u64,
+    pub step: u64,
+    /// Averages and maxima per bucket (`telemetry::history::Bucket`).
+    #[schema(value_type = Vec<Object>)]
+    pub buckets: Vec<serde_json::Value>,
+}
+
+/// A GPU's readings over time: the last hour from memory at any step, older ranges from the
+/// minute aggregates kept for 30 days.
+#[utoipa::path(get, path = "/admin/v1/gpus/{index}/history", params(("index" = u32, Path), HistoryQuery),
+    responses((status = 200, body = HistoryReport), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn gpu_history(
+    State(st): State<AppState>,
+    Path(index): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryReport>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad history query: {e}")))?;
+    let gpu: u32 = index
+        .parse()
+        .map_err(|_| ApiError::invalid_param("index", format!("`{index}` is not a GPU index")))?;
+    let t = &st.telemetry;
+    let known = t
+        .latest()
+        .is_some_and(|s| s.gpus.iter().any(|g| g.index == gpu));
+    if !known {
+        return Err(ApiError::not_found(format!("no GPU with index {gpu}")));
+    }
+    let to = q.to.unwrap_or_else(crate::telemetry::now_ms);
+    let from = q.from.unwrap_or(to.saturating_sub(3_600_000));
+    if from >= to {
+        return Err(ApiError::invalid_param(
+            "from",
+            "`from` must be before `to`",
+        ));
+    }
+    let min_step = t.interval.as_millis() as u64;
+    let step = q.step.unwrap_or(60_000);
+    if step < min_step || (to - from) / step > 100_000 {
+        return Err(ApiError::invalid_param(
+            "step",
+            format!(
+                "`step` must be at least the sampling interval ({min_step} ms) and give at most 100000 buckets"
+            ),
+        ));
+    }
+    let buckets = {
+        let t = t.clone();
+        tokio::task::spawn_blocking(move || t.gpu_history(gpu, from, to, step))
+            .await
+            .map_err(|e| ApiError::internal(e, ""))?
+    };
+    Ok(Json(HistoryReport {
+        gpu,
+        from,
+        to,
+        step,
+        buckets: buckets
+            .iter()
+            .filter_map(|b| serde_json::to_value(b).ok())
+            .collect(),
+    }))
+}
+
+/// Server-sent events: one `sample` event per telemetry sample (the host and every GPU).
+#[utoipa::path(get, path = "/admin/v1/telemetry/stream", responses((status = 200, description = "text/event-stream of samples", content_type = "text/event-stream")))]
+pub async fn stream(
+    State(st): State<AppState>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = st.telemetry.stream.subscribe();
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(snap) => {
+                    let ev = SseEvent::default()
+                        .event("sample")
+                        .data(serde_json::to_string(&*snap).unwrap_or_default());
+                    return Some((ev, rx));
+                }
+                // A slow reader skips samples rather than holding the sampler up.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .map(Ok);
+    Sse::new(events).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }

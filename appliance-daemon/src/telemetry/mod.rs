@@ -6,6 +6,7 @@
 //! answering is reported in its own sample (`error`), not fatal.
 
 pub mod alerts;
+pub mod history;
 pub mod host;
 pub mod nvml;
 pub mod replay;
@@ -80,6 +81,8 @@ pub struct Telemetry {
     alerts: Mutex<alerts::AlertEngine>,
     pub webhook: Option<webhook::WebhookSender>,
     store: Option<crate::store::Store>,
+    /// Every snapshot, for `GET /admin/v1/telemetry/stream`.
+    pub stream: tokio::sync::broadcast::Sender<Arc<Snapshot>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -150,6 +153,7 @@ impl Telemetry {
             alerts: Mutex::new(alerts::AlertEngine::new(cfg.rules.clone(), restored)),
             webhook: webhook::WebhookSender::start(cfg.webhooks.clone())?,
             store: cfg.store.clone(),
+            stream: tokio::sync::broadcast::channel(64).0,
             interval: cfg.interval,
             status: RwLock::new(status),
             history: Mutex::new(VecDeque::with_capacity(HISTORY_SAMPLES)),
@@ -232,13 +236,20 @@ fn sample_once(t: &Telemetry, host: &mut HostSource, source: &mut Option<Box<dyn
             w.send(a);
         }
     }
-    {
+    let finished_minute = {
         let mut h = lock(&t.history);
+        let prev_minute = h.back().map(|p| p.ts_ms / 60_000);
         if h.len() == HISTORY_SAMPLES {
             h.pop_front();
         }
-        h.push_back(snap);
+        h.push_back(snap.clone());
+        prev_minute.filter(|m| *m != snap.ts_ms / 60_000)
+    };
+    if let (Some(minute), Some(store)) = (finished_minute, &t.store) {
+        store_minute(t, store, minute * 60_000);
     }
+    // Nobody listening is fine.
+    let _ = t.stream.send(snap);
     if !events.is_empty() {
         let mut e = lock(&t.events);
         for ev in events {
@@ -252,6 +263,61 @@ fn sample_once(t: &Telemetry, host: &mut HostSource, source: &mut Option<Box<dyn
     t.samples.fetch_add(1, Ordering::Relaxed);
     t.sample_ns
         .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// Aggregates the minute starting at `start_ms` per GPU into the store.
+fn store_minute(t: &Telemetry, store: &crate::store::Store, start_ms: u64) {
+    let snaps = t.history(start_ms, start_ms + 59_999);
+    let gpus: Vec<u32> = snaps
+        .last()
+        .map(|s| s.gpus.iter().map(|g| g.index).collect())
+        .unwrap_or_default();
+    let keep_from = start_ms.saturating_sub(history::KEEP_MINUTES * 60_000);
+    for gpu in gpus {
+        for b in history::aggregate(&snaps, gpu, start_ms, 60_000) {
+            if let Err(e) = store.put_minute(gpu, b.ts_ms, &b, keep_from) {
+                tracing::error!(error = %e, "cannot store a minute of GPU history");
+            }
+        }
+    }
+}
+
+impl Telemetry {
+    /// GPU `gpu`'s history from `from_ms` to `to_ms` in buckets of `step_ms`: the part
+    /// within the last hour from memory, the older part from the stored minutes.
+    pub fn gpu_history(
+        &self,
+        gpu: u32,
+        from_ms: u64,
+        to_ms: u64,
+        step_ms: u64,
+    ) -> Vec<history::Bucket> {
+        let oldest = lock(&self.history).front().map_or(u64::MAX, |s| s.ts_ms);
+        if from_ms >= oldest || self.store.is_none() {
+            return history::aggregate(&self.history(from_ms, to_ms), gpu, from_ms, step_ms);
+        }
+        // Stored minutes before the hour in memory, then memory (buckets stay aligned).
+        let minutes: Vec<history::Bucket> = self
+            .store
+            .as_ref()
+            .and_then(|s| {
+                s.minutes(gpu, from_ms, oldest.saturating_sub(1).min(to_ms))
+                    .ok()
+            })
+            .unwrap_or_default();
+        let mut out = history::merge_minutes(&minutes, from_ms, step_ms);
+        let step = step_ms.max(1);
+        let mem_from = from_ms + (oldest - from_ms).div_ceil(step) * step;
+        if mem_from <= to_ms {
+            out.extend(history::aggregate(
+                &self.history(mem_from, to_ms),
+                gpu,
+                mem_from,
+                step,
+            ));
+        }
+        out
+    }
 }
 
 /// The sampler thread: one sample per interval until the daemon drops its handle.
