@@ -637,7 +637,9 @@ fn overload_gets_429_with_retry_after_and_slow_requests_time_out() {
     assert_eq!(read_events(&mut running, 2).len(), 2);
     let waiting = open_stream(&d.addr, "/v1/chat/completions", &long);
     let mut overloaded = None;
-    for _ in 0..50 {
+    // Up to 10 s for the second request to reach the queue (a loaded 2-core CI machine can
+    // take a while to accept it while the first one streams).
+    for _ in 0..500 {
         let (_, st) = d.get("/admin/v1/status");
         if st["models"][0]["waiting"] == 1 {
             let resp = raw_request(

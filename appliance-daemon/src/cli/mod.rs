@@ -6,6 +6,7 @@ mod eplb;
 mod run;
 mod serve;
 mod status;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,9 @@ pub enum Command {
     Model(status::ModelCommand),
     /// Plan MoE expert replicas over GPUs with DeepSeek's load balancer (EPLB).
     Eplb(eplb::EplbArgs),
+    /// GPU telemetry tools.
+    #[command(subcommand)]
+    Telemetry(telemetry::TelemetryCommand),
 }
 
 /// Options shared by the commands that load a model.
@@ -96,5 +100,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => status::status(&args),
         Command::Model(cmd) => status::model(&cmd),
         Command::Eplb(args) => eplb::eplb(&args),
+        Command::Telemetry(cmd) => telemetry::telemetry(&cmd),
     }
 }
