@@ -449,16 +449,12 @@ fn telemetry_metrics(out: &mut String, st: &AppState) {
         }
     }
     // The last XID each GPU reported (dcgm-exporter's DCGM_FI_DEV_XID_ERRORS).
-    let events = st.telemetry.events();
+    let last = st.telemetry.last_xids();
     let xids: Vec<String> = snap
         .gpus
         .iter()
         .filter_map(|g| {
-            events
-                .iter()
-                .rev()
-                .find(|e| e.gpu == g.index && e.xid.is_some())
-                .and_then(|e| e.xid)
+            last.get(&g.index)
                 .map(|x| format!("DCGM_FI_DEV_XID_ERRORS{{{}}} {x}", labels(g)))
         })
         .collect();

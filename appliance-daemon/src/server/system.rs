@@ -75,7 +75,7 @@ pub async fn system(State(st): State<AppState>) -> Json<SystemReport> {
             interval_ms: t.interval.as_millis() as u64,
             samples: t.samples.load(std::sync::atomic::Ordering::Relaxed),
             mean_sample_us: t.mean_sample_us(),
-            history_len: t.history(0, u64::MAX).len(),
+            history_len: t.history_len(),
         },
     })
 }

@@ -193,6 +193,22 @@ impl Telemetry {
             .collect()
     }
 
+    /// Snapshots held in memory.
+    pub fn history_len(&self) -> usize {
+        lock(&self.history).len()
+    }
+
+    /// Each GPU's most recent XID code, by GPU index.
+    pub fn last_xids(&self) -> std::collections::BTreeMap<u32, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for e in lock(&self.events).iter() {
+            if let Some(x) = e.xid {
+                out.insert(e.gpu, x);
+            }
+        }
+        out
+    }
+
     /// The most recent GPU events, oldest first.
     pub fn events(&self) -> Vec<GpuEvent> {
         lock(&self.events).iter().cloned().collect()

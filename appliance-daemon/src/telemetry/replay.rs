@@ -52,14 +52,6 @@ impl ReplaySource {
             pending: Vec::new(),
         })
     }
-
-    pub fn len(&self) -> usize {
-        self.steps.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
 }
 
 fn now_ms() -> u64 {

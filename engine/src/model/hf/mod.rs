@@ -163,10 +163,6 @@ impl HfModel {
             .collect()
     }
 
-    pub fn checkpoint(&self) -> &Checkpoint {
-        &self.ck
-    }
-
     /// Bytes of weights.
     pub fn weight_bytes(&self) -> u64 {
         self.ck.total_bytes()

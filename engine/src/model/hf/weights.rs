@@ -48,13 +48,6 @@ impl Linear {
         }
     }
 
-    /// Bytes read per use.
-    pub fn bytes(&self) -> u64 {
-        match self {
-            Linear::Dense { t, .. } | Linear::Fp8 { t, .. } => t.n_bytes() as u64,
-        }
-    }
-
     pub fn view<'a>(&'a self, ck: &'a Checkpoint) -> Result<LinearView<'a>> {
         Ok(match self {
             Linear::Dense { t, ty, rows, cols } => {
@@ -384,11 +377,6 @@ impl HfWeights {
             norm: l.vector("model.norm.weight", d)?,
             lm_head,
         })
-    }
-
-    /// Bytes of weights in the checkpoint's maps.
-    pub fn bytes(ck: &Checkpoint) -> u64 {
-        ck.total_bytes()
     }
 }
 
