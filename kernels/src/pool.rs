@@ -5,6 +5,12 @@
 //! kernels themselves. Workers spin briefly on a generation counter between jobs (the next
 //! job nearly always comes within microseconds) and then park, so an idle engine burns no
 //! CPU. Tasks are claimed from an atomic counter, so uneven tasks balance themselves.
+//!
+//! Workers join a job by checking in, and the caller waits only for those that did: once
+//! every task is claimed the job closes, and a worker the OS has not scheduled yet (the
+//! box is busy with other work) finds it closed instead of holding the caller up for a
+//! time slice. Without this, every one of a step's few hundred jobs waited for the
+//! slowest thread to be scheduled, and a step on a loaded machine took seconds.
 
 use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -15,6 +21,10 @@ use std::time::{Duration, Instant};
 
 /// How long a worker spins waiting for the next job before it parks.
 const SPIN_BEFORE_PARK: Duration = Duration::from_millis(2);
+
+/// Set in `Shared::active` while no job is open to join; the other bits count the
+/// workers checked in.
+const CLOSED: usize = 1 << (usize::BITS - 1);
 
 type Job = dyn Fn(usize) + Sync;
 
@@ -35,13 +45,13 @@ impl std::fmt::Debug for ThreadPool {
 }
 
 struct Shared {
-    /// The current job, valid while `remaining > 0` for the current generation.
+    /// The current job, read only by workers checked in while it is open.
     job: UnsafeCell<Option<*const Job>>,
     n_tasks: AtomicUsize,
     /// Next task index to claim.
     next_task: AtomicUsize,
-    /// Workers that have not yet finished the current generation.
-    remaining: AtomicUsize,
+    /// `CLOSED` or not, plus the workers inside the current job.
+    active: AtomicUsize,
     /// Bumped once per job; workers wake on a change.
     generation: AtomicU64,
     /// Set when a task panicked on a worker; the caller re-raises it.
@@ -51,9 +61,10 @@ struct Shared {
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by the thread inside `run` (holding `run_lock`) before the
-// generation bump (Release) and read by workers after observing that bump (Acquire); `run`
-// does not return, and so the pointee outlives every use, until all workers have finished.
+// SAFETY: `job` is written only by the thread inside `run` (holding `run_lock`) while the
+// job is closed with no worker inside, and read only by a worker whose check-in (Acquire)
+// found it open (published with Release after the write); `run` does not return, and so
+// the pointee outlives every use, until every checked-in worker has checked out.
 unsafe impl Sync for Shared {}
 // SAFETY: the raw job pointer is only dereferenced under the protocol above.
 unsafe impl Send for Shared {}
@@ -66,7 +77,7 @@ impl ThreadPool {
             job: UnsafeCell::new(None),
             n_tasks: AtomicUsize::new(0),
             next_task: AtomicUsize::new(0),
-            remaining: AtomicUsize::new(0),
+            active: AtomicUsize::new(CLOSED),
             generation: AtomicU64::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -109,19 +120,26 @@ impl ThreadPool {
         let _serial = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
         let shared = &*self.shared;
         // SAFETY: erases the lifetime of `f`; the pointer is used only until every worker
-        // has decremented `remaining`, which this function waits for before returning.
+        // has checked out of the closed job, which this function waits for before returning.
         let job: *const Job = unsafe {
             std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const Job>(f as *const _)
         };
-        // SAFETY: no worker reads `job` now: the previous generation has fully finished
-        // (remaining == 0) and the new one has not been published.
+        // SAFETY: no worker reads `job` now: the previous job is closed, and a worker
+        // checking in late finds it so and leaves without reading.
         unsafe { *shared.job.get() = Some(job) };
         shared.n_tasks.store(n_tasks, Ordering::Relaxed);
         shared.next_task.store(0, Ordering::Relaxed);
-        shared
-            .remaining
-            .store(self.workers.len(), Ordering::Relaxed);
         shared.panicked.store(false, Ordering::Relaxed);
+        // Open the job once no late worker is between its check-in and check-out (the
+        // count must be zero so that their check-outs balance).
+        let mut spins = 0u32;
+        while shared
+            .active
+            .compare_exchange_weak(CLOSED, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            spins = backoff(spins);
+        }
         {
             let _guard = shared.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.generation.fetch_add(1, Ordering::Release);
@@ -129,16 +147,13 @@ impl ThreadPool {
         shared.wake.notify_all();
 
         let caller = catch_unwind(AssertUnwindSafe(|| claim_tasks(shared, f)));
+        // Every task is claimed: close the job and wait for the workers still inside it.
+        shared.active.fetch_or(CLOSED, Ordering::AcqRel);
         let mut spins = 0u32;
-        while shared.remaining.load(Ordering::Acquire) != 0 {
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(1024) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+        while shared.active.load(Ordering::Acquire) != CLOSED {
+            spins = backoff(spins);
         }
-        // SAFETY: all workers are done with this generation.
+        // SAFETY: the job is closed and no worker is inside it.
         unsafe { *shared.job.get() = None };
         if let Err(payload) = caller {
             std::panic::resume_unwind(payload);
@@ -147,6 +162,17 @@ impl ThreadPool {
             panic!("a kernel task panicked on a worker thread");
         }
     }
+}
+
+/// One round of a spin wait: a pause, and the core given away now and then.
+fn backoff(spins: u32) -> u32 {
+    let spins = spins.wrapping_add(1);
+    if spins.is_multiple_of(1024) {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+    spins
 }
 
 fn claim_tasks(shared: &Shared, f: &(dyn Fn(usize) + Sync)) {
@@ -193,17 +219,23 @@ fn worker_loop(shared: &Shared) {
             std::hint::spin_loop();
         }
         seen = shared.generation.load(Ordering::Acquire);
-        // SAFETY: the generation bump (Acquire above) happens after `job` was written, and
-        // `run` keeps the pointee alive until this worker decrements `remaining`.
-        let job = unsafe { *shared.job.get() };
-        if let Some(job) = job {
-            // SAFETY: see above; the pointer is valid for this generation.
-            let f = unsafe { &*job };
-            if catch_unwind(AssertUnwindSafe(|| claim_tasks(shared, f))).is_err() {
-                shared.panicked.store(true, Ordering::Relaxed);
+        // Check in; a job already closed (the caller and the others took every task) is
+        // left alone. A worker that checks in to a newer job than the one it saw woken
+        // for simply helps with that one.
+        if shared.active.fetch_add(1, Ordering::Acquire) & CLOSED == 0 {
+            // SAFETY: the open job's pointer was written before it was opened (Release,
+            // seen by the Acquire check-in above), and `run` keeps the pointee alive until
+            // this worker checks out.
+            let job = unsafe { *shared.job.get() };
+            if let Some(job) = job {
+                // SAFETY: see above.
+                let f = unsafe { &*job };
+                if catch_unwind(AssertUnwindSafe(|| claim_tasks(shared, f))).is_err() {
+                    shared.panicked.store(true, Ordering::Relaxed);
+                }
             }
         }
-        shared.remaining.fetch_sub(1, Ordering::Release);
+        shared.active.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -311,6 +343,26 @@ mod tests {
         // SAFETY: each task writes only its own index.
         pool.run(257, &|t| unsafe { dst.write(t, t * 2) });
         assert!(out.iter().enumerate().all(|(i, v)| *v == i * 2));
+    }
+
+    #[test]
+    fn more_threads_than_cores_join_late_and_every_task_runs_once() {
+        // Eight threads on a two-core machine: workers often wake after the caller has
+        // taken every task and must leave the closed job (or help with the next) without
+        // running anything twice or touching a finished job.
+        let pool = ThreadPool::new(8);
+        let hits: Vec<AtomicU32> = (0..64).map(|_| AtomicU32::new(0)).collect();
+        for round in 0..20_000usize {
+            let n = 1 + round % 64;
+            pool.run(n, &|t| {
+                hits[t].fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        for (t, h) in hits.iter().enumerate() {
+            // Task t runs in every round whose task count exceeds t.
+            let expected = (0..20_000usize).filter(|r| 1 + r % 64 > t).count();
+            assert_eq!(h.load(Ordering::Relaxed) as usize, expected, "task {t}");
+        }
     }
 
     #[test]

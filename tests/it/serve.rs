@@ -5,7 +5,7 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tests::daemon::{Daemon, open_stream, raw_request};
+use tests::daemon::{Daemon, open_stream, raw_request, send_request};
 use tests::{fixture_json, model_path, oasis_with_env, stdout_ok};
 
 const TOKENS: usize = 32;
@@ -633,15 +633,20 @@ fn overload_gets_429_with_retry_after_and_slow_requests_time_out() {
     let long = json!({"model": id, "messages": [{"role": "user", "content": "Tell me a long story."}],
                       "max_tokens": 3000, "temperature": 0, "ignore_eos": true, "stream": true});
     // One running, one waiting: the queue of one is full.
+    let began = Instant::now();
     let mut running = open_stream(&d.addr, "/v1/chat/completions", &long);
-    assert_eq!(read_events(&mut running, 2).len(), 2);
-    let waiting = open_stream(&d.addr, "/v1/chat/completions", &long);
+    let first = read_events(&mut running, 2);
+    assert_eq!(first.len(), 2, "{first:?}\n{}", d.log());
+    // The second request is only sent: nothing of it is read until it is admitted.
+    let waiting = send_request(&d.addr, "/v1/chat/completions", &long);
     let mut overloaded = None;
-    // Up to 10 s for the second request to reach the queue (a loaded 2-core CI machine can
-    // take a while to accept it while the first one streams).
-    for _ in 0..500 {
+    let mut last = serde_json::Value::Null;
+    // Up to 60 s for the second request to reach the queue: a loaded 2-core CI machine
+    // can take a while to accept it while the first one streams.
+    while began.elapsed() < Duration::from_secs(60) {
         let (_, st) = d.get("/admin/v1/status");
-        if st["models"][0]["waiting"] == 1 {
+        let m = &st["models"][0];
+        if m["waiting"] == 1 && m["running"] == 1 {
             let resp = raw_request(
                 &d.addr,
                 "POST",
@@ -653,9 +658,16 @@ fn overload_gets_429_with_retry_after_and_slow_requests_time_out() {
             overloaded = Some(resp);
             break;
         }
+        last = st;
         std::thread::sleep(Duration::from_millis(20));
     }
-    let resp = overloaded.expect("the second request never waited");
+    let resp = overloaded.unwrap_or_else(|| {
+        panic!(
+            "the second request never waited ({:?} after the first was sent); last status {last}\n{}",
+            began.elapsed(),
+            d.log()
+        )
+    });
     assert_eq!(resp.status, 429, "{}", String::from_utf8_lossy(&resp.body));
     assert_eq!(resp.header("retry-after"), Some("1"));
     assert_eq!(resp.json()["error"]["code"], "queue_full");

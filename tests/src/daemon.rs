@@ -240,9 +240,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Opens a streaming request and returns the socket positioned after the response head,
-/// for tests that act mid-stream (disconnect, kill).
-pub fn open_stream(addr: &str, path: &str, body: &Value) -> BufReader<TcpStream> {
+/// POSTs `body` as JSON to `path` and returns the connection without reading anything.
+pub fn send_request(addr: &str, path: &str, body: &Value) -> TcpStream {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
@@ -254,6 +253,13 @@ pub fn open_stream(addr: &str, path: &str, body: &Value) -> BufReader<TcpStream>
     );
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(&bytes);
+    stream
+}
+
+/// Opens a streaming request and returns the socket positioned after the response head,
+/// for tests that act mid-stream (disconnect, kill).
+pub fn open_stream(addr: &str, path: &str, body: &Value) -> BufReader<TcpStream> {
+    let stream = send_request(addr, path, body);
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     loop {

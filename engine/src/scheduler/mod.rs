@@ -359,8 +359,10 @@ impl Scheduler {
             }
             self.preempt_newest();
         };
+        // Admissions count before the pass: a client that saw its request start and then
+        // reads the gauges finds it running, not waiting.
+        self.publish();
         if plan.is_empty() {
-            self.publish();
             if let Some(ep) = ep {
                 return self
                     .model
