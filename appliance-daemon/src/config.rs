@@ -57,6 +57,14 @@ pub struct FileConfig {
     pub redundant_experts: Option<usize>,
     /// `text` (the default) or `json`.
     pub log_format: Option<String>,
+    /// The firmware profile: an id or a `.toml` path [default: the one matching the box].
+    pub profile: Option<String>,
+    /// A folder of extra profiles (`*.toml`) next to the built-in ones.
+    pub profiles_dir: Option<PathBuf>,
+    /// `warn`, `refuse` or `apply`: what a non-compliant box does to the start.
+    pub profile_policy: Option<String>,
+    /// Use this recorded hardware inventory (JSON) instead of reading the box (demos, tests).
+    pub inventory: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -104,6 +112,63 @@ pub struct Overrides {
     pub telemetry_replay: Option<PathBuf>,
     pub alert_webhooks: Vec<String>,
     pub log_format: Option<String>,
+    pub profile: Option<String>,
+    pub profiles_dir: Option<PathBuf>,
+    pub profile_policy: Option<String>,
+    pub inventory: Option<PathBuf>,
+}
+
+/// What a box that fails its profile's compliance check does to the daemon's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfilePolicy {
+    /// Log the failures and serve anyway.
+    Warn,
+    /// Refuse to start.
+    Refuse,
+    /// Apply the profile's GPU settings (as root), then check again and serve.
+    Apply,
+}
+
+impl ProfilePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfilePolicy::Warn => "warn",
+            ProfilePolicy::Refuse => "refuse",
+            ProfilePolicy::Apply => "apply",
+        }
+    }
+}
+
+/// Where an engine setting's value came from, for the plan the daemon logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A flag or an `OASIS_*` variable.
+    CommandLine,
+    ConfigFile,
+    /// The firmware profile's engine plan, with the profile's id.
+    Profile(String),
+    /// The daemon's built-in default.
+    Default,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::CommandLine => f.write_str("flag or OASIS_* variable"),
+            Origin::ConfigFile => f.write_str("config file"),
+            Origin::Profile(id) => write!(f, "profile {id}"),
+            Origin::Default => f.write_str("built-in default"),
+        }
+    }
+}
+
+/// Where the engine settings a profile may set came from.
+#[derive(Debug, Clone)]
+pub struct EngineOrigins {
+    pub ranks: Origin,
+    pub kv_cache_bytes: Origin,
+    pub max_batch_tokens: Origin,
+    pub max_running: Origin,
 }
 
 /// How log lines are written.
@@ -151,11 +216,49 @@ pub struct ServeConfig {
     /// Where alert changes are POSTed.
     pub alert_webhooks: Vec<String>,
     pub log_format: LogFormat,
+    /// The profile named in the configuration (an id or a path).
+    pub profile: Option<String>,
+    pub profiles_dir: Option<PathBuf>,
+    pub profile_policy: ProfilePolicy,
+    /// A recorded inventory used in place of the hardware.
+    pub inventory: Option<PathBuf>,
+    /// Where `ranks`, `kv_cache_bytes`, `max_batch_tokens` and `max_running` came from;
+    /// the profile's plan fills those still at their defaults.
+    pub origins: EngineOrigins,
 }
 
 impl ServeConfig {
     /// Merges defaults, `file` and `over` (flags and environment), and checks the result.
     pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServeConfig> {
+        let origin = |cli: bool, in_file: bool| {
+            if cli {
+                Origin::CommandLine
+            } else if in_file {
+                Origin::ConfigFile
+            } else {
+                Origin::Default
+            }
+        };
+        let origins = EngineOrigins {
+            ranks: origin(over.ranks.is_some(), file.ranks.is_some()),
+            kv_cache_bytes: origin(over.kv_cache_bytes.is_some(), file.kv_cache_bytes.is_some()),
+            max_batch_tokens: origin(
+                over.max_batch_tokens.is_some(),
+                file.max_batch_tokens.is_some(),
+            ),
+            max_running: origin(over.max_running.is_some(), file.max_running.is_some()),
+        };
+        let profile_policy = match over.profile_policy.or(file.profile_policy).as_deref() {
+            None | Some("warn") => ProfilePolicy::Warn,
+            Some("refuse") => ProfilePolicy::Refuse,
+            Some("apply") => ProfilePolicy::Apply,
+            Some(other) => {
+                bail!("`profile_policy` must be `warn`, `refuse` or `apply`, got `{other}`")
+            }
+        };
+        let profile = over.profile.or(file.profile).filter(|p| !p.is_empty());
+        let profiles_dir = over.profiles_dir.or(file.profiles_dir);
+        let inventory = over.inventory.or(file.inventory);
         let listen_text = over
             .listen
             .or(file.listen)
@@ -273,6 +376,11 @@ impl ServeConfig {
             telemetry_replay,
             alert_webhooks,
             log_format,
+            profile,
+            profiles_dir,
+            profile_policy,
+            inventory,
+            origins,
         })
     }
 }
@@ -296,6 +404,38 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_policy_is_checked_and_explicit_engine_settings_are_marked() {
+        let err = ServeConfig::resolve(
+            FileConfig::default(),
+            Overrides {
+                profile_policy: Some("enforce".into()),
+                ..Overrides::default()
+            },
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert_eq!(
+            err,
+            "`profile_policy` must be `warn`, `refuse` or `apply`, got `enforce`"
+        );
+        let file = FileConfig::parse("max_running = 7\nprofile_policy = \"refuse\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cfg = ServeConfig::resolve(
+            file,
+            Overrides {
+                ranks: Some(2),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.profile_policy, ProfilePolicy::Refuse);
+        assert_eq!(cfg.origins.ranks, Origin::CommandLine);
+        assert_eq!(cfg.origins.max_running, Origin::ConfigFile);
+        assert_eq!(cfg.origins.max_batch_tokens, Origin::Default);
+    }
 
     #[test]
     fn precedence_is_defaults_then_file_then_overrides() {

@@ -5,9 +5,11 @@
 
 #![forbid(unsafe_code)] // `unsafe` lives only in `kernels` (ARCHITECTURE.md)
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod paths;
+pub mod profile;
 pub mod server;
 pub mod store;
 pub mod telemetry;

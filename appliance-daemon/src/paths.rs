@@ -20,15 +20,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    // The effective uid without libc: /proc/self/status has "Uid: real effective ...".
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+    crate::audit::euid() == Some(0)
 }
 
 /// Where the default model lives once fetched.

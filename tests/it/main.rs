@@ -9,5 +9,6 @@ mod cli_run;
 mod eplb;
 mod moe;
 mod parity;
+mod profile;
 mod serve;
 mod telemetry;

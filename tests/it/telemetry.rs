@@ -392,3 +392,51 @@ fn a_replayed_xid_and_heat_raise_and_resolve_alerts_that_reach_a_webhook_and_per
         "{alerts}"
     );
 }
+
+/// The minute aggregates kept for 30 days, through the API: a minute the first daemon
+/// sampled is written to sled when the wall clock passes its end; after kill -9 a new
+/// daemon on the same data directory (nothing of it in memory) serves that minute from
+/// the store with the same sample count, averages and maxima the first one had in memory.
+/// Waits for a wall-clock minute boundary (up to a minute).
+#[test]
+fn a_minute_of_history_outlives_the_process_that_sampled_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let trace = workspace_root().join("tests/fixtures/telemetry/synthetic-h200x2.jsonl");
+    let args = [
+        "--telemetry-interval-ms",
+        "200",
+        "--telemetry-replay",
+        trace.to_str().unwrap(),
+    ];
+    let first = Daemon::start(&data, &args);
+    let now = first.get("/admin/v1/gpus").1["ts_ms"].as_u64().unwrap();
+    let minute = now / 60_000 * 60_000;
+    // Past the end of this minute, plus a few samples into the next one.
+    std::thread::sleep(Duration::from_millis(minute + 60_000 - now + 1_500));
+    let query = format!(
+        "/admin/v1/gpus/1/history?from={minute}&to={}&step=60000",
+        minute + 59_999
+    );
+    let (status, in_memory) = first.get(&query);
+    assert_eq!(status, 200, "{in_memory}");
+    let want = in_memory["buckets"][0].clone();
+    assert!(want["samples"].as_u64().unwrap() >= 1, "{in_memory}");
+    first.kill9();
+
+    let second = Daemon::start(&data, &args);
+    let (status, stored) = second.get(&query);
+    assert_eq!(status, 200, "{stored}");
+    let got = &stored["buckets"][0];
+    assert_eq!(got["ts_ms"], minute, "{stored}");
+    for key in ["samples", "temp_gpu_c_max", "power_w_max", "gpu_util_max"] {
+        assert_eq!(got[key], want[key], "{key}: stored {got} vs sampled {want}");
+    }
+    for key in ["temp_gpu_c_avg", "power_w_avg", "mem_used_bytes_avg"] {
+        let (a, b) = (got[key].as_f64().unwrap(), want[key].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "{key}: {a} vs {b}"
+        );
+    }
+}

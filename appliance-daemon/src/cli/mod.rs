@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod eplb;
+mod profile;
 mod run;
 mod serve;
 mod status;
@@ -28,7 +29,7 @@ pub enum Command {
     /// Measure prefill and decode speed (tokens per second, median of several runs).
     Bench(bench::BenchArgs),
     /// Run the daemon: the OpenAI-compatible API over the configured models.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Show a running daemon's state.
     Status(status::StatusArgs),
     /// Models of a running daemon.
@@ -39,6 +40,9 @@ pub enum Command {
     /// GPU telemetry tools.
     #[command(subcommand)]
     Telemetry(telemetry::TelemetryCommand),
+    /// Firmware profiles: which one fits this box, its compliance check, its settings.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
 }
 
 /// Options shared by the commands that load a model.
@@ -101,5 +105,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model(cmd) => status::model(&cmd),
         Command::Eplb(args) => eplb::eplb(&args),
         Command::Telemetry(cmd) => telemetry::telemetry(&cmd),
+        Command::Profile(cmd) => profile::profile(&cmd),
     }
 }

@@ -46,14 +46,15 @@ pub struct ServeArgs {
     /// Requests that may wait per model before new ones get 429 [default: 256].
     #[arg(long, env = "OASIS_MAX_WAITING", value_name = "N")]
     pub max_waiting: Option<usize>,
-    /// Tokens per engine step: decode tokens plus prompt chunks [default: 512].
+    /// Tokens per engine step: decode tokens plus prompt chunks [default: the profile's,
+    /// else 512].
     #[arg(long, env = "OASIS_MAX_BATCH_TOKENS", value_name = "N")]
     pub max_batch_tokens: Option<usize>,
-    /// Sequences batched together per model [default: 32].
+    /// Sequences batched together per model [default: the profile's, else 32].
     #[arg(long, env = "OASIS_MAX_RUNNING", value_name = "N")]
     pub max_running: Option<usize>,
     /// Engine ranks per MoE model: attention data-parallel, routed experts spread over
-    /// the ranks, tokens exchanged at each MoE layer [default: 1].
+    /// the ranks, tokens exchanged at each MoE layer [default: the profile's, else 1].
     #[arg(long, env = "OASIS_RANKS", value_name = "R")]
     pub ranks: Option<usize>,
     /// Milliseconds between GPU and host telemetry samples [default: 1000].
@@ -74,13 +75,29 @@ pub struct ServeArgs {
     /// Extra expert slots per MoE layer, replicas of hot experts [default: 0].
     #[arg(long, env = "OASIS_REDUNDANT_EXPERTS", value_name = "N")]
     pub redundant_experts: Option<usize>,
-    /// Bytes for the running sequences' keys and values, per model [default: 2 GiB].
+    /// Bytes for the running sequences' keys and values, per model [default: the CPU
+    /// profile's share of available memory, else 2 GiB].
     #[arg(long, env = "OASIS_KV_CACHE_BYTES", value_name = "BYTES")]
     pub kv_cache_bytes: Option<usize>,
     /// Log format: text or json [default: text]. The level comes from `OASIS_LOG`
     /// (e.g. `info`, `debug`, `oasis=debug`).
     #[arg(long, env = "OASIS_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// The firmware profile, an id or a `.toml` file [default: the one matching the box].
+    #[arg(long, env = "OASIS_PROFILE", value_name = "ID|PATH")]
+    pub profile: Option<String>,
+    /// A folder of extra profiles (`*.toml`) next to the built-in ones.
+    #[arg(long, env = "OASIS_PROFILES_DIR", value_name = "DIR")]
+    pub profiles_dir: Option<PathBuf>,
+    /// What a box that fails its profile's check does to the start: `warn` (serve anyway),
+    /// `refuse` (do not start) or `apply` (set the profile's GPU settings, as root)
+    /// [default: warn].
+    #[arg(long, env = "OASIS_PROFILE_POLICY", value_name = "POLICY")]
+    pub profile_policy: Option<String>,
+    /// A recorded hardware inventory (JSON, from `oasis profile inventory --json`) used in
+    /// place of reading the box (demos, tests).
+    #[arg(long, env = "OASIS_INVENTORY", value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -111,6 +128,10 @@ impl ServeArgs {
                 alert_webhooks: self.alert_webhooks.clone(),
                 kv_cache_bytes: self.kv_cache_bytes,
                 log_format: self.log_format.clone(),
+                profile: self.profile.clone(),
+                profiles_dir: self.profiles_dir.clone(),
+                profile_policy: self.profile_policy.clone(),
+                inventory: self.inventory.clone(),
             },
         )
     }

@@ -25,18 +25,56 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     let doc = args.daemon.get("/admin/v1/status")?;
     let system = args.daemon.get("/admin/v1/system")?;
     let alerts = args.daemon.get("/admin/v1/alerts")?;
+    let profile = args.daemon.get("/admin/v1/profile")?;
     if args.daemon.json {
         let mut all = doc.clone();
         if let Some(o) = all.as_object_mut() {
             o.insert("system".into(), system);
             o.insert("alerts".into(), alerts);
+            o.insert("profile".into(), profile);
         }
         println!("{all}");
         return Ok(());
     }
     print!("{}", render_status(&args.daemon.base_url()?, &doc));
+    print!("{}", render_profile(&profile));
     print!("{}", render_health(&system, &alerts));
     Ok(())
+}
+
+/// The firmware profile: which one, its verdict and its failing checks.
+fn render_profile(p: &Value) -> String {
+    let mut out = String::new();
+    if p["profile"].is_null() {
+        let _ = writeln!(
+            out,
+            "profile: none ({}), policy {}",
+            s(&p["how"]),
+            s(&p["policy"])
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "profile: {} ({}), {}, policy {}",
+        s(&p["profile"]["id"]),
+        s(&p["profile"]["name"]),
+        s(&p["report"]["verdict"]).to_uppercase(),
+        s(&p["policy"]),
+    );
+    for c in p["report"]["checks"].as_array().into_iter().flatten() {
+        if c["verdict"] != "pass" {
+            let _ = writeln!(
+                out,
+                "  {} {}: expected {}; found {}",
+                s(&c["verdict"]).to_uppercase(),
+                s(&c["id"]),
+                s(&c["expected"]),
+                s(&c["found"])
+            );
+        }
+    }
+    out
 }
 
 /// The host, the GPUs and the firing alerts, as a table.

@@ -61,6 +61,8 @@ pub struct Inner {
     pub latencies: metrics::Latencies,
     /// GPU and host readings.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The firmware profile selected at start and what came of it.
+    pub profile: crate::profile::ProfileState,
 }
 
 impl std::ops::Deref for AppState {
@@ -77,6 +79,7 @@ impl AppState {
         settings: Settings,
         store: Store,
         telemetry: Arc<crate::telemetry::Telemetry>,
+        profile: crate::profile::ProfileState,
     ) -> Self {
         AppState(Arc::new(Inner {
             config,
@@ -84,6 +87,7 @@ impl AppState {
             settings,
             store,
             telemetry,
+            profile,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             latencies: metrics::Latencies::default(),
@@ -120,6 +124,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/v1/gpus/{index}/history"),
     ("GET", "/admin/v1/telemetry/stream"),
     ("GET", "/admin/v1/alerts"),
+    ("GET", "/admin/v1/profile"),
     ("GET", "/admin/v1/engine/experts"),
     ("POST", "/admin/v1/engine/rebalance"),
     ("GET", "/metrics"),
@@ -143,6 +148,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/gpus/{index}/history", get(system::gpu_history))
         .route("/admin/v1/telemetry/stream", get(system::stream))
         .route("/admin/v1/alerts", get(system::alerts))
+        .route("/admin/v1/profile", get(system::profile))
         .route("/admin/v1/engine/experts", get(experts::experts))
         .route("/admin/v1/engine/rebalance", post(experts::rebalance))
         .route("/metrics", get(metrics::metrics))
@@ -206,7 +212,7 @@ async fn openai_error_bodies(State(st): State<AppState>, req: Request, next: Nex
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
-pub async fn run(config: ServeConfig) -> Result<()> {
+pub async fn run(mut config: ServeConfig) -> Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
@@ -217,6 +223,16 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let store = Store::open(&config.data_dir.join("state"))?;
     let settings = store.record_start()?;
     tracing::info!(data_dir = %config.data_dir.display(), instance = %settings.instance_id, starts = settings.starts, "state opened");
+    // The profile first: its engine plan sets the defaults the models load with.
+    let models = store.models()?.len().max(config.models.len()).max(1);
+    let (config_out, profile) = tokio::task::spawn_blocking(move || {
+        let profile = crate::profile::prepare(&mut config, models);
+        (config, profile)
+    })
+    .await
+    .context("the profile check stopped")?;
+    config = config_out;
+    let profile = profile?;
     let catalog = {
         let (store, config) = (store.clone(), config.clone());
         tokio::task::spawn_blocking(move || catalog::load(&store, &config))
@@ -229,7 +245,7 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let telemetry = crate::telemetry::Telemetry::start(&crate::telemetry::TelemetryConfig {
         interval: config.telemetry_interval,
         replay: config.telemetry_replay.clone(),
-        rules: crate::telemetry::alerts::AlertRules::default(),
+        rules: crate::profile::alert_rules(profile.selection.profile.as_ref()),
         webhooks: config.alert_webhooks.clone(),
         store: Some(store.clone()),
     })?;
@@ -238,7 +254,7 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let grace = config.shutdown_grace;
-    let state = AppState::new(config, catalog, settings, store, telemetry);
+    let state = AppState::new(config, catalog, settings, store, telemetry, profile);
     // One machine-readable line on stdout: scripts and tests read the address from it.
     println!("oasis: listening on http://{addr}");
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, models = ?state.catalog.served_ids(), "serving");

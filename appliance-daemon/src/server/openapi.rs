@@ -22,6 +22,7 @@ use super::{completions, experts, metrics, routes, system};
         system::system,
         system::gpus,
         system::alerts,
+        system::profile,
         system::gpu_history,
         system::stream,
         experts::experts,

@@ -140,6 +140,27 @@ pub async fn alerts(State(st): State<AppState>) -> Json<AlertsReport> {
     })
 }
 
+/// The firmware profile: which one, how it was picked, every profile's fit, the engine
+/// settings in force and where each came from, the changes made at start, and the
+/// compliance report, checked again now (the box's settings may have changed since).
+#[utoipa::path(get, path = "/admin/v1/profile", responses((status = 200, description = "The profile state: `profile`, `how`, `candidates`, `report`, `report_at_start`, `plan`, `engine`, `applied`, `inventory`", content_type = "application/json")))]
+pub async fn profile(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let recorded = st.config.inventory.clone();
+    let fresh =
+        tokio::task::spawn_blocking(move || crate::telemetry::inventory::read(recorded.as_deref()))
+            .await;
+    let p = &st.profile;
+    let mut doc = serde_json::to_value(p).unwrap_or_default();
+    if let (Ok(Ok(inv)), Some(profile)) = (fresh, &p.selection.profile) {
+        let report = firmware_profiles::compliance::check(profile, &inv);
+        doc["report_at_start"] = doc["report"].take();
+        doc["report"] = serde_json::to_value(report).unwrap_or_default();
+        doc["inventory"] = serde_json::to_value(inv).unwrap_or_default();
+    }
+    doc["checked_at_ms"] = crate::telemetry::now_ms().into();
+    Json(doc)
+}
+
 /// `from`, `to` (ms since the Unix epoch) and `step` (ms) of a history query.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

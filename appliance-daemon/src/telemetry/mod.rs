@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod history;
 pub mod host;
+pub mod inventory;
 pub mod nvml;
 pub mod replay;
 pub mod types;

@@ -101,20 +101,26 @@ struct GpuState {
     gpm_previous: Option<GpmSample<'static>>,
 }
 
-/// Loads NVML and prepares every GPU: identity, XID event registration, GPM support.
-/// `Err` says why NVML is unusable (no driver, driver not loaded, version mismatch).
-pub fn open() -> Result<NvmlSource, String> {
-    let nvml = match NVML.get() {
-        Some(nvml) => nvml,
+/// The process-wide NVML handle, loading the library on first use. `Err` says why NVML
+/// is unusable (no driver, driver not loaded, version mismatch).
+pub fn handle() -> Result<&'static Nvml, String> {
+    match NVML.get() {
+        Some(nvml) => Ok(nvml),
         None => {
             let fresh = Nvml::init().map_err(|e| init_error_reason(&e))?;
             // A thread that lost the race to set it drops its handle (nvmlShutdown
             // balances its nvmlInit), which is harmless.
             let _ = NVML.set(fresh);
             NVML.get()
-                .ok_or("NVML handle missing after initialisation")?
+                .ok_or_else(|| "NVML handle missing after initialisation".to_string())
         }
-    };
+    }
+}
+
+/// Loads NVML and prepares every GPU: identity, XID event registration, GPM support.
+/// `Err` says why NVML is unusable (no driver, driver not loaded, version mismatch).
+pub fn open() -> Result<NvmlSource, String> {
+    let nvml = handle()?;
     let count = nvml
         .device_count()
         .map_err(|e| format!("NVML could not count GPUs: {e}"))?;
@@ -170,6 +176,13 @@ impl GpuState {
             error: Some(reason),
             ..GpuSample::default()
         }
+    }
+}
+
+impl NvmlSource {
+    /// The NVML handle, for readings beyond the sampler's (the profile inventory).
+    pub fn nvml(&self) -> &'static Nvml {
+        self.nvml
     }
 }
 
