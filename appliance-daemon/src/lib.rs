@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod fit;
 pub mod paths;
 pub mod profile;
 pub mod server;

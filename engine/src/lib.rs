@@ -10,6 +10,7 @@
 
 pub mod eplb;
 pub mod error;
+pub mod fit;
 pub mod generate;
 pub mod gguf;
 pub mod model;

@@ -7,6 +7,7 @@
 mod cli_errors;
 mod cli_run;
 mod eplb;
+mod fit;
 mod moe;
 mod parity;
 mod profile;

@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod eplb;
+mod fit;
 mod profile;
 mod run;
 mod serve;

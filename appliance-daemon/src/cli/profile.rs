@@ -109,7 +109,10 @@ pub fn profile(cmd: &ProfileCommand) -> Result<()> {
 }
 
 /// The profiles, the inventory and the selection (the named profile, else the match).
-fn select(sources: &Sources, name: Option<&str>) -> Result<(Vec<Loaded>, Inventory, Selection)> {
+pub fn select(
+    sources: &Sources,
+    name: Option<&str>,
+) -> Result<(Vec<Loaded>, Inventory, Selection)> {
     let all = firmware_profiles::load_all(sources.profiles_dir.as_deref())?;
     let named = name
         .map(|n| firmware_profiles::resolve(n, &all))

@@ -19,6 +19,9 @@ pub struct StatusArgs {
 pub enum ModelCommand {
     /// The models the daemon serves.
     List(StatusArgs),
+    /// Whether a model fits this box under its profile, and how many sequences at once
+    /// (offline: a GGUF file, a checkpoint folder or its config.json).
+    Fit(super::fit::FitArgs),
 }
 
 pub fn status(args: &StatusArgs) -> Result<()> {
@@ -172,6 +175,7 @@ pub fn model(cmd: &ModelCommand) -> Result<()> {
             }
             Ok(())
         }
+        ModelCommand::Fit(args) => super::fit::fit(args),
     }
 }
 

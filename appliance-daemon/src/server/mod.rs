@@ -10,6 +10,7 @@ pub mod completions;
 pub mod error;
 pub mod experts;
 pub mod extract;
+pub mod fit;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
@@ -115,6 +116,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{id}"),
+    ("GET", "/admin/v1/models/{id}/fit"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
     ("GET", "/openapi.json"),
@@ -149,6 +151,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/telemetry/stream", get(system::stream))
         .route("/admin/v1/alerts", get(system::alerts))
         .route("/admin/v1/profile", get(system::profile))
+        .route("/admin/v1/models/{id}/fit", get(fit::model_fit))
         .route("/admin/v1/engine/experts", get(experts::experts))
         .route("/admin/v1/engine/rebalance", post(experts::rebalance))
         .route("/metrics", get(metrics::metrics))

@@ -5,7 +5,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{completions, experts, metrics, routes, system};
+use super::{completions, experts, fit, metrics, routes, system};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -23,6 +23,7 @@ use super::{completions, experts, metrics, routes, system};
         system::gpus,
         system::alerts,
         system::profile,
+        fit::model_fit,
         system::gpu_history,
         system::stream,
         experts::experts,

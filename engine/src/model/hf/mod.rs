@@ -110,6 +110,11 @@ pub struct HfScratch {
 }
 
 impl HfModel {
+    /// The checkpoint's tensors (sizes for fit estimates).
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.ck
+    }
+
     /// Opens and checks the checkpoint in `dir`.
     pub fn load(dir: &Path) -> Result<HfModel> {
         let cfg = HfConfig::load(dir)?;

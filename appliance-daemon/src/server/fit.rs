@@ -1,0 +1,68 @@
+//! `GET /admin/v1/models/{id}/fit`: a served model's fit estimate on this box under the
+//! profile selected at start (the same estimate `oasis model fit` gives offline).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use engine::fit::Footprint;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// The sequence length to size for.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FitQuery {
+    /// Tokens per sequence, prompt and output [default: 4096].
+    pub context: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FitAnswer {
+    pub model: String,
+    pub profile: String,
+    /// `engine::fit::Footprint`.
+    #[schema(value_type = Object)]
+    pub footprint: serde_json::Value,
+    /// `fit::FitReport`: `fits`, `sequences`, `needs_bytes`, `has_bytes`, `summary`, ...
+    #[schema(value_type = Object)]
+    pub fit: serde_json::Value,
+}
+
+#[utoipa::path(get, path = "/admin/v1/models/{id}/fit", params(("id" = String, Path), FitQuery),
+    responses((status = 200, body = FitAnswer), (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn model_fit(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<FitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FitAnswer>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad fit query: {e}")))?;
+    let context = q.context.unwrap_or(4096);
+    if !(1..=10_000_000).contains(&context) {
+        return Err(ApiError::invalid_param(
+            "context",
+            format!("`context` must be between 1 and 10000000 tokens, got {context}"),
+        ));
+    }
+    let served = st.model(&id)?;
+    let p = &st.profile;
+    let Some(profile) = &p.selection.profile else {
+        let mut e = ApiError::invalid(
+            "no firmware profile matches this box: name one with `--profile` to size models",
+        );
+        e.status = axum::http::StatusCode::CONFLICT;
+        return Err(e);
+    };
+    let plan = firmware_profiles::plan::plan(profile, &p.inventory);
+    let footprint = Footprint::of_model(&served.model);
+    let cpu_value_bytes = if served.model.file().is_some() { 2 } else { 4 };
+    let report = crate::fit::estimate(&footprint, &p.inventory, &plan, context, cpu_value_bytes);
+    Ok(Json(FitAnswer {
+        model: served.record.id.clone(),
+        profile: profile.id.clone(),
+        footprint: serde_json::to_value(footprint).unwrap_or_default(),
+        fit: serde_json::to_value(report).unwrap_or_default(),
+    }))
+}
