@@ -151,6 +151,24 @@ fn the_daemon_sizes_a_served_model() {
         "2048",
     ]);
     assert_eq!(doc["fit"], offline["fit"]);
+    // Disk use: the model is used in place (outside this daemon's store) and served.
+    let (status, st) = d.get("/admin/v1/storage");
+    assert_eq!(status, 200, "{st}");
+    let size = std::fs::metadata(&model).unwrap().len();
+    assert_eq!(st["models"][0]["id"], id, "{st}");
+    assert_eq!(st["models"][0]["bytes"], size, "{st}");
+    assert_eq!(st["models"][0]["in_store"], false, "{st}");
+    assert_eq!(st["models"][0]["served"], true, "{st}");
+    assert_eq!(st["models_in_place_bytes"], size, "{st}");
+    assert_eq!(st["models_in_store_bytes"], 0, "{st}");
+    assert!(st["state_bytes"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["volume"]["free_bytes"].as_u64().unwrap() > 0, "{st}");
+    let env = [("OASIS_URL", d.url.as_str())];
+    let show = tests::stdout_ok(&tests::oasis_with_env(&["model", "show", id], &env));
+    assert!(show.contains("fits in the host's memory:"), "{show}");
+    assert!(show.contains("(profile cpu-dev)"), "{show}");
+    let storage = tests::stdout_ok(&tests::oasis_with_env(&["model", "storage"], &env));
+    assert!(storage.contains("in place, served"), "{storage}");
     for (query, want) in [
         (format!("/admin/v1/models/{id}/fit?context=0"), 400),
         (format!("/admin/v1/models/{id}/fit?bogus=1"), 400),

@@ -15,10 +15,22 @@ pub struct StatusArgs {
     pub daemon: DaemonArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The model's id (`oasis model list`).
+    pub id: String,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
     /// The models the daemon serves.
     List(StatusArgs),
+    /// One served model: what it is, where its files are, how it fits this box.
+    Show(ShowArgs),
+    /// Disk use: the model store, models used in place, the state, the volume's free space.
+    Storage(StatusArgs),
     /// Whether a model fits this box under its profile, and how many sequences at once
     /// (offline: a GGUF file, a checkpoint folder or its config.json).
     Fit(super::fit::FitArgs),
@@ -176,6 +188,27 @@ pub fn model(cmd: &ModelCommand) -> Result<()> {
             Ok(())
         }
         ModelCommand::Fit(args) => super::fit::fit(args),
+        ModelCommand::Show(args) => {
+            let model = args.daemon.get(&format!("/v1/models/{}", args.id))?;
+            let fit = args
+                .daemon
+                .get(&format!("/admin/v1/models/{}/fit", args.id))?;
+            if args.daemon.json {
+                println!("{}", serde_json::json!({ "model": model, "fit": fit }));
+                return Ok(());
+            }
+            print!("{}", render_model(&model, &fit));
+            Ok(())
+        }
+        ModelCommand::Storage(args) => {
+            let doc = args.daemon.get("/admin/v1/storage")?;
+            if args.daemon.json {
+                println!("{doc}");
+            } else {
+                print!("{}", render_storage(&doc));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -251,6 +284,74 @@ fn render_status(url: &str, doc: &Value) -> String {
                 s(&m["error"])
             );
         }
+    }
+    out
+}
+
+/// One model and its fit.
+fn render_model(m: &Value, fit: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", s(&m["id"]));
+    for (k, v) in [
+        ("architecture", s(&m["architecture"])),
+        ("format", s(&m["format"])),
+        ("parameters", count(n(&m["parameters"]))),
+        ("context", n(&m["context_length"]).to_string()),
+        (
+            "size",
+            format!("{:.1} MB", n(&m["size_bytes"]) as f64 / 1e6),
+        ),
+        ("digest", s(&m["digest"])),
+        (
+            "fit",
+            format!(
+                "{} (profile {})",
+                s(&fit["fit"]["summary"]),
+                s(&fit["profile"])
+            ),
+        ),
+    ] {
+        let _ = writeln!(out, "  {k:<12} {v}");
+    }
+    out
+}
+
+/// Disk use.
+fn render_storage(doc: &Value) -> String {
+    let mut out = String::new();
+    let gb = |v: &Value| n(v) as f64 / 1e9;
+    let _ = writeln!(out, "data dir: {}", s(&doc["data_dir"]));
+    if doc["volume"].is_object() {
+        let v = &doc["volume"];
+        let _ = writeln!(
+            out,
+            "volume {}: {:.1} GB free of {:.1} GB",
+            s(&v["mount_point"]),
+            gb(&v["free_bytes"]),
+            gb(&v["total_bytes"])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "models: {:.2} GB in the store, {:.2} GB used in place; state {:.2} MB",
+        gb(&doc["models_in_store_bytes"]),
+        gb(&doc["models_in_place_bytes"]),
+        n(&doc["state_bytes"]) as f64 / 1e6
+    );
+    for m in doc["models"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {}  {:.1} MB  {}{}  {}",
+            s(&m["id"]),
+            n(&m["bytes"]) as f64 / 1e6,
+            if m["in_store"] == true {
+                "in store"
+            } else {
+                "in place"
+            },
+            if m["served"] == true { ", served" } else { "" },
+            s(&m["path"])
+        );
     }
     out
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod openai;
 pub mod openapi;
 pub mod routes;
+pub mod storage;
 pub mod system;
 pub mod validate;
 pub mod worker;
@@ -117,6 +118,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{id}"),
     ("GET", "/admin/v1/models/{id}/fit"),
+    ("GET", "/admin/v1/storage"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
     ("GET", "/openapi.json"),
@@ -152,6 +154,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/alerts", get(system::alerts))
         .route("/admin/v1/profile", get(system::profile))
         .route("/admin/v1/models/{id}/fit", get(fit::model_fit))
+        .route("/admin/v1/storage", get(storage::storage))
         .route("/admin/v1/engine/experts", get(experts::experts))
         .route("/admin/v1/engine/rebalance", post(experts::rebalance))
         .route("/metrics", get(metrics::metrics))

@@ -5,7 +5,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{completions, experts, fit, metrics, routes, system};
+use super::{completions, experts, fit, metrics, routes, storage, system};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use super::{completions, experts, fit, metrics, routes, system};
         system::alerts,
         system::profile,
         fit::model_fit,
+        storage::storage,
         system::gpu_history,
         system::stream,
         experts::experts,
