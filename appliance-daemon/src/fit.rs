@@ -38,14 +38,8 @@ pub struct FitReport {
 
 /// Estimates `fp` on `inv` under `plan` for sequences of `context` tokens. A GPU box is
 /// sized for the GPU engine (ranks from the plan, a BF16 cache); a box without GPUs for
-/// the CPU engine (one rank, the host's available memory, `cpu_cache_value_bytes`).
-pub fn estimate(
-    fp: &Footprint,
-    inv: &Inventory,
-    plan: &EnginePlan,
-    context: u64,
-    cpu_cache_value_bytes: u64,
-) -> FitReport {
+/// the CPU engine (one rank, the host's available memory, its cache precision).
+pub fn estimate(fp: &Footprint, inv: &Inventory, plan: &EnginePlan, context: u64) -> FitReport {
     let gpu = !inv.gpus.is_empty();
     let (ranks, free, value_bytes, runtime) = if gpu {
         let ranks = u64::from(plan.ranks.max(1)).min(inv.gpus.len() as u64);
@@ -61,7 +55,7 @@ pub fn estimate(
         (
             1,
             inv.host.memory_available_bytes,
-            cpu_cache_value_bytes,
+            fp.cpu_cache_value_bytes,
             CPU_RUNTIME_BYTES,
         )
     };
@@ -198,7 +192,7 @@ mod tests {
     #[test]
     fn deepseek_v3_fits_on_eight_h200() {
         let (inv, plan) = on("hgx-h200-8");
-        let r = estimate(&deepseek_v3(), &inv, &plan, 4096, 4);
+        let r = estimate(&deepseek_v3(), &inv, &plan, 4096);
         assert!(r.fits, "{}", r.summary);
         assert_eq!(r.weights_bytes_per_rank, 100_840_747_360);
         assert_eq!(r.overhead_bytes_per_rank, 4_898_947_072);
@@ -220,7 +214,7 @@ mod tests {
     #[test]
     fn deepseek_v3_does_not_fit_on_eight_h20_with_replicated_attention() {
         let (inv, plan) = on("hgx-h20-8");
-        let r = estimate(&deepseek_v3(), &inv, &plan, 4096, 4);
+        let r = estimate(&deepseek_v3(), &inv, &plan, 4096);
         assert!(!r.fits);
         assert_eq!(r.needs_bytes, 837_214_374_656);
         assert_eq!(r.has_bytes, 816_639_377_408);

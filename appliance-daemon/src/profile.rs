@@ -54,21 +54,16 @@ pub struct EngineSetting {
 /// failing box under `refuse`, and fills `config`'s defaulted engine settings from the
 /// plan (`models`: how many models share the KV budget).
 pub fn prepare(config: &mut ServeConfig, models: usize) -> Result<ProfileState> {
-    let mut inv = inventory::read(config.inventory.as_deref())?;
-    let all = firmware_profiles::load_all(config.profiles_dir.as_deref())?;
-    let named = match &config.profile {
-        Some(name) => Some(firmware_profiles::resolve(name, &all)?),
-        None => None,
-    };
-    let profiles: Vec<_> = all.iter().map(|l| l.profile.clone()).collect();
-    let selection = matching::select(&profiles, &inv, named.as_ref().map(|l| &l.profile));
-    let origin = selection.profile.as_ref().and_then(|p| {
-        named
-            .iter()
-            .chain(all.iter())
-            .find(|l| l.profile.id == p.id)
-            .map(|l| l.origin.clone())
-    });
+    let Selected {
+        inventory: mut inv,
+        selection,
+        origin,
+        ..
+    } = select(
+        config.profiles_dir.as_deref(),
+        config.inventory.as_deref(),
+        config.profile.as_deref(),
+    )?;
     let mut applied = Vec::new();
     let mut apply_problems = Vec::new();
     if let (ProfilePolicy::Apply, Some(p)) = (config.profile_policy, &selection.profile) {
@@ -161,6 +156,46 @@ pub fn prepare(config: &mut ServeConfig, models: usize) -> Result<ProfileState> 
         applied,
         apply_problems,
         inventory: inv,
+    })
+}
+
+/// The known profiles, a box's inventory and the profile selected for it.
+#[derive(Debug)]
+pub struct Selected {
+    pub all: Vec<firmware_profiles::Loaded>,
+    pub inventory: Inventory,
+    pub selection: Selection,
+    /// Where the selected profile came from (`builtin:NAME` or a path).
+    pub origin: Option<String>,
+}
+
+/// Loads the built-in profiles (plus `profiles_dir`), resolves `name` (an id or a path)
+/// before touching the hardware, reads the inventory (`recorded`, else this box) and
+/// selects: `name` when given, else the best match.
+pub fn select(
+    profiles_dir: Option<&Path>,
+    recorded: Option<&Path>,
+    name: Option<&str>,
+) -> Result<Selected> {
+    let all = firmware_profiles::load_all(profiles_dir)?;
+    let named = name
+        .map(|n| firmware_profiles::resolve(n, &all))
+        .transpose()?;
+    let inventory = inventory::read(recorded)?;
+    let profiles: Vec<_> = all.iter().map(|l| l.profile.clone()).collect();
+    let selection = matching::select(&profiles, &inventory, named.as_ref().map(|l| &l.profile));
+    let origin = selection.profile.as_ref().and_then(|p| {
+        named
+            .iter()
+            .chain(all.iter())
+            .find(|l| l.profile.id == p.id)
+            .map(|l| l.origin.clone())
+    });
+    Ok(Selected {
+        all,
+        inventory,
+        selection,
+        origin,
     })
 }
 

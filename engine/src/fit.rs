@@ -22,6 +22,9 @@ pub struct Footprint {
     pub n_experts: u64,
     /// Values the cache keeps per token over all layers (keys and values, or MLA's latent).
     pub cache_values_per_token: u64,
+    /// Bytes per cached value in the CPU engine: f16 for GGUF models, f32 rows for
+    /// checkpoints.
+    pub cpu_cache_value_bytes: u64,
     /// Bytes of activations per token of a step (hidden states, attention and the widest
     /// feed-forward intermediate, in 16-bit).
     pub activation_bytes_per_token: u64,
@@ -37,6 +40,7 @@ impl Footprint {
             expert_bytes: 0,
             n_experts: 0,
             cache_values_per_token: 0,
+            cpu_cache_value_bytes: 4,
             activation_bytes_per_token: 0,
             parameters: 0,
         };
@@ -46,6 +50,7 @@ impl Footprint {
                 f.parameters += t.n_elements();
             }
             f.cache_values_per_token = (c.n_layers * c.kv_dim() * 2) as u64;
+            f.cpu_cache_value_bytes = 2;
             f.activation_bytes_per_token = activation_bytes(c.d_model, c.ffn_dim);
         }
         if let Some(hf) = model.hf() {
@@ -178,6 +183,7 @@ impl Footprint {
             expert_bytes: experts,
             n_experts: cfg.moe.n_experts as u64,
             cache_values_per_token: (cfg.n_layers * cfg.cache_width()) as u64,
+            cpu_cache_value_bytes: 4,
             activation_bytes_per_token: activation_bytes(cfg.hidden, ffn_width(cfg)),
             parameters: params,
         }

@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::inventory::{GpuInventory, Inventory};
+use crate::on_off;
 use crate::profile::{ComputeMode, Profile};
 
 /// A setting with the value to give it.
@@ -194,12 +195,4 @@ pub fn render(outcomes: &[Outcome]) -> String {
         ));
     }
     out
-}
-
-fn on_off(v: Option<bool>) -> &'static str {
-    match v {
-        Some(true) => "on",
-        Some(false) => "off",
-        None => "unknown",
-    }
 }

@@ -11,6 +11,7 @@ use crate::inventory::{GpuInventory, Inventory};
 use crate::matching::mismatches;
 use crate::profile::{P2p, Profile};
 use crate::version::{Version, glob_match};
+use crate::{on_off, plural};
 
 /// How a check came out; the report's verdict is the worst of its checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -393,11 +394,6 @@ fn bool_setting(
     let odd: Vec<&GpuInventory> = gpus.iter().filter(|x| now(x) != Some(want)).collect();
     let rebooting =
         !odd.is_empty() && pending.is_some_and(|pend| odd.iter().all(|x| pend(x) == Some(want)));
-    let on_off = |v: Option<bool>| match v {
-        Some(true) => "on",
-        Some(false) => "off",
-        None => "unknown",
-    };
     let (verdict, remedy) = if odd.is_empty() {
         (Verdict::Pass, String::new())
     } else if rebooting {
@@ -564,10 +560,6 @@ fn host_checks(p: &Profile, inv: &Inventory, add: &mut Add<'_>) {
 
 fn verdict_if(bad: bool, verdict: Verdict) -> Verdict {
     if bad { verdict } else { Verdict::Pass }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 /// `all 8 GPUs: on` (or `the GPU: on` on a one-GPU box).

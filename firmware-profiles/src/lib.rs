@@ -165,3 +165,17 @@ pub fn resolve(name: &str, known: &[Loaded]) -> Result<Loaded, Error> {
                 .join(", "),
         })
 }
+
+/// `s` for a count other than one.
+pub(crate) fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// An on/off setting as reports show it.
+pub(crate) fn on_off(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "unknown",
+    }
+}

@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::inventory::Inventory;
+use crate::plural;
 use crate::profile::Profile;
 
 /// One profile's fit.
@@ -166,8 +167,4 @@ pub fn select(profiles: &[Profile], inv: &Inventory, named: Option<&Profile>) ->
             candidates,
         },
     }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }

@@ -31,26 +31,24 @@ pub fn fit(args: &FitArgs) -> Result<()> {
     if args.context == 0 {
         bail!("--context must be at least 1 token");
     }
-    let (footprint, cpu_value_bytes) = if args.model.extension().is_some_and(|e| e == "json") {
+    let footprint = if args.model.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(&args.model)
             .with_context(|| format!("cannot read {}", args.model.display()))?;
         let doc: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", args.model.display()))?;
         let cfg = engine::model::hf::config::HfConfig::parse(&doc)
             .with_context(|| format!("config {}", args.model.display()))?;
-        (Footprint::of_config(&cfg), 4)
+        Footprint::of_config(&cfg)
     } else {
         let model = engine::Model::load(&args.model).context("cannot load model")?;
-        // The CPU engine caches GGUF models in f16 and checkpoints in f32 rows.
-        let bytes = if model.file().is_some() { 2 } else { 4 };
-        (Footprint::of_model(&model), bytes)
+        Footprint::of_model(&model)
     };
     let (_, inv, sel) = select(&args.sources, args.profile.as_deref())?;
     let Some(profile) = &sel.profile else {
         bail!("no firmware profile matches this box; name one with --profile");
     };
     let plan = firmware_profiles::plan::plan(profile, &inv);
-    let report = crate::fit::estimate(&footprint, &inv, &plan, args.context, cpu_value_bytes);
+    let report = crate::fit::estimate(&footprint, &inv, &plan, args.context);
     if args.json {
         let doc = serde_json::json!({
             "profile": profile.id,

@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use firmware_profiles::apply;
 use firmware_profiles::compliance::{self, Verdict};
-use firmware_profiles::matching::{self, Selection};
+use firmware_profiles::matching::Selection;
 use firmware_profiles::{Inventory, Loaded};
 
 use crate::telemetry::inventory;
@@ -113,14 +113,12 @@ pub fn select(
     sources: &Sources,
     name: Option<&str>,
 ) -> Result<(Vec<Loaded>, Inventory, Selection)> {
-    let all = firmware_profiles::load_all(sources.profiles_dir.as_deref())?;
-    let named = name
-        .map(|n| firmware_profiles::resolve(n, &all))
-        .transpose()?;
-    let inv = inventory::read(sources.inventory.as_deref())?;
-    let profiles: Vec<_> = all.iter().map(|l| l.profile.clone()).collect();
-    let sel = matching::select(&profiles, &inv, named.as_ref().map(|l| &l.profile));
-    Ok((all, inv, sel))
+    let s = crate::profile::select(
+        sources.profiles_dir.as_deref(),
+        sources.inventory.as_deref(),
+        name,
+    )?;
+    Ok((s.all, s.inventory, s.selection))
 }
 
 fn list(args: &ListArgs) -> Result<()> {

@@ -57,8 +57,7 @@ pub async fn model_fit(
     };
     let plan = firmware_profiles::plan::plan(profile, &p.inventory);
     let footprint = Footprint::of_model(&served.model);
-    let cpu_value_bytes = if served.model.file().is_some() { 2 } else { 4 };
-    let report = crate::fit::estimate(&footprint, &p.inventory, &plan, context, cpu_value_bytes);
+    let report = crate::fit::estimate(&footprint, &p.inventory, &plan, context);
     Ok(Json(FitAnswer {
         model: served.record.id.clone(),
         profile: profile.id.clone(),
