@@ -65,6 +65,8 @@ pub struct FileConfig {
     pub profile_policy: Option<String>,
     /// Use this recorded hardware inventory (JSON) instead of reading the box (demos, tests).
     pub inventory: Option<PathBuf>,
+    /// Bytes per second an import may read (0: no limit).
+    pub import_max_bytes_per_s: Option<u64>,
 }
 
 impl FileConfig {
@@ -116,6 +118,7 @@ pub struct Overrides {
     pub profiles_dir: Option<PathBuf>,
     pub profile_policy: Option<String>,
     pub inventory: Option<PathBuf>,
+    pub import_max_bytes_per_s: Option<u64>,
 }
 
 /// What a box that fails its profile's compliance check does to the daemon's start.
@@ -222,6 +225,9 @@ pub struct ServeConfig {
     pub profile_policy: ProfilePolicy,
     /// A recorded inventory used in place of the hardware.
     pub inventory: Option<PathBuf>,
+    /// Bytes per second an import may read from its source (0: no limit), so a copy does
+    /// not starve the served models of I/O.
+    pub import_max_bytes_per_s: u64,
     /// Where `ranks`, `kv_cache_bytes`, `max_batch_tokens` and `max_running` came from;
     /// the profile's plan fills those still at their defaults.
     pub origins: EngineOrigins,
@@ -342,6 +348,10 @@ impl ServeConfig {
             50..=60_000,
         )?;
         let telemetry_replay = over.telemetry_replay.or(file.telemetry_replay);
+        let import_max_bytes_per_s = over
+            .import_max_bytes_per_s
+            .or(file.import_max_bytes_per_s)
+            .unwrap_or(0);
         let alert_webhooks = if over.alert_webhooks.is_empty() {
             file.alert_webhooks.unwrap_or_default()
         } else {
@@ -374,6 +384,7 @@ impl ServeConfig {
             redundant_experts,
             telemetry_interval: Duration::from_millis(telemetry_interval_ms),
             telemetry_replay,
+            import_max_bytes_per_s,
             alert_webhooks,
             log_format,
             profile,

@@ -9,6 +9,8 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod fit;
+pub mod import;
+pub mod jobs;
 pub mod paths;
 pub mod profile;
 pub mod server;

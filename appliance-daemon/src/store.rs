@@ -1,8 +1,9 @@
 //! The daemon's durable state: a sled database under the data directory, behind typed
 //! accessors.
 //!
-//! Trees: `models` (catalog id -> [`ModelRecord`] as JSON) and `settings` (one key,
-//! `daemon`, -> [`Settings`] as JSON). Every write is flushed before it returns, so what a
+//! Trees: `models` (catalog id -> [`ModelRecord`] as JSON), `deployments` (served name ->
+//! [`DeploymentRecord`]), `jobs` (job id -> a job's JSON view), `settings` (one key,
+//! `daemon`, -> [`Settings`] as JSON), `alerts` and `history` (telemetry). Every write is flushed before it returns, so what a
 //! call reported as committed survives a `kill -9` the instant after. Records carry a
 //! `schema` number so a later daemon can migrate them; a record that does not parse is
 //! reported by id, never silently dropped.
@@ -62,6 +63,39 @@ pub struct ModelRecord {
     pub context_length: usize,
     /// Seconds since the Unix epoch when the model entered the catalog.
     pub added_at: u64,
+    /// The files live in the model store (`DATA_DIR/models/store/ID`) and are deleted with
+    /// the model; false for files used where they lie.
+    #[serde(default)]
+    pub in_store: bool,
+    /// The license, when the model's manifest or metadata names one.
+    #[serde(default)]
+    pub license: Option<String>,
+}
+
+/// A model served under a name: what `POST /admin/v1/deployments` creates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub schema: u32,
+    /// The name clients pass as `model`.
+    pub name: String,
+    /// Other names that reach the same deployment.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The catalog id of the model served.
+    pub model: String,
+    /// Engine ranks [default: the daemon's].
+    #[serde(default)]
+    pub ranks: Option<usize>,
+    /// Context limit per sequence [default: the daemon's].
+    #[serde(default)]
+    pub context_length: Option<usize>,
+    /// Sequences batched at once [default: the daemon's].
+    #[serde(default)]
+    pub max_sequences: Option<usize>,
+    /// Bumped by every change that reloads the model (a hot swap).
+    pub generation: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
 }
 
 /// Daemon-wide settings.
@@ -81,12 +115,16 @@ pub struct Settings {
 pub struct Store {
     db: sled::Db,
     models: sled::Tree,
+    deployments: sled::Tree,
+    jobs: sled::Tree,
     settings: sled::Tree,
     alerts: sled::Tree,
     history: sled::Tree,
 }
 
 const MODELS: &str = "models";
+const DEPLOYMENTS: &str = "deployments";
+const JOBS: &str = "jobs";
 const ALERTS: &str = "alerts";
 const HISTORY: &str = "history";
 const SETTINGS: &str = "settings";
@@ -105,12 +143,16 @@ impl Store {
             .open()
             .map_err(open_err)?;
         let models = db.open_tree(MODELS)?;
+        let deployments = db.open_tree(DEPLOYMENTS)?;
+        let jobs = db.open_tree(JOBS)?;
         let settings = db.open_tree(SETTINGS)?;
         let alerts = db.open_tree(ALERTS)?;
         let history = db.open_tree(HISTORY)?;
         Ok(Store {
             db,
             models,
+            deployments,
+            jobs,
             settings,
             alerts,
             history,
@@ -175,6 +217,83 @@ impl Store {
             let (key, bytes) = item?;
             let id = String::from_utf8_lossy(&key).into_owned();
             out.push(from_json(MODELS, &id, &bytes));
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// Commits an imported model: its catalog record and its job's final state in one sled
+    /// transaction, durably. Fails (committing nothing) when the id is already taken.
+    pub fn commit_import<J: Serialize>(
+        &self,
+        record: &ModelRecord,
+        job_id: &str,
+        job: &J,
+    ) -> Result<bool> {
+        use sled::Transactional as _;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let model = to_json(record);
+        let job = to_json(job);
+        let out = (&self.models, &self.jobs).transaction(|(models, jobs)| {
+            if models.get(record.id.as_bytes())?.is_some() {
+                return Err(ConflictableTransactionError::Abort(()));
+            }
+            models.insert(record.id.as_bytes(), model.as_slice())?;
+            jobs.insert(job_id.as_bytes(), job.as_slice())?;
+            Ok(())
+        });
+        match out {
+            Ok(()) => {}
+            Err(TransactionError::Abort(())) => return Ok(false),
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        }
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    /// Adds or replaces a deployment, durably.
+    pub fn put_deployment(&self, d: &DeploymentRecord) -> Result<()> {
+        self.deployments
+            .insert(d.name.as_bytes(), to_json(d).as_slice())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Removes a deployment, durably; true if it existed.
+    pub fn remove_deployment(&self, name: &str) -> Result<bool> {
+        let existed = self.deployments.remove(name.as_bytes())?.is_some();
+        self.db.flush()?;
+        Ok(existed)
+    }
+
+    /// Every deployment in name order (corrupt ones as errors next to the good ones).
+    pub fn deployments(&self) -> Result<Vec<Result<DeploymentRecord>>> {
+        let mut out = Vec::new();
+        for item in self.deployments.iter() {
+            let (key, bytes) = item?;
+            out.push(from_json(
+                DEPLOYMENTS,
+                &String::from_utf8_lossy(&key),
+                &bytes,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Adds or replaces a job's record, durably.
+    pub fn put_job<J: Serialize>(&self, id: &str, job: &J) -> Result<()> {
+        self.jobs.insert(id.as_bytes(), to_json(job).as_slice())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every job record in id order (corrupt ones as errors next to the good ones).
+    pub fn jobs<J: for<'de> Deserialize<'de>>(&self) -> Result<Vec<Result<J>>> {
+        let mut out = Vec::new();
+        for item in self.jobs.iter() {
+            let (key, bytes) = item?;
+            out.push(from_json(JOBS, &String::from_utf8_lossy(&key), &bytes));
         }
         Ok(out)
     }
@@ -355,6 +474,8 @@ mod tests {
             parameters: 3,
             context_length: 4,
             added_at: 5,
+            in_store: false,
+            license: None,
         }
     }
 
@@ -382,6 +503,44 @@ mod tests {
             .collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(store.get_model("a").unwrap(), Some(record("a")));
+    }
+
+    #[test]
+    fn an_import_commits_once_and_deployments_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.commit_import(&record("m"), "job1", &"ready").unwrap());
+            // The id is taken: nothing of the second commit lands, the job included.
+            assert!(!store.commit_import(&record("m"), "job2", &"ready").unwrap());
+            store
+                .put_deployment(&DeploymentRecord {
+                    schema: SCHEMA,
+                    name: "chat".into(),
+                    aliases: vec!["gpt-4o".into()],
+                    model: "m".into(),
+                    ranks: None,
+                    context_length: Some(2048),
+                    max_sequences: None,
+                    generation: 1,
+                    created_at: 1,
+                    updated_at: 1,
+                })
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let jobs: Vec<String> = store
+            .jobs::<String>()
+            .unwrap()
+            .into_iter()
+            .map(|j| j.unwrap())
+            .collect();
+        assert_eq!(jobs, ["ready"]);
+        let d = store.deployments().unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].as_ref().unwrap().context_length, Some(2048));
+        assert!(store.remove_deployment("chat").unwrap());
+        assert!(store.deployments().unwrap().is_empty());
     }
 
     #[test]

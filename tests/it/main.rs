@@ -8,6 +8,7 @@ mod cli_errors;
 mod cli_run;
 mod eplb;
 mod fit;
+mod models;
 mod moe;
 mod parity;
 mod profile;

@@ -52,27 +52,85 @@ impl DaemonArgs {
     /// GETs `path` and parses the JSON answer; a non-2xx answer is an error carrying the
     /// daemon's message.
     pub fn get(&self, path: &str) -> Result<Value> {
-        let base = self.base_url()?;
-        let url = format!("{base}{path}");
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut resp = agent.get(&url).call().with_context(|| {
-            format!("cannot reach the daemon at {base} (is `oasis serve` running? set --url or OASIS_URL)")
-        })?;
-        let status = resp.status();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("reading the answer of {url}"))?;
-        let value: Value = serde_json::from_str(&body)
-            .with_context(|| format!("{url} did not answer with JSON"))?;
-        if !status.is_success() {
+        self.send("GET", path, None)
+    }
+
+    /// Sends `method path` with an optional JSON body and parses the JSON answer; a non-2xx
+    /// answer is an error carrying the daemon's message. Waits up to ten minutes (a
+    /// deployment answers once its model is loaded).
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let (status, value) = self.call(method, path, body)?;
+        if !(200..300).contains(&status) {
             let msg = value["error"]["message"].as_str().unwrap_or("no message");
-            bail!("{url}: {status}: {msg}");
+            bail!("{msg} (HTTP {status})");
         }
         Ok(value)
     }
+
+    /// Like [`DaemonArgs::send`], but a non-2xx answer comes back as (status, body).
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+        let base = self.base_url()?;
+        let url = format!("{base}{path}");
+        let timeout = if method == "GET" { 10 } else { 600 };
+        let agent = agent(Some(Duration::from_secs(timeout)));
+        let unreachable = || {
+            format!(
+                "cannot reach the daemon at {base} (is `oasis serve` running? set --url or OASIS_URL)"
+            )
+        };
+        let mut resp = match (method, body) {
+            ("GET", _) => agent.get(&url).call(),
+            ("DELETE", _) => agent.delete(&url).call(),
+            ("POST", Some(b)) => agent.post(&url).send_json(b),
+            ("POST", None) => agent.post(&url).send_empty(),
+            ("PATCH", Some(b)) => agent.patch(&url).send_json(b),
+            (m, _) => bail!("unsupported method {m}"),
+        }
+        .with_context(unreachable)?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading the answer of {url}"))?;
+        let value: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{url} did not answer with JSON"))?;
+        Ok((status, value))
+    }
+
+    /// Follows the server-sent events at `path`, calling `each` with every event's JSON
+    /// data until it returns false or the stream ends.
+    pub fn events(&self, path: &str, mut each: impl FnMut(Value) -> bool) -> Result<()> {
+        use std::io::BufRead as _;
+        let base = self.base_url()?;
+        let url = format!("{base}{path}");
+        let mut resp = agent(None).get(&url).call().with_context(|| {
+            format!("cannot reach the daemon at {base} (is `oasis serve` running? set --url or OASIS_URL)")
+        })?;
+        if !resp.status().is_success() {
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let msg = v["error"]["message"].as_str().unwrap_or("no message");
+            bail!("{msg} (HTTP {})", resp.status());
+        }
+        let reader = std::io::BufReader::new(resp.body_mut().as_reader());
+        for line in reader.lines() {
+            let line = line.with_context(|| format!("reading the events of {url}"))?;
+            if let Some(data) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(data.trim())
+                    .with_context(|| format!("{url} sent an event that is not JSON"))?;
+                if !each(v) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn agent(timeout: Option<Duration>) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(timeout)
+        .http_status_as_error(false)
+        .build()
+        .into()
 }

@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod eplb;
 mod fit;
+mod models;
 mod profile;
 mod run;
 mod serve;
@@ -33,9 +34,17 @@ pub enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Show a running daemon's state.
     Status(status::StatusArgs),
-    /// Models of a running daemon.
+    /// Models of a running daemon: import, list, show, delete.
     #[command(subcommand)]
     Model(status::ModelCommand),
+    /// Serve a catalog model under a name (an existing name swaps models without dropping
+    /// a request).
+    Deploy(models::DeployArgs),
+    /// Stop serving a deployment (the model stays in the catalog).
+    Undeploy(models::UndeployArgs),
+    /// Long-running work of a daemon (imports): list, follow, cancel.
+    #[command(subcommand)]
+    Job(models::JobCommand),
     /// Plan MoE expert replicas over GPUs with DeepSeek's load balancer (EPLB).
     Eplb(eplb::EplbArgs),
     /// GPU telemetry tools.
@@ -104,6 +113,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::serve(&args),
         Command::Status(args) => status::status(&args),
         Command::Model(cmd) => status::model(&cmd),
+        Command::Deploy(args) => models::deploy(&args),
+        Command::Undeploy(args) => models::undeploy(&args),
+        Command::Job(cmd) => models::job(&cmd),
         Command::Eplb(args) => eplb::eplb(&args),
         Command::Telemetry(cmd) => telemetry::telemetry(&cmd),
         Command::Profile(cmd) => profile::profile(&cmd),

@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// place of reading the box (demos, tests).
     #[arg(long, env = "OASIS_INVENTORY", value_name = "FILE")]
     pub inventory: Option<PathBuf>,
+    /// Bytes per second an import may read from its source, so copying a model from a USB
+    /// disk does not starve the served models of I/O [default: 0, no limit].
+    #[arg(long, env = "OASIS_IMPORT_MAX_BYTES_PER_S", value_name = "BYTES")]
+    pub import_max_bytes_per_s: Option<u64>,
 }
 
 impl ServeArgs {
@@ -132,6 +136,7 @@ impl ServeArgs {
                 profiles_dir: self.profiles_dir.clone(),
                 profile_policy: self.profile_policy.clone(),
                 inventory: self.inventory.clone(),
+                import_max_bytes_per_s: self.import_max_bytes_per_s,
             },
         )
     }

@@ -25,9 +25,15 @@ pub struct ShowArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
-    /// The models the daemon serves.
+    /// Every model in the catalog and the deployments serving it.
     List(StatusArgs),
-    /// One served model: what it is, where its files are, how it fits this box.
+    /// Import a model (a GGUF file, a checkpoint folder or a .tar bundle) with a progress
+    /// bar: copied into the store, hashed, verified, then added to the catalog.
+    Import(super::models::ImportArgs),
+    /// Delete a model from the catalog and its files from the store (refused while deployed).
+    Rm(super::models::RmArgs),
+    /// One model (a catalog id or a served name): what it is, where its files are, what
+    /// serves it, how it fits this box.
     Show(ShowArgs),
     /// Disk use: the model store, models used in place, the state, the volume's free space.
     Storage(StatusArgs),
@@ -179,7 +185,7 @@ fn render_health(system: &Value, alerts: &Value) -> String {
 pub fn model(cmd: &ModelCommand) -> Result<()> {
     match cmd {
         ModelCommand::List(args) => {
-            let doc = args.daemon.get("/v1/models")?;
+            let doc = args.daemon.get("/admin/v1/models")?;
             if args.daemon.json {
                 println!("{doc}");
             } else {
@@ -188,11 +194,24 @@ pub fn model(cmd: &ModelCommand) -> Result<()> {
             Ok(())
         }
         ModelCommand::Fit(args) => super::fit::fit(args),
+        ModelCommand::Import(args) => super::models::import(args),
+        ModelCommand::Rm(args) => super::models::rm(args),
         ModelCommand::Show(args) => {
-            let model = args.daemon.get(&format!("/v1/models/{}", args.id))?;
-            let fit = args
-                .daemon
-                .get(&format!("/admin/v1/models/{}/fit", args.id))?;
+            // A catalog id (served or not), else a served name or alias.
+            let (status, cat) =
+                args.daemon
+                    .call("GET", &format!("/admin/v1/models/{}", args.id), None)?;
+            let (model, served) = if status == 200 {
+                let served = cat["deployed_as"][0].as_str().map(str::to_string);
+                (cat, served)
+            } else {
+                let m = args.daemon.get(&format!("/v1/models/{}", args.id))?;
+                (m, Some(args.id.clone()))
+            };
+            let fit = match &served {
+                Some(name) => args.daemon.get(&format!("/admin/v1/models/{name}/fit"))?,
+                None => Value::Null,
+            };
             if args.daemon.json {
                 println!("{}", serde_json::json!({ "model": model, "fit": fit }));
                 return Ok(());
@@ -302,16 +321,25 @@ fn render_model(m: &Value, fit: &Value) -> String {
             format!("{:.1} MB", n(&m["size_bytes"]) as f64 / 1e6),
         ),
         ("digest", s(&m["digest"])),
+        ("license", s(&m["license"])),
+        ("path", s(&m["path"])),
+        ("deployed as", deployed(&m["deployed_as"])),
         (
             "fit",
-            format!(
-                "{} (profile {})",
-                s(&fit["fit"]["summary"]),
-                s(&fit["profile"])
-            ),
+            if fit.is_null() {
+                "not deployed: `oasis model fit PATH` sizes it offline".to_string()
+            } else {
+                format!(
+                    "{} (profile {})",
+                    s(&fit["fit"]["summary"]),
+                    s(&fit["profile"])
+                )
+            },
         ),
     ] {
-        let _ = writeln!(out, "  {k:<12} {v}");
+        if v != "-" {
+            let _ = writeln!(out, "  {k:<12} {v}");
+        }
     }
     out
 }
@@ -356,8 +384,21 @@ fn render_storage(doc: &Value) -> String {
     out
 }
 
+/// `chat, chat-b` or `-`.
+fn deployed(v: &Value) -> String {
+    let names: Vec<&str> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(", ")
+    }
+}
+
 fn render_models(doc: &Value) -> String {
-    let rows: Vec<[String; 6]> = doc["data"]
+    let rows: Vec<[String; 7]> = doc["data"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -369,16 +410,26 @@ fn render_models(doc: &Value) -> String {
                         n(&m["context_length"]).to_string(),
                         format!("{:.1} MB", n(&m["size_bytes"]) as f64 / 1e6),
                         s(&m["digest"]).chars().take(19).collect(),
+                        deployed(&m["deployed_as"]),
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
     if rows.is_empty() {
-        return "no models are served\n".into();
+        return "no models in the catalog (import one with `oasis model import PATH`)\n".into();
     }
-    let header = ["ID", "ARCH", "PARAMS", "CONTEXT", "SIZE", "DIGEST"].map(String::from);
-    let mut widths = [0usize; 6];
+    let header = [
+        "ID",
+        "ARCH",
+        "PARAMS",
+        "CONTEXT",
+        "SIZE",
+        "DIGEST",
+        "DEPLOYED AS",
+    ]
+    .map(String::from);
+    let mut widths = [0usize; 7];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -405,12 +456,13 @@ mod tests {
         let doc = serde_json::json!({"object": "list", "data": [{
             "id": "SmolLM2", "architecture": "llama", "parameters": 134_515_008u64,
             "context_length": 8192, "size_bytes": 98_362_432u64,
-            "digest": "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"}]});
+            "digest": "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            "deployed_as": ["chat"]}]});
         let text = render_models(&doc);
         assert_eq!(
             text,
-            "ID       ARCH   PARAMS  CONTEXT  SIZE     DIGEST\n\
-             SmolLM2  llama  134.5M  8192     98.4 MB  sha256:b179c9523d0e\n"
+            "ID       ARCH   PARAMS  CONTEXT  SIZE     DIGEST               DEPLOYED AS\n\
+             SmolLM2  llama  134.5M  8192     98.4 MB  sha256:b179c9523d0e  chat\n"
         );
     }
 

@@ -1,37 +1,41 @@
-//! The models the daemon serves: the sled catalog plus the files named in the
-//! configuration, each loaded (memory-mapped) with an engine thread of its own.
+//! The models the daemon serves: deployments (a catalog model under a served name and
+//! its aliases), each loaded (memory-mapped) with an engine of its own.
 //!
-//! A model named in the configuration that cannot be loaded stops the start with an error
-//! naming it: the operator asked for it. A model restored from the catalog whose file has
-//! gone or broken is kept in the catalog and reported as unavailable, so one bad disk does
-//! not take the other models down.
+//! At start the configured files join the catalog and get a deployment named after them;
+//! every deployment in sled is then loaded. A configured model that cannot be loaded stops
+//! the start with an error naming it: the operator asked for it. A deployment restored
+//! from sled whose model has gone or broken is kept and reported as unavailable, so one
+//! bad disk does not take the other models down. While the daemon runs, deployments come,
+//! go and are swapped through [`Catalog::install`] and [`Catalog::remove`]: a request holds
+//! its `Arc<ServedModel>`, so one in flight finishes on the model it started on.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use engine::Model;
 use engine::model::{BLOCK_POSITIONS, blocks_for};
 use engine::parallel::RankGroupConfig;
 use engine::scheduler::SchedulerConfig;
-use sha2::{Digest, Sha256};
 
 use super::worker::WorkerHandle;
 use crate::config::ServeConfig;
+use crate::import::{describe, stat};
 use crate::paths::DEFAULT_MODEL_FILE;
-use crate::store::{ModelRecord, SCHEMA, Store, hex, unix_now};
+use crate::store::{DeploymentRecord, ModelRecord, SCHEMA, Store, unix_now};
 
 /// Context length the daemon gives each sequence when neither the configuration nor a
 /// smaller training context says otherwise: llama-server's default is 4096, and the KV
 /// cache is allocated for it up front.
 pub const DEFAULT_SERVE_CONTEXT: usize = 8192;
 
-/// A model that is loaded and serving.
+/// A deployment that is loaded and serving.
 #[derive(Debug)]
 pub struct ServedModel {
+    /// The served name (what `model` says in requests and answers).
+    pub name: String,
+    pub deployment: DeploymentRecord,
     pub record: ModelRecord,
     /// Shared with the engine thread; the HTTP side uses it to tokenize and check requests.
     pub model: Arc<Model>,
@@ -40,9 +44,11 @@ pub struct ServedModel {
     pub n_ctx: usize,
     /// Blocks in the model's key/value pool.
     pub kv_blocks: usize,
+    /// Bytes of that pool.
+    pub kv_bytes: usize,
 }
 
-/// A catalog entry that could not be loaded.
+/// A deployment that could not be loaded.
 #[derive(Debug, Clone)]
 pub struct Unavailable {
     pub id: String,
@@ -50,30 +56,149 @@ pub struct Unavailable {
     pub error: String,
 }
 
-/// Everything the daemon knows about its models.
+/// Everything the daemon serves.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    pub served: BTreeMap<String, Arc<ServedModel>>,
-    pub unavailable: Vec<Unavailable>,
+    /// By served name and by alias.
+    served: RwLock<BTreeMap<String, Arc<ServedModel>>>,
+    unavailable: RwLock<Vec<Unavailable>>,
 }
 
 impl Catalog {
-    /// Ids of the models being served, sorted.
+    /// The deployment serving `name` (a served name or an alias).
+    pub fn get(&self, name: &str) -> Option<Arc<ServedModel>> {
+        self.served.read().ok()?.get(name).cloned()
+    }
+
+    /// Every name requests may use (served names and aliases), sorted.
     pub fn served_ids(&self) -> Vec<String> {
-        self.served.keys().cloned().collect()
+        self.served
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Each deployment once, by served name.
+    pub fn deployments(&self) -> Vec<Arc<ServedModel>> {
+        self.served
+            .read()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, v)| **k == v.name)
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn unavailable(&self) -> Vec<Unavailable> {
+        self.unavailable
+            .read()
+            .map(|u| u.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.served.read().map_or(true, |m| m.is_empty())
+    }
+
+    /// Puts `m` in service under its name and aliases in one step, replacing the
+    /// deployment of that name (returned; requests holding it finish on it).
+    pub fn install(&self, m: Arc<ServedModel>) -> Option<Arc<ServedModel>> {
+        let Ok(mut map) = self.served.write() else {
+            return None;
+        };
+        let old = map.get(&m.name).filter(|o| o.name == m.name).cloned();
+        if let Some(o) = &old {
+            for a in &o.deployment.aliases {
+                map.remove(a);
+            }
+        }
+        for a in &m.deployment.aliases {
+            map.insert(a.clone(), m.clone());
+        }
+        map.insert(m.name.clone(), m.clone());
+        drop(map);
+        if let Ok(mut u) = self.unavailable.write() {
+            u.retain(|u| u.id != m.name);
+        }
+        old
+    }
+
+    /// Takes the deployment `name` out of service (requests in flight finish).
+    pub fn remove(&self, name: &str) -> Option<Arc<ServedModel>> {
+        if let Ok(mut u) = self.unavailable.write() {
+            u.retain(|u| u.id != name);
+        }
+        let mut map = self.served.write().ok()?;
+        let old = map.get(name).filter(|o| o.name == name).cloned()?;
+        map.remove(name);
+        for a in &old.deployment.aliases {
+            map.remove(a);
+        }
+        Some(old)
+    }
+
+    /// Records a deployment that could not be loaded.
+    pub fn mark_unavailable(&self, u: Unavailable) {
+        if let Ok(mut list) = self.unavailable.write() {
+            list.retain(|x| x.id != u.id);
+            list.push(u);
+        }
+    }
+
+    /// True when some deployment (served or unavailable) uses catalog model `id`.
+    pub fn uses_model(&self, id: &str) -> Vec<String> {
+        self.deployments()
+            .iter()
+            .filter(|m| m.record.id == id)
+            .map(|m| m.name.clone())
+            .collect()
     }
 }
 
-/// Restores the catalog from `store`, adds the configured model files, and loads them all.
+/// A new deployment record serving catalog model `model` as `name`.
+pub fn new_deployment(name: &str, model: &str) -> DeploymentRecord {
+    let now = unix_now();
+    DeploymentRecord {
+        schema: SCHEMA,
+        name: name.to_string(),
+        aliases: Vec::new(),
+        model: model.to_string(),
+        ranks: None,
+        context_length: None,
+        max_sequences: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Restores the catalog from `store`, adds the configured model files (each deployed
+/// under its id), and loads every deployment.
 pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
     let mut records: Vec<ModelRecord> = Vec::new();
-    let mut catalog = Catalog::default();
+    let catalog = Catalog::default();
     for entry in store.models()? {
         match entry {
             Ok(r) => records.push(r),
             Err(e) => {
                 tracing::error!(error = %e, "skipping a corrupt catalog record");
-                catalog.unavailable.push(Unavailable {
+                catalog.mark_unavailable(Unavailable {
+                    id: corrupt_id(&e),
+                    path: None,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    let mut deployments: Vec<DeploymentRecord> = Vec::new();
+    for entry in store.deployments()? {
+        match entry {
+            Ok(d) => deployments.push(d),
+            Err(e) => {
+                tracing::error!(error = %e, "skipping a corrupt deployment record");
+                catalog.mark_unavailable(Unavailable {
                     id: corrupt_id(&e),
                     path: None,
                     error: e.to_string(),
@@ -97,7 +222,7 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
             Some(r) => r.clone(),
             None => {
                 let id = unique_id(&abs, &records);
-                let r = describe(&abs, id, None)
+                let r = describe(&abs, id, None, &BTreeMap::new())
                     .with_context(|| format!("cannot load model {}", path.display()))?;
                 store.put_model(&r)?;
                 tracing::info!(id = %r.id, path = %abs.display(), "model added to the catalog");
@@ -105,24 +230,39 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
                 r
             }
         };
+        if !deployments.iter().any(|d| d.name == record.id) {
+            let d = new_deployment(&record.id, &record.id);
+            store.put_deployment(&d)?;
+            deployments.push(d);
+        }
         configured.push(record.id.clone());
     }
-    for record in records {
-        let id = record.id.clone();
+    for d in deployments {
+        let name = d.name.clone();
+        let Some(record) = records.iter().find(|r| r.id == d.model).cloned() else {
+            let error = format!("model `{}` is not in the catalog", d.model);
+            tracing::error!(deployment = %name, %error, "deployment unavailable");
+            catalog.mark_unavailable(Unavailable {
+                id: name,
+                path: None,
+                error,
+            });
+            continue;
+        };
         let path = record.path.clone();
-        match serve(store, config, record) {
+        match serve(store, config, record, d) {
             Ok(served) => {
-                tracing::info!(id = %id, n_ctx = served.n_ctx, "model ready");
-                catalog.served.insert(id, Arc::new(served));
+                tracing::info!(name = %name, model = %served.record.id, n_ctx = served.n_ctx, "model ready");
+                catalog.install(Arc::new(served));
             }
-            Err(e) if configured.contains(&id) => {
+            Err(e) if configured.contains(&name) => {
                 return Err(e.context(format!("cannot load model {}", path.display())));
             }
             Err(e) => {
                 let error = format!("{e:#}");
-                tracing::error!(id = %id, path = %path.display(), %error, "model unavailable");
-                catalog.unavailable.push(Unavailable {
-                    id,
+                tracing::error!(name = %name, path = %path.display(), %error, "model unavailable");
+                catalog.mark_unavailable(Unavailable {
+                    id: name,
                     path: Some(path),
                     error,
                 });
@@ -132,19 +272,34 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
     Ok(catalog)
 }
 
-/// Loads one catalog model and starts its engine, re-hashing the file if it changed.
-fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result<ServedModel> {
+/// Loads one catalog model as deployment `d` and starts its engine, re-hashing the file
+/// if it changed.
+pub fn serve(
+    store: &Store,
+    config: &ServeConfig,
+    mut record: ModelRecord,
+    d: DeploymentRecord,
+) -> Result<ServedModel> {
     let (size, modified) =
         stat(&record.path).with_context(|| format!("model {}", record.path.display()))?;
     if size != record.size_bytes || modified != record.modified_unix_ns {
         tracing::warn!(id = %record.id, "model file changed since it was cataloged; re-reading it");
-        record = describe(&record.path, record.id.clone(), Some(record.added_at))?;
+        let (in_store, license) = (record.in_store, record.license.clone());
+        record = describe(
+            &record.path,
+            record.id.clone(),
+            Some(record.added_at),
+            &BTreeMap::new(),
+        )?;
+        record.in_store = in_store;
+        record.license = record.license.or(license);
         store.put_model(&record)?;
     }
     let model = Arc::new(Model::load(&record.path)?);
     let n_ctx_train = model.config.n_ctx_train;
-    let n_ctx = config
-        .max_context
+    let n_ctx = d
+        .context_length
+        .or(config.max_context)
         .unwrap_or(DEFAULT_SERVE_CONTEXT)
         .min(n_ctx_train)
         .max(1);
@@ -152,7 +307,7 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
     // At least one full-context sequence fits.
     let kv_blocks = (config.kv_cache_bytes / bytes_per_block).max(blocks_for(n_ctx));
     let group = RankGroupConfig {
-        ranks: config.ranks,
+        ranks: d.ranks.unwrap_or(config.ranks),
         redundant_experts: config.redundant_experts,
         scheduler: SchedulerConfig {
             threads: config
@@ -160,142 +315,22 @@ fn serve(store: &Store, config: &ServeConfig, mut record: ModelRecord) -> Result
                 .unwrap_or_else(engine::generate::default_threads),
             n_ctx,
             max_batch_tokens: config.max_batch_tokens,
-            max_running: config.max_running,
+            max_running: d.max_sequences.unwrap_or(config.max_running),
             kv_blocks,
         },
     };
-    let worker = WorkerHandle::spawn(model.clone(), group, &record.id, config.max_waiting)
+    let worker = WorkerHandle::spawn(model.clone(), group, &d.name, config.max_waiting)
         .context("cannot start the engine threads")?;
     Ok(ServedModel {
+        name: d.name.clone(),
+        deployment: d,
+        kv_bytes: kv_blocks * bytes_per_block,
         record,
         model,
         worker,
         n_ctx,
         kv_blocks,
     })
-}
-
-/// Reads the file's header and digest into a catalog record.
-fn describe(path: &Path, id: String, added_at: Option<u64>) -> Result<ModelRecord> {
-    if path.is_dir() {
-        return describe_checkpoint(path, id, added_at);
-    }
-    let (size_bytes, modified_unix_ns) = stat(path)?;
-    let file = engine::gguf::GgufFile::open(path)?;
-    let architecture = file
-        .get_str("general.architecture")?
-        .unwrap_or("unknown")
-        .to_string();
-    let name = file.get_str("general.name")?.unwrap_or(&id).to_string();
-    let parameters = file.tensors().iter().map(|t| t.n_elements()).sum();
-    let context_length = file
-        .get_usize(&format!("{architecture}.context_length"))?
-        .unwrap_or(0);
-    drop(file);
-    Ok(ModelRecord {
-        schema: SCHEMA,
-        id,
-        path: path.to_path_buf(),
-        format: "gguf".into(),
-        digest: sha256_file(path)?,
-        size_bytes,
-        modified_unix_ns,
-        architecture,
-        name,
-        parameters,
-        context_length,
-        added_at: added_at.unwrap_or_else(unix_now),
-    })
-}
-
-/// A Hugging Face checkpoint folder as a catalog record: the digest covers every file the
-/// model is made of (name and SHA-256 of each, in name order).
-fn describe_checkpoint(dir: &Path, id: String, added_at: Option<u64>) -> Result<ModelRecord> {
-    let cfg = engine::model::hf::HfConfig::load(dir)?;
-    let ck = engine::safetensors::Checkpoint::open(dir)?;
-    let parameters = ck
-        .names()
-        .filter_map(|n| ck.tensor(n))
-        .filter(|t| !t.name.ends_with("_scale_inv"))
-        .map(|t| t.n_elements() as u64)
-        .sum();
-    drop(ck);
-    let (size_bytes, modified_unix_ns) = stat(dir)?;
-    let mut manifest = Sha256::new();
-    for f in checkpoint_files(dir)? {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        manifest.update(format!("{name}\0{}\n", sha256_file(&f)?).as_bytes());
-    }
-    Ok(ModelRecord {
-        schema: SCHEMA,
-        name: id.clone(),
-        id,
-        path: dir.to_path_buf(),
-        format: "safetensors".into(),
-        digest: format!("sha256:{}", hex(&manifest.finalize())),
-        size_bytes,
-        modified_unix_ns,
-        architecture: cfg.arch.name().to_string(),
-        parameters,
-        context_length: cfg.max_position,
-        added_at: added_at.unwrap_or_else(unix_now),
-    })
-}
-
-/// The files a checkpoint folder's model is made of: JSON files and safetensors shards.
-fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|x| x == "json" || x == "safetensors")
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Size and modification time of a model: of the file, or summed and latest over a
-/// checkpoint folder's files.
-fn stat(path: &Path) -> Result<(u64, u128)> {
-    if path.is_dir() {
-        let mut size = 0;
-        let mut modified = 0;
-        for f in checkpoint_files(path)? {
-            let meta = std::fs::metadata(&f)?;
-            size += meta.len();
-            modified = modified.max(modified_ns(&meta));
-        }
-        return Ok((size, modified));
-    }
-    let meta = std::fs::metadata(path)?;
-    Ok((meta.len(), modified_ns(&meta)))
-}
-
-/// `sha256:<hex>` of a file, read in 1 MiB pieces.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex(&hasher.finalize())))
-}
-
-fn modified_ns(meta: &std::fs::Metadata) -> u128 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos())
 }
 
 /// The file stem (`SmolLM2-135M-Instruct.Q4_1.gguf` -> `SmolLM2-135M-Instruct.Q4_1`),

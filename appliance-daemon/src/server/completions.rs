@@ -101,7 +101,7 @@ async fn start(
             return Err(ApiError::queue_full(
                 format!(
                     "The model `{}` has {} requests waiting, its limit; retry shortly",
-                    served.record.id, st.config.max_waiting
+                    served.name, st.config.max_waiting
                 ),
                 Duration::from_secs(1),
             ));
@@ -110,7 +110,7 @@ async fn start(
             return Err(ApiError::internal("engine thread stopped", &request_id));
         }
     }
-    tracing::debug!(model = %served.record.id, choices = plan.prompt_tokens.len(), user = ?plan.user, "queued");
+    tracing::debug!(model = %served.name, choices = plan.prompt_tokens.len(), user = ?plan.user, "queued");
     let answer = Answer::new(kind, served, &plan, request_id, st.clone(), arrived);
     if plan.stream {
         Ok(stream(answer, rx).into_response())
@@ -345,7 +345,7 @@ impl Answer {
                 id: self.id,
                 object: "chat.completion",
                 created: self.created,
-                model: self.served.record.id.clone(),
+                model: self.served.name.clone(),
                 system_fingerprint: self.fingerprint,
                 choices: self
                     .choices
@@ -372,7 +372,7 @@ impl Answer {
                 id: self.id,
                 object: "text_completion",
                 created: self.created,
-                model: self.served.record.id.clone(),
+                model: self.served.name.clone(),
                 system_fingerprint: self.fingerprint,
                 choices: self
                     .choices
@@ -417,7 +417,7 @@ impl Answer {
             id: self.id.clone(),
             object: "chat.completion.chunk",
             created: self.created,
-            model: self.served.record.id.clone(),
+            model: self.served.name.clone(),
             system_fingerprint: self.fingerprint.clone(),
             choices,
             usage,
@@ -433,7 +433,7 @@ impl Answer {
             id: self.id.clone(),
             object: "text_completion",
             created: self.created,
-            model: self.served.record.id.clone(),
+            model: self.served.name.clone(),
             system_fingerprint: self.fingerprint.clone(),
             choices,
             usage,

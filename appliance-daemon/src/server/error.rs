@@ -95,6 +95,17 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message).with_code("not_found")
     }
 
+    /// 409: the request conflicts with the daemon's state (a name taken, a model in use).
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::CONFLICT, "invalid_request_error", message).with_code("conflict")
+    }
+
+    /// 507: the volume has no room for what was asked.
+    pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::INSUFFICIENT_STORAGE, "server_error", message)
+            .with_code("insufficient_storage")
+    }
+
     /// 404 for an unknown route.
     pub fn route_not_found(method: &str, path: &str) -> ApiError {
         Self::new(

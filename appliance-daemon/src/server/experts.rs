@@ -4,6 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -49,7 +51,7 @@ fn describe(m: &ServedModel) -> Option<ModelExperts> {
     let placement = ep.map(|e| e.placement());
     let window_tokens = ep.map(|e| e.window_loads()).unwrap_or_default();
     Some(ModelExperts {
-        id: m.record.id.clone(),
+        id: m.name.clone(),
         ranks: m.worker.ranks,
         slots_per_rank: placement.as_ref().map_or(0, |p| p.slots_per_rank),
         placement: placement
@@ -81,8 +83,8 @@ pub async fn experts(State(st): State<AppState>) -> Json<ExpertsReport> {
     Json(ExpertsReport {
         models: st
             .catalog
-            .served
-            .values()
+            .deployments()
+            .iter()
             .filter_map(|m| describe(m))
             .collect(),
     })
@@ -115,19 +117,21 @@ pub async fn rebalance(
     State(st): State<AppState>,
     JsonBody(req): JsonBody<RebalanceRequest>,
 ) -> Result<Json<RebalanceReport>, ApiError> {
-    let parallel: Vec<&ServedModel> = st
+    let parallel: Vec<Arc<ServedModel>> = st
         .catalog
-        .served
-        .values()
+        .deployments()
+        .into_iter()
         .filter(|m| m.worker.ep.is_some())
-        .map(|m| m.as_ref())
         .collect();
-    let m = match &req.model {
-        Some(id) => match st.catalog.served.get(id) {
-            Some(m) => m.as_ref(),
+    let m: &ServedModel = match &req.model {
+        Some(id) => match parallel
+            .iter()
+            .find(|m| m.name == *id || m.deployment.aliases.contains(id))
+        {
+            Some(m) => m,
             None => return Err(ApiError::model_not_found(id, &st.catalog.served_ids())),
         },
-        None if parallel.len() == 1 => parallel[0],
+        None if parallel.len() == 1 => &parallel[0],
         None => {
             return Err(ApiError::invalid_param(
                 "model",
@@ -143,17 +147,17 @@ pub async fn rebalance(
             "model",
             format!(
                 "`{}` does not run expert-parallel (start the daemon with --ranks 2 or more)",
-                m.record.id
+                m.name
             ),
         ));
     };
     let n_group = m.model.hf().map_or(1, |h| h.cfg.moe.n_group());
     let report = ep
         .rebalance(n_group)
-        .map_err(|e| ApiError::invalid(format!("cannot rebalance `{}`: {e}", m.record.id)))?;
-    tracing::info!(model = %m.record.id, before = ?report.before, after = ?report.after, "expert rebalance proposed");
+        .map_err(|e| ApiError::invalid(format!("cannot rebalance `{}`: {e}", m.name)))?;
+    tracing::info!(model = %m.name, before = ?report.before, after = ?report.after, "expert rebalance proposed");
     Ok(Json(RebalanceReport {
-        model: m.record.id.clone(),
+        model: m.name.clone(),
         before: report.before,
         after: report.after,
         window_tokens: report.tokens,

@@ -59,7 +59,7 @@ pub async fn model_fit(
     let footprint = Footprint::of_model(&served.model);
     let report = crate::fit::estimate(&footprint, &p.inventory, &plan, context);
     Ok(Json(FitAnswer {
-        model: served.record.id.clone(),
+        model: served.name.clone(),
         profile: profile.id.clone(),
         footprint: serde_json::to_value(footprint).unwrap_or_default(),
         fit: serde_json::to_value(report).unwrap_or_default(),

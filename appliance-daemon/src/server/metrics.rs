@@ -100,9 +100,9 @@ fn escape(v: &str) -> String {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(4096);
-    let models: Vec<_> = st.catalog.served.values().collect();
+    let models = st.catalog.deployments();
     let per = |f: &dyn Fn(&super::catalog::ServedModel) -> f64| -> Vec<(String, f64)> {
-        models.iter().map(|m| (m.record.id.clone(), f(m))).collect()
+        models.iter().map(|m| (m.name.clone(), f(m))).collect()
     };
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
     gauge(
@@ -214,7 +214,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         let Some(layers) = m.model.expert_tokens() else {
             continue;
         };
-        let id = escape(&m.record.id);
+        let id = escape(&m.name);
         for (layer, counts) in layers.iter().enumerate() {
             if counts.iter().all(|c| *c == 0) {
                 continue; // a dense layer
@@ -233,7 +233,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     );
     for m in &models {
         if let Some(ep) = &m.worker.ep {
-            let id = escape(&m.record.id);
+            let id = escape(&m.name);
             for (rank, a) in ep.rank_pairs.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -249,7 +249,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
             m.worker
                 .ep
                 .as_ref()
-                .map(|ep| (m.record.id.clone(), ep.imbalance()))
+                .map(|ep| (m.name.clone(), ep.imbalance()))
         })
         .collect();
     gauge(

@@ -7,11 +7,13 @@
 
 pub mod catalog;
 pub mod completions;
+pub mod deployments;
 pub mod error;
 pub mod experts;
 pub mod extract;
 pub mod fit;
 pub mod metrics;
+pub mod models;
 pub mod openai;
 pub mod openapi;
 pub mod routes;
@@ -32,6 +34,7 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio::sync::Mutex as AsyncMutex;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -65,6 +68,11 @@ pub struct Inner {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// The firmware profile selected at start and what came of it.
     pub profile: crate::profile::ProfileState,
+    /// Imports and their progress.
+    pub jobs: Arc<crate::jobs::Jobs>,
+    /// Held while a deployment is created, changed or removed, and while a model is
+    /// deleted: one change to what is served at a time.
+    pub deploy_lock: AsyncMutex<()>,
 }
 
 impl std::ops::Deref for AppState {
@@ -82,6 +90,7 @@ impl AppState {
         store: Store,
         telemetry: Arc<crate::telemetry::Telemetry>,
         profile: crate::profile::ProfileState,
+        jobs: Arc<crate::jobs::Jobs>,
     ) -> Self {
         AppState(Arc::new(Inner {
             config,
@@ -90,6 +99,8 @@ impl AppState {
             store,
             telemetry,
             profile,
+            jobs,
+            deploy_lock: AsyncMutex::new(()),
             started: Instant::now(),
             draining: AtomicBool::new(false),
             latencies: metrics::Latencies::default(),
@@ -99,9 +110,7 @@ impl AppState {
     /// The served model `id`, or 404.
     pub fn model(&self, id: &str) -> Result<Arc<ServedModel>, ApiError> {
         self.catalog
-            .served
             .get(id)
-            .cloned()
             .ok_or_else(|| ApiError::model_not_found(id, &self.catalog.served_ids()))
     }
 
@@ -119,6 +128,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/models/{id}"),
     ("GET", "/admin/v1/models/{id}/fit"),
     ("GET", "/admin/v1/storage"),
+    ("GET", "/admin/v1/models"),
+    ("GET", "/admin/v1/models/{id}"),
+    ("DELETE", "/admin/v1/models/{id}"),
+    ("POST", "/admin/v1/models/import"),
+    ("POST", "/admin/v1/models/upload"),
+    ("GET", "/admin/v1/jobs"),
+    ("GET", "/admin/v1/jobs/{id}"),
+    ("DELETE", "/admin/v1/jobs/{id}"),
+    ("GET", "/admin/v1/jobs/{id}/events"),
+    ("GET", "/admin/v1/deployments"),
+    ("POST", "/admin/v1/deployments"),
+    ("GET", "/admin/v1/deployments/{name}"),
+    ("PATCH", "/admin/v1/deployments/{name}"),
+    ("DELETE", "/admin/v1/deployments/{name}"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
     ("GET", "/openapi.json"),
@@ -155,6 +178,28 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/profile", get(system::profile))
         .route("/admin/v1/models/{id}/fit", get(fit::model_fit))
         .route("/admin/v1/storage", get(storage::storage))
+        .route("/admin/v1/models", get(models::list))
+        .route(
+            "/admin/v1/models/{id}",
+            get(models::show).delete(models::remove),
+        )
+        .route("/admin/v1/models/import", post(models::import))
+        .route("/admin/v1/jobs", get(models::jobs))
+        .route(
+            "/admin/v1/jobs/{id}",
+            get(models::job).delete(models::cancel_job),
+        )
+        .route("/admin/v1/jobs/{id}/events", get(models::job_events))
+        .route(
+            "/admin/v1/deployments",
+            get(deployments::list).post(deployments::create),
+        )
+        .route(
+            "/admin/v1/deployments/{name}",
+            get(deployments::show)
+                .patch(deployments::change)
+                .delete(deployments::remove),
+        )
         .route("/admin/v1/engine/experts", get(experts::experts))
         .route("/admin/v1/engine/rebalance", post(experts::rebalance))
         .route("/metrics", get(metrics::metrics))
@@ -167,6 +212,9 @@ pub fn app(state: AppState) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             timeout,
         ))
+        // Uploads stream to disk for as long as they take, past the body limit and the
+        // request timeout.
+        .merge(Router::new().route("/admin/v1/models/upload", post(models::upload)))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             openai_error_bodies,
@@ -245,7 +293,7 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
             .await
             .context("model loading stopped")??
     };
-    if catalog.served.is_empty() {
+    if catalog.is_empty() {
         tracing::warn!("no model is loaded: /readyz reports not ready; start with --model PATH");
     }
     let telemetry = crate::telemetry::Telemetry::start(&crate::telemetry::TelemetryConfig {
@@ -260,7 +308,14 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let grace = config.shutdown_grace;
-    let state = AppState::new(config, catalog, settings, store, telemetry, profile);
+    let jobs = Arc::new(crate::jobs::Jobs::open(
+        store.clone(),
+        crate::import::StoreDir {
+            root: models::store_root(&config.data_dir),
+            max_bytes_per_s: config.import_max_bytes_per_s,
+        },
+    )?);
+    let state = AppState::new(config, catalog, settings, store, telemetry, profile, jobs);
     // One machine-readable line on stdout: scripts and tests read the address from it.
     println!("oasis: listening on http://{addr}");
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, models = ?state.catalog.served_ids(), "serving");

@@ -5,7 +5,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{completions, experts, fit, metrics, routes, storage, system};
+use super::{completions, deployments, experts, fit, metrics, models, routes, storage, system};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -25,6 +25,20 @@ use super::{completions, experts, fit, metrics, routes, storage, system};
         system::profile,
         fit::model_fit,
         storage::storage,
+        models::list,
+        models::show,
+        models::remove,
+        models::import,
+        models::upload,
+        models::jobs,
+        models::job,
+        models::cancel_job,
+        models::job_events,
+        deployments::list,
+        deployments::create,
+        deployments::show,
+        deployments::change,
+        deployments::remove,
         system::gpu_history,
         system::stream,
         experts::experts,

@@ -48,10 +48,10 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     (code, Json(Health { status, models })).into_response()
 }
 
-fn card(m: &ServedModel) -> ModelCard {
+fn card(name: &str, m: &ServedModel) -> ModelCard {
     let r = &m.record;
     ModelCard {
-        id: r.id.clone(),
+        id: name.to_string(),
         object: "model",
         created: r.added_at,
         owned_by: "oasis",
@@ -69,7 +69,12 @@ fn card(m: &ServedModel) -> ModelCard {
 pub async fn list_models(State(st): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
-        data: st.catalog.served.values().map(|m| card(m)).collect(),
+        data: st
+            .catalog
+            .served_ids()
+            .into_iter()
+            .filter_map(|name| st.catalog.get(&name).map(|m| card(&name, &m)))
+            .collect(),
     })
 }
 
@@ -82,7 +87,7 @@ pub async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
     let m = st.model(&id)?;
-    Ok(Json(card(&m)))
+    Ok(Json(card(&id, &m)))
 }
 
 /// `GET /admin/v1/status`.
@@ -124,12 +129,12 @@ pub struct ModelStatus {
 pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
     let mut models: Vec<ModelStatus> = st
         .catalog
-        .served
-        .values()
+        .deployments()
+        .iter()
         .map(|m| {
             let s = &m.worker.stats;
             ModelStatus {
-                id: m.record.id.clone(),
+                id: m.name.clone(),
                 state: "ready",
                 path: Some(m.record.path.display().to_string()),
                 error: None,
@@ -144,7 +149,7 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
             }
         })
         .collect();
-    models.extend(st.catalog.unavailable.iter().map(|u| ModelStatus {
+    models.extend(st.catalog.unavailable().iter().map(|u| ModelStatus {
         id: u.id.clone(),
         state: "unavailable",
         path: u.path.as_ref().map(|p| p.display().to_string()),
@@ -160,7 +165,7 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
     }));
     let state = if st.is_draining() {
         "draining"
-    } else if st.catalog.served.is_empty() {
+    } else if st.catalog.is_empty() {
         "not_ready"
     } else {
         "ready"

@@ -50,7 +50,12 @@ pub async fn storage(State(st): State<AppState>) -> Json<StorageReport> {
         .models()
         .map(|v| v.into_iter().filter_map(Result::ok).collect())
         .unwrap_or_default();
-    let served: Vec<String> = st.catalog.served_ids();
+    let served: Vec<String> = st
+        .catalog
+        .deployments()
+        .iter()
+        .map(|m| m.record.id.clone())
+        .collect();
     let report = tokio::task::spawn_blocking(move || {
         let store_dir = canonical(&data_dir.join("models"));
         let models: Vec<ModelStorage> = records
@@ -95,7 +100,7 @@ fn canonical(p: &Path) -> PathBuf {
 }
 
 /// The mounted volume whose mount point is the longest prefix of `dir`.
-fn volume(dir: &Path) -> Option<Volume> {
+pub fn volume(dir: &Path) -> Option<Volume> {
     let dir = canonical(dir);
     let disks = sysinfo::Disks::new_with_refreshed_list();
     disks

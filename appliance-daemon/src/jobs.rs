@@ -1,0 +1,357 @@
+//! Long work the admin starts and watches: imports, each a job with an id, a state, bytes
+//! done and to do, a rate and an ETA, cancellable.
+//!
+//! Imports run one at a time (they compete for the same disks) on a thread each; the
+//! others wait as `queued`. A job's record is written to sled when it is created and at
+//! each change of state, the ready one in the same transaction as the model's catalog
+//! record. A job found unfinished at start was interrupted by a crash: it is marked failed
+//! and what it left in the store is removed (`import::clean_store`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::import::{self, Cancelled, ImportSpec, Phase, Progress, StoreDir};
+use crate::store::{Store, random_hex, unix_now};
+
+/// What the API and the CLI see of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobView {
+    pub id: String,
+    /// `import`.
+    pub kind: String,
+    /// `queued`, `copying`, `verifying`, `ready`, `failed` or `cancelled`.
+    #[schema(value_type = String)]
+    pub state: Phase,
+    /// The file, folder or bundle imported.
+    pub source: String,
+    /// The catalog id the model gets.
+    pub model: String,
+    pub in_place: bool,
+    /// Bytes read and to read in the current state (copying, or hashing in place).
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Bytes per second in the current state.
+    pub rate_bytes_per_s: f64,
+    /// Seconds left at that rate.
+    pub eta_s: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    pub created_at: u64,
+    pub finished_at: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    view: Mutex<JobView>,
+    progress: Arc<Progress>,
+}
+
+impl Entry {
+    /// The view with live progress.
+    fn snapshot(&self) -> JobView {
+        let mut v = match self.view.lock() {
+            Ok(v) => v.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if !v.state.is_final() {
+            v.state = self.progress.phase();
+            v.bytes_done = self.progress.done.load(Ordering::Relaxed);
+            v.bytes_total = self.progress.total.load(Ordering::Relaxed);
+            v.rate_bytes_per_s = self.progress.rate();
+            v.eta_s = (v.rate_bytes_per_s > 0.0 && v.bytes_total >= v.bytes_done)
+                .then(|| (v.bytes_total - v.bytes_done) as f64 / v.rate_bytes_per_s);
+        }
+        v
+    }
+}
+
+/// Why a job was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The daemon's jobs.
+#[derive(Debug)]
+pub struct Jobs {
+    store: Store,
+    dir: StoreDir,
+    jobs: Mutex<BTreeMap<String, Arc<Entry>>>,
+    /// Held by the import that is running.
+    lane: Arc<Mutex<()>>,
+}
+
+impl Jobs {
+    /// Loads the jobs of earlier runs, marks those a crash interrupted as failed, and
+    /// cleans the store of what they left.
+    pub fn open(store: Store, dir: StoreDir) -> anyhow::Result<Jobs> {
+        let mut jobs = BTreeMap::new();
+        for j in store.jobs::<JobView>()? {
+            let mut view = match j {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping a corrupt job record");
+                    continue;
+                }
+            };
+            if !view.state.is_final() {
+                view.state = Phase::Failed;
+                view.error = Some("interrupted: the daemon stopped during the import".into());
+                view.finished_at = Some(unix_now());
+                view.rate_bytes_per_s = 0.0;
+                view.eta_s = None;
+                store.put_job(&view.id, &view)?;
+                tracing::warn!(job = %view.id, model = %view.model, "an import was interrupted by a stop; its files are removed");
+            }
+            jobs.insert(
+                view.id.clone(),
+                Arc::new(Entry {
+                    view: Mutex::new(view),
+                    progress: Arc::new(Progress::default()),
+                }),
+            );
+        }
+        let records: Vec<_> = store.models()?.into_iter().filter_map(Result::ok).collect();
+        for p in import::clean_store(&dir.root, &records) {
+            tracing::warn!(path = %p.display(), "removed a partial or unreferenced folder from the model store");
+        }
+        Ok(Jobs {
+            store,
+            dir,
+            jobs: Mutex::new(jobs),
+            lane: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Where the store lives.
+    pub fn store_dir(&self) -> &StoreDir {
+        &self.dir
+    }
+
+    /// A fresh job id.
+    pub fn new_id() -> String {
+        format!("job-{}", random_hex(8))
+    }
+
+    /// Starts importing `source` as `name` (or a name derived from the path). The checks
+    /// that can be made at once (the source exists, the name is free) are errors here; the
+    /// rest end the job as failed.
+    pub fn submit_import(
+        &self,
+        job_id: Option<String>,
+        source: PathBuf,
+        name: Option<String>,
+        in_place: bool,
+        consume: bool,
+    ) -> Result<JobView, SubmitError> {
+        if !source.is_absolute() {
+            return Err(SubmitError::Invalid(format!(
+                "`path` must be absolute, got `{}`",
+                source.display()
+            )));
+        }
+        if !source.exists() {
+            return Err(SubmitError::Invalid(format!(
+                "{} does not exist (the path is read by the daemon, on this box)",
+                source.display()
+            )));
+        }
+        let mut jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| SubmitError::Internal("the job table is poisoned".into()))?;
+        let taken = |id: &str| -> Result<bool, SubmitError> {
+            let in_catalog = self
+                .store
+                .get_model(id)
+                .map_err(|e| SubmitError::Internal(e.to_string()))?
+                .is_some();
+            let importing = jobs.values().any(|e| {
+                let v = e.snapshot();
+                !v.state.is_final() && v.model == id
+            });
+            Ok(in_catalog || importing)
+        };
+        let id = match name {
+            Some(n) => {
+                import::check_id(&n).map_err(SubmitError::Invalid)?;
+                if taken(&n)? {
+                    return Err(SubmitError::Conflict(format!(
+                        "a model named `{n}` is already in the catalog or being imported; pick another --name or delete it first"
+                    )));
+                }
+                n
+            }
+            None => {
+                let stem = import::id_from_path(&source);
+                let mut id = stem.clone();
+                let mut i = 2;
+                while taken(&id)? {
+                    id = format!("{stem}-{i}");
+                    i += 1;
+                }
+                id
+            }
+        };
+        let job_id = job_id.unwrap_or_else(Self::new_id);
+        let view = JobView {
+            id: job_id.clone(),
+            kind: "import".into(),
+            state: Phase::Queued,
+            source: source.display().to_string(),
+            model: id.clone(),
+            in_place,
+            bytes_done: 0,
+            bytes_total: 0,
+            rate_bytes_per_s: 0.0,
+            eta_s: None,
+            error: None,
+            created_at: unix_now(),
+            finished_at: None,
+        };
+        self.store
+            .put_job(&job_id, &view)
+            .map_err(|e| SubmitError::Internal(e.to_string()))?;
+        let entry = Arc::new(Entry {
+            view: Mutex::new(view.clone()),
+            progress: Arc::new(Progress::default()),
+        });
+        jobs.insert(job_id.clone(), entry.clone());
+        drop(jobs);
+        let spec = ImportSpec {
+            source,
+            id,
+            in_place,
+            consume,
+        };
+        let (store, dir, lane) = (self.store.clone(), self.dir.clone(), self.lane.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("import-{job_id}"))
+            .spawn(move || run(&store, &dir, &lane, &spec, &job_id, &entry));
+        if let Err(e) = spawned {
+            return Err(SubmitError::Internal(format!(
+                "cannot start the import thread: {e}"
+            )));
+        }
+        Ok(view)
+    }
+
+    /// A job with its live progress.
+    pub fn get(&self, id: &str) -> Option<JobView> {
+        let jobs = self.jobs.lock().ok()?;
+        jobs.get(id).map(|e| e.snapshot())
+    }
+
+    /// Every job, newest first.
+    pub fn list(&self) -> Vec<JobView> {
+        let Ok(jobs) = self.jobs.lock() else {
+            return Vec::new();
+        };
+        let mut all: Vec<JobView> = jobs.values().map(|e| e.snapshot()).collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        all
+    }
+
+    /// Asks a running job to stop; returns its view (unchanged if it had finished).
+    pub fn cancel(&self, id: &str) -> Option<JobView> {
+        let jobs = self.jobs.lock().ok()?;
+        let e = jobs.get(id)?;
+        if !e.snapshot().state.is_final() {
+            e.progress.cancel();
+        }
+        Some(e.snapshot())
+    }
+
+    /// Models being imported now (their ids).
+    pub fn importing(&self) -> Vec<String> {
+        self.list()
+            .into_iter()
+            .filter(|v| !v.state.is_final())
+            .map(|v| v.model)
+            .collect()
+    }
+}
+
+/// One import, start to finish, on its own thread.
+fn run(
+    store: &Store,
+    dir: &StoreDir,
+    lane: &Mutex<()>,
+    spec: &ImportSpec,
+    job: &str,
+    entry: &Entry,
+) {
+    let _turn = lane.lock();
+    let progress = &entry.progress;
+    tracing::info!(job, model = %spec.id, source = %spec.source.display(), in_place = spec.in_place, "import started");
+    let outcome = if progress.cancelled() {
+        Err(anyhow::Error::new(Cancelled))
+    } else {
+        persist_state(store, job, entry, Phase::Copying);
+        import::import(spec, job, dir, progress)
+    };
+    let mut view = entry.snapshot();
+    view.finished_at = Some(unix_now());
+    view.rate_bytes_per_s = 0.0;
+    view.eta_s = None;
+    match outcome {
+        Ok(record) => {
+            view.state = Phase::Ready;
+            view.bytes_done = view.bytes_total;
+            match store.commit_import(&record, job, &view) {
+                Ok(true) => {
+                    tracing::info!(job, model = %record.id, digest = %record.digest, "import ready");
+                }
+                Ok(false) => {
+                    let _ = import::remove_stored(&dir.root, &record);
+                    view.state = Phase::Failed;
+                    view.error = Some(format!(
+                        "a model named `{}` entered the catalog meanwhile",
+                        record.id
+                    ));
+                }
+                Err(e) => {
+                    let _ = import::remove_stored(&dir.root, &record);
+                    view.state = Phase::Failed;
+                    view.error = Some(format!("cannot commit the model: {e}"));
+                }
+            }
+        }
+        Err(e) if e.is::<Cancelled>() || progress.cancelled() => {
+            view.state = Phase::Cancelled;
+            tracing::info!(job, "import cancelled");
+        }
+        Err(e) => {
+            view.state = Phase::Failed;
+            view.error = Some(format!("{e:#}"));
+            tracing::warn!(job, error = %format!("{e:#}"), "import failed");
+        }
+    }
+    if view.state != Phase::Ready
+        && let Err(e) = store.put_job(job, &view)
+    {
+        tracing::error!(job, error = %e, "cannot record the job's end");
+    }
+    let state = view.state;
+    if let Ok(mut v) = entry.view.lock() {
+        *v = view;
+    }
+    progress.set_phase(state);
+}
+
+fn persist_state(store: &Store, job: &str, entry: &Entry, phase: Phase) {
+    let mut view = entry.snapshot();
+    view.state = phase;
+    if let Err(e) = store.put_job(job, &view) {
+        tracing::error!(job, error = %e, "cannot record the job's state");
+    }
+}

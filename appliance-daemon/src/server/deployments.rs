@@ -1,0 +1,378 @@
+//! Deployments over the admin API: a catalog model served under a name (and aliases) with
+//! its own engine settings. Created, changed (a hot swap: the new engine is loaded next to
+//! the old one, takes over in one step, and requests in flight finish on the old one) and
+//! removed while the daemon serves; each change is in sled before it is reported, so a
+//! restart restores what was deployed.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::catalog::{self, ServedModel};
+use super::error::{ApiError, ErrorBody};
+use super::extract::JsonBody;
+use crate::store::{DeploymentRecord, ModelRecord, unix_now};
+
+/// `POST /admin/v1/deployments`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    /// The catalog id of the model to serve.
+    pub model: String,
+    /// The served name [default: the model's id].
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Other names that reach it.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Engine ranks (expert parallelism) [default: the daemon's].
+    #[serde(default)]
+    pub ranks: Option<usize>,
+    /// Context limit per sequence [default: the daemon's].
+    #[serde(default)]
+    pub context_length: Option<usize>,
+    /// Sequences batched at once [default: the daemon's].
+    #[serde(default)]
+    pub max_sequences: Option<usize>,
+}
+
+/// `PATCH /admin/v1/deployments/{name}`: the fields to change.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeDeployment {
+    /// Serve this catalog model instead (a new version under the same name).
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub aliases: Option<Vec<String>>,
+    #[serde(default)]
+    pub ranks: Option<usize>,
+    #[serde(default)]
+    pub context_length: Option<usize>,
+    #[serde(default)]
+    pub max_sequences: Option<usize>,
+}
+
+/// A deployment and how it is doing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentView {
+    pub name: String,
+    pub aliases: Vec<String>,
+    /// The catalog model served.
+    pub model: String,
+    /// `ready` or `unavailable`.
+    pub state: &'static str,
+    /// Why an unavailable deployment could not be loaded.
+    pub error: Option<String>,
+    /// The settings asked for (absent: the daemon's).
+    pub ranks: Option<usize>,
+    pub context_length: Option<usize>,
+    pub max_sequences: Option<usize>,
+    /// What the engine runs with (ready deployments).
+    pub engine: Option<EngineSettings>,
+    /// Bumped by each change that reloaded the model.
+    pub generation: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EngineSettings {
+    pub ranks: usize,
+    pub context_length: usize,
+    pub kv_cache_bytes: usize,
+    pub running: usize,
+    pub waiting: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentList {
+    pub data: Vec<DeploymentView>,
+}
+
+fn view(
+    d: &DeploymentRecord,
+    served: Option<&ServedModel>,
+    error: Option<String>,
+) -> DeploymentView {
+    let live = served.filter(|m| m.deployment.generation == d.generation && m.record.id == d.model);
+    DeploymentView {
+        name: d.name.clone(),
+        aliases: d.aliases.clone(),
+        model: d.model.clone(),
+        state: if live.is_some() {
+            "ready"
+        } else {
+            "unavailable"
+        },
+        error: if live.is_some() { None } else { error },
+        ranks: d.ranks,
+        context_length: d.context_length,
+        max_sequences: d.max_sequences,
+        engine: live.map(|m| EngineSettings {
+            ranks: m.worker.ranks,
+            context_length: m.n_ctx,
+            kv_cache_bytes: m.kv_bytes,
+            running: m
+                .worker
+                .stats
+                .engine
+                .running
+                .load(std::sync::atomic::Ordering::Relaxed),
+            waiting: m.worker.stats.waiting(),
+        }),
+        generation: d.generation,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+    }
+}
+
+fn records(st: &AppState) -> Result<Vec<DeploymentRecord>, ApiError> {
+    Ok(st
+        .store
+        .deployments()?
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect())
+}
+
+fn show_one(st: &AppState, d: &DeploymentRecord) -> DeploymentView {
+    let error = st
+        .catalog
+        .unavailable()
+        .into_iter()
+        .find(|u| u.id == d.name)
+        .map(|u| u.error);
+    view(d, st.catalog.get(&d.name).as_deref(), error)
+}
+
+/// Every deployment.
+#[utoipa::path(get, path = "/admin/v1/deployments", responses((status = 200, body = DeploymentList)))]
+pub async fn list(State(st): State<AppState>) -> Result<Json<DeploymentList>, ApiError> {
+    let data = records(&st)?.iter().map(|d| show_one(&st, d)).collect();
+    Ok(Json(DeploymentList { data }))
+}
+
+fn no_deployment(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no deployment `{name}` (see GET /admin/v1/deployments)"
+    ))
+    .with_code("deployment_not_found")
+}
+
+/// One deployment.
+#[utoipa::path(get, path = "/admin/v1/deployments/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = DeploymentView), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    let d = st
+        .store_deployment(&name)?
+        .ok_or_else(|| no_deployment(&name))?;
+    Ok(Json(show_one(&st, &d)))
+}
+
+impl AppState {
+    fn store_deployment(&self, name: &str) -> Result<Option<DeploymentRecord>, ApiError> {
+        Ok(records(self)?.into_iter().find(|d| d.name == name))
+    }
+}
+
+/// The settings' bounds, and names that no other deployment uses.
+fn check(st: &AppState, d: &DeploymentRecord) -> Result<(), ApiError> {
+    crate::import::check_id(&d.name).map_err(|m| ApiError::invalid_param("name", m))?;
+    for a in &d.aliases {
+        crate::import::check_id(a).map_err(|m| ApiError::invalid_param("aliases", m))?;
+        if *a == d.name {
+            return Err(ApiError::invalid_param(
+                "aliases",
+                format!("`{a}` is the deployment's own name"),
+            ));
+        }
+    }
+    let bound = |param: &str, v: Option<usize>, lo: usize, hi: usize| match v {
+        Some(x) if !(lo..=hi).contains(&x) => Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must be between {lo} and {hi}, got {x}"),
+        )),
+        _ => Ok(()),
+    };
+    bound("ranks", d.ranks, 1, 64)?;
+    bound("context_length", d.context_length, 1, 10_000_000)?;
+    bound("max_sequences", d.max_sequences, 1, 4096)?;
+    for other in records(st)? {
+        if other.name == d.name {
+            continue;
+        }
+        let theirs: Vec<&String> = std::iter::once(&other.name).chain(&other.aliases).collect();
+        for mine in std::iter::once(&d.name).chain(&d.aliases) {
+            if theirs.contains(&mine) {
+                return Err(ApiError::conflict(format!(
+                    "the name `{mine}` is taken by deployment `{}`",
+                    other.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a deployment that cannot fit in the host's available memory: the weights (read
+/// from their memory map) and the KV cache the engine allocates up front.
+fn check_fit(st: &AppState, record: &ModelRecord) -> Result<(), ApiError> {
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    let has = sys.available_memory();
+    let kv = st.config.kv_cache_bytes as u64;
+    let needs = record.size_bytes.saturating_add(kv);
+    if has > 0 && needs > has {
+        let gb = |b: u64| b as f64 / 1e9;
+        return Err(ApiError::conflict(format!(
+            "`{}` does not fit: needs {:.2} GB ({:.2} GB of weights + {:.2} GB of KV cache), the host has {:.2} GB available",
+            record.id,
+            gb(needs),
+            gb(record.size_bytes),
+            gb(kv),
+            gb(has)
+        ))
+        .with_code("does_not_fit"));
+    }
+    Ok(())
+}
+
+/// Loads `d` (off the async runtime) and puts it in service; the record is written first.
+async fn load_and_install(st: &AppState, d: DeploymentRecord) -> Result<DeploymentView, ApiError> {
+    let record = st.store.get_model(&d.model)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no model `{}` in the catalog (see GET /admin/v1/models)",
+            d.model
+        ))
+        .with_param("model")
+        .with_code("model_not_found")
+    })?;
+    check_fit(st, &record)?;
+    let (store, config, rec, dep) = (st.store.clone(), st.config.clone(), record, d.clone());
+    let served = tokio::task::spawn_blocking(move || catalog::serve(&store, &config, rec, dep))
+        .await
+        .map_err(|e| ApiError::internal(e, "-"))?
+        .map_err(|e| {
+            let mut err = ApiError::invalid(format!("cannot load model `{}`: {e:#}", d.model))
+                .with_param("model")
+                .with_code("model_load_failed");
+            err.status = StatusCode::UNPROCESSABLE_ENTITY;
+            err
+        })?;
+    st.store.put_deployment(&d)?;
+    let served = Arc::new(served);
+    let old = st.catalog.install(served.clone());
+    match &old {
+        Some(o) => {
+            tracing::info!(name = %d.name, from = %o.record.id, to = %d.model, generation = d.generation, "deployment swapped; requests in flight finish on the old model")
+        }
+        None => tracing::info!(name = %d.name, model = %d.model, "deployed"),
+    }
+    drop(old);
+    Ok(view(&d, Some(&served), None))
+}
+
+/// Deploys a catalog model; answers once it serves.
+#[utoipa::path(post, path = "/admin/v1/deployments", request_body = CreateDeployment,
+    responses((status = 201, body = DeploymentView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(st): State<AppState>,
+    JsonBody(req): JsonBody<CreateDeployment>,
+) -> Result<Response, ApiError> {
+    let _one_change = st.deploy_lock.lock().await;
+    let now = unix_now();
+    let d = DeploymentRecord {
+        name: req.name.clone().unwrap_or_else(|| req.model.clone()),
+        aliases: req.aliases,
+        ranks: req.ranks,
+        context_length: req.context_length,
+        max_sequences: req.max_sequences,
+        created_at: now,
+        updated_at: now,
+        ..catalog::new_deployment("", &req.model)
+    };
+    if st.store_deployment(&d.name)?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "deployment `{}` exists: change it with PATCH /admin/v1/deployments/{} (`oasis deploy MODEL --name {}` swaps it)",
+            d.name, d.name, d.name
+        )));
+    }
+    check(&st, &d)?;
+    let v = load_and_install(&st, d).await?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Changes a deployment: another model (a new version under the same name), other
+/// settings or aliases. The new engine loads next to the old one and takes over in one
+/// step; requests in flight finish on the old one.
+#[utoipa::path(patch, path = "/admin/v1/deployments/{name}", params(("name" = String, Path)),
+    request_body = ChangeDeployment,
+    responses((status = 200, body = DeploymentView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn change(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<ChangeDeployment>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    let _one_change = st.deploy_lock.lock().await;
+    let old = st
+        .store_deployment(&name)?
+        .ok_or_else(|| no_deployment(&name))?;
+    let mut d = old.clone();
+    if let Some(m) = req.model {
+        d.model = m;
+    }
+    if let Some(a) = req.aliases {
+        d.aliases = a;
+    }
+    if req.ranks.is_some() {
+        d.ranks = req.ranks;
+    }
+    if req.context_length.is_some() {
+        d.context_length = req.context_length;
+    }
+    if req.max_sequences.is_some() {
+        d.max_sequences = req.max_sequences;
+    }
+    check(&st, &d)?;
+    d.generation = old.generation + 1;
+    d.updated_at = unix_now();
+    load_and_install(&st, d).await.map(Json)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Undeployed {
+    pub undeployed: String,
+    pub model: String,
+}
+
+/// Stops serving a deployment; requests in flight finish.
+#[utoipa::path(delete, path = "/admin/v1/deployments/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = Undeployed), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Undeployed>, ApiError> {
+    let _one_change = st.deploy_lock.lock().await;
+    let d = st
+        .store_deployment(&name)?
+        .ok_or_else(|| no_deployment(&name))?;
+    st.store.remove_deployment(&name)?;
+    st.catalog.remove(&name);
+    tracing::info!(name = %name, model = %d.model, "undeployed");
+    Ok(Json(Undeployed {
+        undeployed: name,
+        model: d.model,
+    }))
+}
