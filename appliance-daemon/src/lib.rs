@@ -6,11 +6,13 @@
 #![forbid(unsafe_code)] // `unsafe` lives only in `kernels` (ARCHITECTURE.md)
 
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod fit;
 pub mod import;
 pub mod jobs;
+pub mod metering;
 pub mod paths;
 pub mod profile;
 pub mod server;

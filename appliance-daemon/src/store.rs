@@ -117,6 +117,8 @@ pub struct Store {
     models: sled::Tree,
     deployments: sled::Tree,
     jobs: sled::Tree,
+    keys: sled::Tree,
+    usage: sled::Tree,
     settings: sled::Tree,
     alerts: sled::Tree,
     history: sled::Tree,
@@ -125,6 +127,8 @@ pub struct Store {
 const MODELS: &str = "models";
 const DEPLOYMENTS: &str = "deployments";
 const JOBS: &str = "jobs";
+const KEYS: &str = "keys";
+const USAGE: &str = "usage";
 const ALERTS: &str = "alerts";
 const HISTORY: &str = "history";
 const SETTINGS: &str = "settings";
@@ -145,6 +149,8 @@ impl Store {
         let models = db.open_tree(MODELS)?;
         let deployments = db.open_tree(DEPLOYMENTS)?;
         let jobs = db.open_tree(JOBS)?;
+        let keys = db.open_tree(KEYS)?;
+        let usage = db.open_tree(USAGE)?;
         let settings = db.open_tree(SETTINGS)?;
         let alerts = db.open_tree(ALERTS)?;
         let history = db.open_tree(HISTORY)?;
@@ -153,6 +159,8 @@ impl Store {
             models,
             deployments,
             jobs,
+            keys,
+            usage,
             settings,
             alerts,
             history,
@@ -294,6 +302,63 @@ impl Store {
         for item in self.jobs.iter() {
             let (key, bytes) = item?;
             out.push(from_json(JOBS, &String::from_utf8_lossy(&key), &bytes));
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// Adds or replaces an API key or admin token record (by id), durably.
+    pub fn put_key<K: Serialize>(&self, id: &str, key: &K) -> Result<()> {
+        self.keys.insert(id.as_bytes(), to_json(key).as_slice())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every key record (corrupt ones as errors next to the good ones).
+    pub fn keys<K: for<'de> Deserialize<'de>>(&self) -> Result<Vec<Result<K>>> {
+        let mut out = Vec::new();
+        for item in self.keys.iter() {
+            let (key, bytes) = item?;
+            out.push(from_json(KEYS, &String::from_utf8_lossy(&key), &bytes));
+        }
+        Ok(out)
+    }
+
+    /// Adds `delta` to each usage row (a function of the row's old value), then flushes
+    /// once: the whole batch is on disk when this returns.
+    pub fn add_usage<R>(
+        &self,
+        rows: &[(Vec<u8>, R)],
+        add: impl Fn(Option<R>, &R) -> R,
+    ) -> Result<()>
+    where
+        R: Serialize + for<'de> Deserialize<'de>,
+    {
+        for (k, delta) in rows {
+            let old: Option<R> = self
+                .usage
+                .get(k)?
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let new = add(old, delta);
+            self.usage.insert(k.as_slice(), to_json(&new).as_slice())?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Usage rows with keys in `from..=to` (byte order), corrupt rows skipped.
+    pub fn usage_range<R: for<'de> Deserialize<'de>>(
+        &self,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Vec<(Vec<u8>, R)>> {
+        let mut out = Vec::new();
+        for item in self.usage.range(from.to_vec()..=to.to_vec()) {
+            let (k, v) = item?;
+            if let Ok(r) = serde_json::from_slice(&v) {
+                out.push((k.to_vec(), r));
+            }
         }
         Ok(out)
     }

@@ -12,5 +12,6 @@ mod models;
 mod moe;
 mod parity;
 mod profile;
+mod security;
 mod serve;
 mod telemetry;

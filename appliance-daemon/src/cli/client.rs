@@ -19,29 +19,56 @@ pub struct DaemonArgs {
     /// Configuration file to read the listen address from.
     #[arg(long, env = "OASIS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The token to send [default: with no --url/OASIS_URL, the local admin credential
+    /// `DATA_DIR/admin.token`, readable by its owner only].
+    #[arg(
+        long,
+        env = "OASIS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// Print one JSON document instead of a summary.
     #[arg(long)]
     pub json: bool,
 }
 
 impl DaemonArgs {
+    /// The configuration as the daemon on this box resolves it.
+    fn local_config(&self) -> Result<ServeConfig> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        ServeConfig::resolve(
+            file,
+            Overrides {
+                listen: std::env::var("OASIS_LISTEN").ok(),
+                data_dir: std::env::var_os("OASIS_DATA_DIR").map(PathBuf::from),
+                ..Overrides::default()
+            },
+        )
+    }
+
+    /// The token to send: `--token`/`OASIS_TOKEN`, else (for the daemon of this box's
+    /// configuration) the local admin credential when this user can read it.
+    pub fn token(&self) -> Option<String> {
+        if let Some(t) = &self.token {
+            return Some(t.trim().to_string());
+        }
+        if self.url.is_some() {
+            return None;
+        }
+        let cfg = self.local_config().ok()?;
+        crate::auth::local_token(&cfg.data_dir)
+    }
+
     /// The base URL, without a trailing slash.
     pub fn base_url(&self) -> Result<String> {
         if let Some(url) = &self.url {
             return Ok(url.trim_end_matches('/').to_string());
         }
-        let file = match &self.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
-        };
-        let listen = std::env::var("OASIS_LISTEN").ok();
-        let cfg = ServeConfig::resolve(
-            file,
-            Overrides {
-                listen,
-                ..Overrides::default()
-            },
-        )?;
+        let cfg = self.local_config()?;
         let mut addr = cfg.listen;
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -78,12 +105,19 @@ impl DaemonArgs {
                 "cannot reach the daemon at {base} (is `oasis serve` running? set --url or OASIS_URL)"
             )
         };
+        let auth = self
+            .token()
+            .map(|t| format!("Bearer {t}"))
+            .unwrap_or_default();
         let mut resp = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            ("DELETE", _) => agent.delete(&url).call(),
-            ("POST", Some(b)) => agent.post(&url).send_json(b),
-            ("POST", None) => agent.post(&url).send_empty(),
-            ("PATCH", Some(b)) => agent.patch(&url).send_json(b),
+            ("GET", _) => agent.get(&url).header("authorization", &auth).call(),
+            ("DELETE", _) => agent.delete(&url).header("authorization", &auth).call(),
+            ("POST", Some(b)) => agent.post(&url).header("authorization", &auth).send_json(b),
+            ("POST", None) => agent.post(&url).header("authorization", &auth).send_empty(),
+            ("PATCH", Some(b)) => agent
+                .patch(&url)
+                .header("authorization", &auth)
+                .send_json(b),
             (m, _) => bail!("unsupported method {m}"),
         }
         .with_context(unreachable)?;
@@ -103,7 +137,11 @@ impl DaemonArgs {
         use std::io::BufRead as _;
         let base = self.base_url()?;
         let url = format!("{base}{path}");
-        let mut resp = agent(None).get(&url).call().with_context(|| {
+        let auth = self
+            .token()
+            .map(|t| format!("Bearer {t}"))
+            .unwrap_or_default();
+        let mut resp = agent(None).get(&url).header("authorization", &auth).call().with_context(|| {
             format!("cannot reach the daemon at {base} (is `oasis serve` running? set --url or OASIS_URL)")
         })?;
         if !resp.status().is_success() {

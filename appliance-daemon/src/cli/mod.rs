@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod eplb;
 mod fit;
+mod keys;
 mod models;
 mod profile;
 mod run;
@@ -42,6 +43,14 @@ pub enum Command {
     Deploy(models::DeployArgs),
     /// Stop serving a deployment (the model stays in the catalog).
     Undeploy(models::UndeployArgs),
+    /// API keys: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// Tokens and requests by key, model or day.
+    Usage(keys::UsageArgs),
+    /// The audit log: verify its hash chain, list its newest entries.
+    #[command(subcommand)]
+    Audit(keys::AuditCommand),
     /// Long-running work of a daemon (imports): list, follow, cancel.
     #[command(subcommand)]
     Job(models::JobCommand),
@@ -116,6 +125,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Deploy(args) => models::deploy(&args),
         Command::Undeploy(args) => models::undeploy(&args),
         Command::Job(cmd) => models::job(&cmd),
+        Command::Key(cmd) => keys::key(&cmd),
+        Command::Usage(args) => keys::usage(&args),
+        Command::Audit(cmd) => keys::audit(&cmd),
         Command::Eplb(args) => eplb::eplb(&args),
         Command::Telemetry(cmd) => telemetry::telemetry(&cmd),
         Command::Profile(cmd) => profile::profile(&cmd),

@@ -204,6 +204,9 @@ pub fn render_progress(v: &Value) -> String {
     if total == 0 || matches!(state, "queued" | "failed" | "cancelled") {
         return state.to_string();
     }
+    if state == "ready" {
+        return format!("ready     [{}] 100%  {}", "#".repeat(20), human(total));
+    }
     let frac = (done.min(total) as f64 / total as f64).clamp(0.0, 1.0);
     let width = 20;
     let filled = (frac * width as f64).round() as usize;

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::auth::Principal;
 use super::catalog::ServedModel;
 use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
@@ -43,13 +44,24 @@ enum Kind {
         (status = 503, body = ErrorBody)))]
 pub async fn chat_completions(
     State(st): State<AppState>,
+    who: Option<axum::Extension<Principal>>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let served = st.model(&req.model)?;
     let plan = validate::chat(&req, &served.model, served.n_ctx)?;
-    start(&st, served, plan, Kind::Chat, &headers, arrived).await
+    let who = who.map(|w| w.0);
+    start(
+        &st,
+        who.as_ref(),
+        served,
+        plan,
+        Kind::Chat,
+        &headers,
+        arrived,
+    )
+    .await
 }
 
 /// Complete a prompt.
@@ -61,17 +73,70 @@ pub async fn chat_completions(
         (status = 503, body = ErrorBody)))]
 pub async fn completions(
     State(st): State<AppState>,
+    who: Option<axum::Extension<Principal>>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let served = st.model(&req.model)?;
     let plan = validate::completion(&req, &served.model, served.n_ctx)?;
-    start(&st, served, plan, Kind::Text, &headers, arrived).await
+    let who = who.map(|w| w.0);
+    start(
+        &st,
+        who.as_ref(),
+        served,
+        plan,
+        Kind::Text,
+        &headers,
+        arrived,
+    )
+    .await
+}
+
+/// A key's model list and limits, checked before the request enters the engine.
+fn admit(
+    st: &AppState,
+    who: Option<&Principal>,
+    served: &ServedModel,
+    plan: &Plan,
+) -> Result<(), ApiError> {
+    let Some(key) = who.and_then(|w| w.key.as_ref()) else {
+        return Ok(());
+    };
+    if let Some(models) = &key.models
+        && !models
+            .iter()
+            .any(|m| *m == served.name || served.deployment.aliases.contains(m))
+    {
+        let mut e = ApiError::invalid(format!(
+            "Key `{}` may not use the model `{}` (it may use: {})",
+            key.name,
+            served.name,
+            models.join(", ")
+        ))
+        .with_param("model")
+        .with_code("model_not_allowed");
+        e.status = axum::http::StatusCode::FORBIDDEN;
+        return Err(e);
+    }
+    let per_prompt = plan.n.max(1);
+    let prompt: usize = plan.prompt_tokens.iter().step_by(per_prompt).sum();
+    st.keys.admit(key, prompt as u64).map_err(|o| {
+        let code = if o.limit.starts_with("tokens_per_") {
+            "insufficient_quota"
+        } else {
+            "rate_limit_exceeded"
+        };
+        tracing::info!(key = %key.id, limit = o.limit, "request over a limit");
+        ApiError::queue_full(o.message, o.retry_after)
+            .with_code(code)
+            .with_param(o.limit)
+    })
 }
 
 async fn start(
     st: &AppState,
+    who: Option<&Principal>,
     served: Arc<ServedModel>,
     mut plan: Plan,
     kind: Kind,
@@ -89,10 +154,16 @@ async fn start(
             Duration::from_secs(5),
         ));
     }
+    admit(st, who, &served, &plan)?;
+    let tenant = who
+        .and_then(Principal::tenant)
+        .map(str::to_string)
+        .or_else(|| plan.user.clone())
+        .unwrap_or_default();
     let (tx, rx) = mpsc::unbounded_channel();
     let job = Job {
         requests: std::mem::take(&mut plan.requests),
-        tenant: plan.user.clone().unwrap_or_default(),
+        tenant,
         events: tx,
     };
     match served.worker.submit(job) {
@@ -111,7 +182,10 @@ async fn start(
         }
     }
     tracing::debug!(model = %served.name, choices = plan.prompt_tokens.len(), user = ?plan.user, "queued");
-    let answer = Answer::new(kind, served, &plan, request_id, st.clone(), arrived);
+    let key = who
+        .and_then(|w| w.key.as_ref())
+        .map_or_else(|| "anonymous".to_string(), |k| k.id.clone());
+    let answer = Answer::new(kind, served, &plan, request_id, st.clone(), arrived, key);
     if plan.stream {
         Ok(stream(answer, rx).into_response())
     } else {
@@ -130,6 +204,10 @@ async fn whole(
 ) -> Result<Response, ApiError> {
     while let Some(ev) = rx.recv().await {
         answer.absorb(ev)?;
+    }
+    let usage = answer.usage();
+    if let Some(r) = answer.metering.finish(&usage, false) {
+        answer.state.meter.record(r).await;
     }
     answer.into_response()
 }
@@ -152,7 +230,13 @@ fn stream(
                         return Some((out, Some((answer, rx))));
                     }
                 }
-                None => return Some((answer.final_chunks(), None)),
+                None => {
+                    let usage = answer.usage();
+                    if let Some(r) = answer.metering.finish(&usage, false) {
+                        answer.state.meter.record(r).await;
+                    }
+                    return Some((answer.final_chunks(), None));
+                }
             }
         }
     })
@@ -178,6 +262,62 @@ struct Answer {
     /// For the latency histograms.
     state: AppState,
     arrived: Instant,
+    /// Counts the request's tokens when it ends, however it ends.
+    metering: Metering,
+}
+
+/// A request's entry in the metering: written (and waited for) when the answer ends
+/// normally, or written without waiting, as failed, when it is dropped before that.
+struct Metering {
+    state: AppState,
+    key: String,
+    model: String,
+    arrived: Instant,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    done: bool,
+}
+
+impl Metering {
+    fn record(&mut self, failed: bool) -> crate::metering::Record {
+        self.done = true;
+        if self.key != "anonymous" {
+            self.state
+                .keys
+                .used(&self.key, self.prompt_tokens, self.completion_tokens);
+        }
+        crate::metering::Record {
+            day: crate::auth::day_of(unix_now()),
+            key: self.key.clone(),
+            model: self.model.clone(),
+            counts: crate::metering::Counts {
+                requests: 1,
+                prompt_tokens: self.prompt_tokens,
+                completion_tokens: self.completion_tokens,
+                failed: u64::from(failed),
+                latency_ms: self.arrived.elapsed().as_millis() as u64,
+            },
+        }
+    }
+
+    /// The record of a request that ended with `usage`, once.
+    fn finish(&mut self, usage: &Usage, failed: bool) -> Option<crate::metering::Record> {
+        if self.done {
+            return None;
+        }
+        self.prompt_tokens = usage.prompt_tokens as u64;
+        self.completion_tokens = usage.completion_tokens as u64;
+        Some(self.record(failed))
+    }
+}
+
+impl Drop for Metering {
+    fn drop(&mut self) {
+        if !self.done {
+            let r = self.record(true);
+            self.state.meter.record_later(r);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -199,7 +339,9 @@ impl Answer {
         request_id: String,
         state: AppState,
         arrived: Instant,
+        key: String,
     ) -> Answer {
+        let model = served.name.clone();
         let n_choices = plan.prompt_tokens.len();
         let per_prompt = plan.n.max(1);
         let prompt_tokens = plan.prompt_tokens.iter().step_by(per_prompt).sum();
@@ -228,6 +370,15 @@ impl Answer {
             prompt_tokens,
             choices,
             failed: false,
+            metering: Metering {
+                state: state.clone(),
+                key,
+                model,
+                arrived,
+                prompt_tokens: prompt_tokens as u64,
+                completion_tokens: 0,
+                done: false,
+            },
             state,
             arrived,
         }
@@ -239,6 +390,7 @@ impl Answer {
         let lat = &self.state.latencies;
         match ev {
             Event::Token { choice, .. } => {
+                self.metering.completion_tokens += 1;
                 if let Some(c) = self.choices.get_mut(*choice) {
                     match c.last_token {
                         None => lat.ttft.observe(now - self.arrived),

@@ -288,8 +288,12 @@ async fn load_and_install(st: &AppState, d: DeploymentRecord) -> Result<Deployme
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(st): State<AppState>,
+    who: Option<axum::Extension<super::auth::Principal>>,
     JsonBody(req): JsonBody<CreateDeployment>,
 ) -> Result<Response, ApiError> {
+    let who = who.map(|w| w.0);
+    let what = serde_json::json!({ "model": req.model, "name": req.name, "aliases": req.aliases, "ranks": req.ranks, "context_length": req.context_length, "max_sequences": req.max_sequences });
+    let r: Result<Response, ApiError> = async {
     let _one_change = st.deploy_lock.lock().await;
     let now = unix_now();
     let d = DeploymentRecord {
@@ -311,6 +315,9 @@ pub async fn create(
     check(&st, &d)?;
     let v = load_and_install(&st, d).await?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
+    }
+    .await;
+    super::auth::audited(&st, who.as_ref(), "deployment.create", what, r)
 }
 
 /// Changes a deployment: another model (a new version under the same name), other
@@ -322,33 +329,40 @@ pub async fn create(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn change(
     State(st): State<AppState>,
+    who: Option<axum::Extension<super::auth::Principal>>,
     Path(name): Path<String>,
     JsonBody(req): JsonBody<ChangeDeployment>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    let _one_change = st.deploy_lock.lock().await;
-    let old = st
-        .store_deployment(&name)?
-        .ok_or_else(|| no_deployment(&name))?;
-    let mut d = old.clone();
-    if let Some(m) = req.model {
-        d.model = m;
+    let who = who.map(|w| w.0);
+    let what = serde_json::json!({ "name": name, "model": req.model, "aliases": req.aliases, "ranks": req.ranks, "context_length": req.context_length, "max_sequences": req.max_sequences });
+    let r: Result<Json<DeploymentView>, ApiError> = async {
+        let _one_change = st.deploy_lock.lock().await;
+        let old = st
+            .store_deployment(&name)?
+            .ok_or_else(|| no_deployment(&name))?;
+        let mut d = old.clone();
+        if let Some(m) = req.model {
+            d.model = m;
+        }
+        if let Some(a) = req.aliases {
+            d.aliases = a;
+        }
+        if req.ranks.is_some() {
+            d.ranks = req.ranks;
+        }
+        if req.context_length.is_some() {
+            d.context_length = req.context_length;
+        }
+        if req.max_sequences.is_some() {
+            d.max_sequences = req.max_sequences;
+        }
+        check(&st, &d)?;
+        d.generation = old.generation + 1;
+        d.updated_at = unix_now();
+        load_and_install(&st, d).await.map(Json)
     }
-    if let Some(a) = req.aliases {
-        d.aliases = a;
-    }
-    if req.ranks.is_some() {
-        d.ranks = req.ranks;
-    }
-    if req.context_length.is_some() {
-        d.context_length = req.context_length;
-    }
-    if req.max_sequences.is_some() {
-        d.max_sequences = req.max_sequences;
-    }
-    check(&st, &d)?;
-    d.generation = old.generation + 1;
-    d.updated_at = unix_now();
-    load_and_install(&st, d).await.map(Json)
+    .await;
+    super::auth::audited(&st, who.as_ref(), "deployment.change", what, r)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -362,17 +376,24 @@ pub struct Undeployed {
     responses((status = 200, body = Undeployed), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(st): State<AppState>,
+    who: Option<axum::Extension<super::auth::Principal>>,
     Path(name): Path<String>,
 ) -> Result<Json<Undeployed>, ApiError> {
-    let _one_change = st.deploy_lock.lock().await;
-    let d = st
-        .store_deployment(&name)?
-        .ok_or_else(|| no_deployment(&name))?;
-    st.store.remove_deployment(&name)?;
-    st.catalog.remove(&name);
-    tracing::info!(name = %name, model = %d.model, "undeployed");
-    Ok(Json(Undeployed {
-        undeployed: name,
-        model: d.model,
-    }))
+    let who = who.map(|w| w.0);
+    let what = serde_json::json!({ "name": name });
+    let r: Result<Json<Undeployed>, ApiError> = async {
+        let _one_change = st.deploy_lock.lock().await;
+        let d = st
+            .store_deployment(&name)?
+            .ok_or_else(|| no_deployment(&name))?;
+        st.store.remove_deployment(&name)?;
+        st.catalog.remove(&name);
+        tracing::info!(name = %name, model = %d.model, "undeployed");
+        Ok(Json(Undeployed {
+            undeployed: name,
+            model: d.model,
+        }))
+    }
+    .await;
+    super::auth::audited(&st, who.as_ref(), "deployment.delete", what, r)
 }

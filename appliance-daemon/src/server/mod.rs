@@ -5,6 +5,7 @@
 //! serves until SIGINT/SIGTERM, then gives in-flight requests a bounded grace period.
 //! Only this module speaks HTTP; the engine is reached over [`worker`]'s channels.
 
+pub mod auth;
 pub mod catalog;
 pub mod completions;
 pub mod deployments;
@@ -70,9 +71,21 @@ pub struct Inner {
     pub profile: crate::profile::ProfileState,
     /// Imports and their progress.
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// API keys and admin tokens, their limits.
+    pub keys: Arc<crate::auth::Keys>,
+    /// Token metering.
+    pub meter: crate::metering::Meter,
     /// Held while a deployment is created, changed or removed, and while a model is
     /// deleted: one change to what is served at a time.
     pub deploy_lock: AsyncMutex<()>,
+}
+
+/// The daemon's long-lived helpers: imports, keys, metering.
+#[derive(Debug)]
+pub struct Services {
+    pub jobs: Arc<crate::jobs::Jobs>,
+    pub keys: Arc<crate::auth::Keys>,
+    pub meter: crate::metering::Meter,
 }
 
 impl std::ops::Deref for AppState {
@@ -90,8 +103,9 @@ impl AppState {
         store: Store,
         telemetry: Arc<crate::telemetry::Telemetry>,
         profile: crate::profile::ProfileState,
-        jobs: Arc<crate::jobs::Jobs>,
+        services: Services,
     ) -> Self {
+        let Services { jobs, keys, meter } = services;
         AppState(Arc::new(Inner {
             config,
             catalog,
@@ -100,6 +114,8 @@ impl AppState {
             telemetry,
             profile,
             jobs,
+            keys,
+            meter,
             deploy_lock: AsyncMutex::new(()),
             started: Instant::now(),
             draining: AtomicBool::new(false),
@@ -137,6 +153,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/v1/jobs/{id}"),
     ("DELETE", "/admin/v1/jobs/{id}"),
     ("GET", "/admin/v1/jobs/{id}/events"),
+    ("GET", "/admin/v1/keys"),
+    ("POST", "/admin/v1/keys"),
+    ("DELETE", "/admin/v1/keys/{id}"),
+    ("GET", "/admin/v1/usage"),
+    ("GET", "/admin/v1/audit"),
     ("GET", "/admin/v1/deployments"),
     ("POST", "/admin/v1/deployments"),
     ("GET", "/admin/v1/deployments/{name}"),
@@ -191,6 +212,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/admin/v1/jobs/{id}/events", get(models::job_events))
         .route(
+            "/admin/v1/keys",
+            get(auth::list_keys).post(auth::create_key),
+        )
+        .route("/admin/v1/keys/{id}", axum::routing::delete(auth::revoke_key))
+        .route("/admin/v1/usage", get(auth::usage))
+        .route("/admin/v1/audit", get(auth::audit_log))
+        .route(
             "/admin/v1/deployments",
             get(deployments::list).post(deployments::create),
         )
@@ -215,6 +243,7 @@ pub fn app(state: AppState) -> Router {
         // Uploads stream to disk for as long as they take, past the body limit and the
         // request timeout.
         .merge(Router::new().route("/admin/v1/models/upload", post(models::upload)))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authorize))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             openai_error_bodies,
@@ -315,7 +344,24 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
             max_bytes_per_s: config.import_max_bytes_per_s,
         },
     )?);
-    let state = AppState::new(config, catalog, settings, store, telemetry, profile, jobs);
+    let keys = Arc::new(crate::auth::Keys::open(store.clone(), &config.data_dir)?);
+    let meter =
+        crate::metering::Meter::start(store.clone()).context("cannot start the metering thread")?;
+    seed_totals(&keys, &meter);
+    if keys.open_mode() {
+        tracing::warn!(
+            "no API keys yet: loopback clients may use the API without a key; the first `oasis key create` ends that"
+        );
+    }
+    let state = AppState::new(
+        config,
+        catalog,
+        settings,
+        store,
+        telemetry,
+        profile,
+        Services { jobs, keys, meter },
+    );
     // One machine-readable line on stdout: scripts and tests read the address from it.
     println!("oasis: listening on http://{addr}");
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, models = ?state.catalog.served_ids(), "serving");
@@ -331,7 +377,11 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
         );
         let _ = stop_tx.send(true);
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown);
+    let server = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown);
     let deadline = async move {
         let _ = stop_rx.wait_for(|v| *v).await;
         tokio::time::sleep(grace).await;
@@ -342,6 +392,24 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Each key's tokens of today and of this month, from the metered usage.
+fn seed_totals(keys: &crate::auth::Keys, meter: &crate::metering::Meter) {
+    let now = crate::store::unix_now();
+    let today = crate::auth::day_of(now);
+    let month_start = format!("{}-01", &today[..7]);
+    let mut totals: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    for r in meter.rows(&month_start, &today) {
+        let t = totals.entry(r.key).or_default();
+        t.1 += r.counts.tokens();
+        if r.day == today {
+            t.0 += r.counts.tokens();
+        }
+    }
+    for (key, (day, month)) in totals {
+        keys.seed_totals(&key, day, month);
+    }
 }
 
 async fn shutdown_signal() {

@@ -130,40 +130,47 @@ pub struct Deleted {
     responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove(
     State(st): State<AppState>,
+    who: Option<axum::Extension<super::auth::Principal>>,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let _one_change = st.deploy_lock.lock().await;
-    let r = st
-        .store
-        .get_model(&id)?
-        .ok_or_else(|| not_in_catalog(&id))?;
-    let users = deployed_as(&st, &id)?;
-    if !users.is_empty() {
-        return Err(ApiError::conflict(format!(
-            "model `{id}` is deployed as {}: undeploy it first (`oasis undeploy {}`)",
-            users
-                .iter()
-                .map(|u| format!("`{u}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            users[0]
-        )));
+    let who = who.map(|w| w.0);
+    let what = serde_json::json!({ "model": id });
+    let r: Result<Json<Deleted>, ApiError> = async {
+        let _one_change = st.deploy_lock.lock().await;
+        let r = st
+            .store
+            .get_model(&id)?
+            .ok_or_else(|| not_in_catalog(&id))?;
+        let users = deployed_as(&st, &id)?;
+        if !users.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "model `{id}` is deployed as {}: undeploy it first (`oasis undeploy {}`)",
+                users
+                    .iter()
+                    .map(|u| format!("`{u}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                users[0]
+            )));
+        }
+        // The record goes first (durably): a crash before the files are gone leaves an
+        // unreferenced folder, which the next start removes.
+        st.store.remove_model(&id)?;
+        let root = store_root(&st.config.data_dir);
+        let freed = if r.in_store { r.size_bytes } else { 0 };
+        let rec = r.clone();
+        tokio::task::spawn_blocking(move || crate::import::remove_stored(&root, &rec))
+            .await
+            .map_err(|e| ApiError::internal(e, "-"))?
+            .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?;
+        tracing::info!(model = %id, freed_bytes = freed, "model deleted");
+        Ok(Json(Deleted {
+            deleted: id,
+            freed_bytes: freed,
+        }))
     }
-    // The record goes first (durably): a crash before the files are gone leaves an
-    // unreferenced folder, which the next start removes.
-    st.store.remove_model(&id)?;
-    let root = store_root(&st.config.data_dir);
-    let freed = if r.in_store { r.size_bytes } else { 0 };
-    let rec = r.clone();
-    tokio::task::spawn_blocking(move || crate::import::remove_stored(&root, &rec))
-        .await
-        .map_err(|e| ApiError::internal(e, "-"))?
-        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?;
-    tracing::info!(model = %id, freed_bytes = freed, "model deleted");
-    Ok(Json(Deleted {
-        deleted: id,
-        freed_bytes: freed,
-    }))
+    .await;
+    super::auth::audited(&st, who.as_ref(), "model.delete", what, r)
 }
 
 /// `POST /admin/v1/models/import`.
@@ -202,19 +209,26 @@ fn accepted(view: JobView) -> Response {
     responses((status = 202, body = JobView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn import(
     State(st): State<AppState>,
+    who: Option<axum::Extension<super::auth::Principal>>,
     JsonBody(req): JsonBody<ImportRequest>,
 ) -> Result<Response, ApiError> {
-    if req.path.is_empty() {
-        return Err(ApiError::invalid_param("path", "`path` must not be empty"));
+    let who = who.map(|w| w.0);
+    let what = serde_json::json!({ "path": req.path, "name": req.name, "in_place": req.in_place });
+    let r: Result<Response, ApiError> = async {
+        if req.path.is_empty() {
+            return Err(ApiError::invalid_param("path", "`path` must not be empty"));
+        }
+        let jobs = st.jobs.clone();
+        let view = tokio::task::spawn_blocking(move || {
+            jobs.submit_import(None, PathBuf::from(req.path), req.name, req.in_place, false)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e, "-"))?
+        .map_err(submit_error)?;
+        Ok(accepted(view))
     }
-    let jobs = st.jobs.clone();
-    let view = tokio::task::spawn_blocking(move || {
-        jobs.submit_import(None, PathBuf::from(req.path), req.name, req.in_place, false)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e, "-"))?
-    .map_err(submit_error)?;
-    Ok(accepted(view))
+    .await;
+    super::auth::audited(&st, who.as_ref(), "model.import", what, r)
 }
 
 /// `POST /admin/v1/models/upload` query.
@@ -390,21 +404,28 @@ pub async fn job(
     responses((status = 202, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel_job(
     State(st): State<AppState>,
+    who: Option<axum::Extension<super::auth::Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let before = st.jobs.get(&id).ok_or_else(|| no_job(&id))?;
-    if before.state.is_final() {
-        return Err(ApiError::conflict(format!(
-            "job `{id}` has already finished ({})",
-            serde_json::to_value(before.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        )));
+    let who = who.map(|w| w.0);
+    let what = serde_json::json!({ "job": id });
+    let r: Result<Response, ApiError> = async {
+        let before = st.jobs.get(&id).ok_or_else(|| no_job(&id))?;
+        if before.state.is_final() {
+            return Err(ApiError::conflict(format!(
+                "job `{id}` has already finished ({})",
+                serde_json::to_value(before.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )));
+        }
+        let view = st.jobs.cancel(&id).ok_or_else(|| no_job(&id))?;
+        tracing::info!(job = %id, "cancel requested");
+        Ok((StatusCode::ACCEPTED, Json(view)).into_response())
     }
-    let view = st.jobs.cancel(&id).ok_or_else(|| no_job(&id))?;
-    tracing::info!(job = %id, "cancel requested");
-    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+    .await;
+    super::auth::audited(&st, who.as_ref(), "job.cancel", what, r)
 }
 
 /// The job's view as server-sent events: one event at each change (at most four a

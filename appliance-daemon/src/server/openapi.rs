@@ -5,7 +5,9 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{completions, deployments, experts, fit, metrics, models, routes, storage, system};
+use super::{
+    auth, completions, deployments, experts, fit, metrics, models, routes, storage, system,
+};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -34,6 +36,11 @@ use super::{completions, deployments, experts, fit, metrics, models, routes, sto
         models::job,
         models::cancel_job,
         models::job_events,
+        auth::create_key,
+        auth::list_keys,
+        auth::revoke_key,
+        auth::usage,
+        auth::audit_log,
         deployments::list,
         deployments::create,
         deployments::show,

@@ -1,0 +1,570 @@
+//! Who may do what: admin tokens and API keys, their roles, the models a key may use, its
+//! rate limits and quotas.
+//!
+//! A token is `oasis-` + 64 hex digits (256 random bits from the OS). It is shown once;
+//! sled keeps only its SHA-256, next to a visible prefix (`oasis-1a2b3c4d`) that
+//! identifies it in lists and logs. Every key lives in memory too (by hash), so a request
+//! costs one hash and one map lookup, and a revocation takes effect on the next request.
+//!
+//! On first start the daemon makes its local admin credential and writes the token to
+//! `DATA_DIR/admin.token` (mode 0600): the CLI on the box reads it, as the docker CLI uses
+//! its socket. Until the first other key exists the daemon is open to loopback clients
+//! (a fresh install, clearly logged); from then on every request but health, readiness,
+//! metrics and the API document needs a token.
+//!
+//! Limits are checked before a request enters the engine: requests per minute and tokens
+//! per minute (sliding sixty-second windows, in memory), tokens per UTC day and month
+//! (from the metered totals, which survive restarts).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{SCHEMA, Store, hex, random_hex, unix_now};
+
+/// What a principal may do.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Inference only.
+    User,
+    /// The admin API, read-only.
+    Viewer,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "user" => Some(Role::User),
+            "viewer" => Some(Role::Viewer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Viewer => "viewer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Limits of one key (absent: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Tokens per UTC day.
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+    /// Tokens per UTC month.
+    #[serde(default)]
+    pub tokens_per_month: Option<u64>,
+}
+
+/// A key as stored (never the token itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyRecord {
+    pub schema: u32,
+    /// `key-` + 8 hex digits.
+    pub id: String,
+    pub name: String,
+    /// The team or person it is for.
+    #[serde(default)]
+    pub owner: Option<String>,
+    pub role: Role,
+    /// The token's first characters, to recognise it: `oasis-1a2b3c4d`.
+    pub prefix: String,
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    /// Served names the key may use (absent: all).
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Seconds since the epoch after which it no longer works.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    #[serde(default)]
+    pub revoked_at: Option<u64>,
+    pub created_at: u64,
+    /// Who made it (a key id, or `bootstrap`).
+    pub created_by: String,
+}
+
+impl KeyRecord {
+    /// The local admin credential made at first start.
+    pub fn is_bootstrap(&self) -> bool {
+        self.created_by == BOOTSTRAP
+    }
+}
+
+const BOOTSTRAP: &str = "bootstrap";
+/// The admin credential's file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// A new random token.
+pub fn new_token() -> String {
+    format!("oasis-{}", random_hex(32))
+}
+
+/// SHA-256 of a token, hex.
+pub fn token_hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// The part of a token shown in lists: `oasis-` and 8 hex digits.
+pub fn token_prefix(token: &str) -> String {
+    token.chars().take(14).collect()
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+/// Which limit a request ran into, and when to retry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverLimit {
+    /// `rpm`, `tpm`, `tokens_per_day`, `tokens_per_month`.
+    pub limit: &'static str,
+    pub message: String,
+    pub retry_after: Duration,
+}
+
+/// Sliding one-minute windows of one key.
+#[derive(Debug, Default)]
+struct Window {
+    requests: VecDeque<Instant>,
+    tokens: VecDeque<(Instant, u64)>,
+}
+
+impl Window {
+    fn trim(&mut self, now: Instant) {
+        let minute = Duration::from_secs(60);
+        while self.requests.front().is_some_and(|t| now - *t >= minute) {
+            self.requests.pop_front();
+        }
+        while self.tokens.front().is_some_and(|(t, _)| now - *t >= minute) {
+            self.tokens.pop_front();
+        }
+    }
+}
+
+/// Tokens a key has used in the current day and month (UTC), kept in step with metering.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    day: u32,
+    month: u32,
+    day_tokens: u64,
+    month_tokens: u64,
+}
+
+/// The keys, in memory and in sled.
+#[derive(Debug)]
+pub struct Keys {
+    store: Store,
+    by_hash: RwLock<HashMap<String, KeyRecord>>,
+    windows: Mutex<HashMap<String, Window>>,
+    totals: Mutex<HashMap<String, Totals>>,
+}
+
+impl Keys {
+    /// Loads the keys and makes the local admin credential if there is none (writing its
+    /// token to `DATA_DIR/admin.token`, readable by the owner only).
+    pub fn open(store: Store, data_dir: &Path) -> Result<Keys> {
+        let mut by_hash = HashMap::new();
+        for k in store.keys::<KeyRecord>()? {
+            match k {
+                Ok(k) => {
+                    by_hash.insert(k.hash.clone(), k);
+                }
+                Err(e) => tracing::error!(error = %e, "skipping a corrupt key record"),
+            }
+        }
+        let keys = Keys {
+            store,
+            by_hash: RwLock::new(by_hash),
+            windows: Mutex::new(HashMap::new()),
+            totals: Mutex::new(HashMap::new()),
+        };
+        keys.ensure_local_admin(data_dir)?;
+        Ok(keys)
+    }
+
+    fn ensure_local_admin(&self, data_dir: &Path) -> Result<()> {
+        let file = data_dir.join(ADMIN_TOKEN_FILE);
+        if let Ok(token) = std::fs::read_to_string(&file)
+            && self.check(token.trim()).is_ok()
+        {
+            return Ok(());
+        }
+        let token = new_token();
+        let record = KeyRecord {
+            schema: SCHEMA,
+            id: format!("key-{}", random_hex(4)),
+            name: "local admin".into(),
+            owner: None,
+            role: Role::Admin,
+            prefix: token_prefix(&token),
+            hash: token_hash(&token),
+            models: None,
+            limits: Limits::default(),
+            expires_at: None,
+            revoked_at: None,
+            created_at: unix_now(),
+            created_by: BOOTSTRAP.into(),
+        };
+        write_secret(&file, &token)?;
+        self.insert(record)?;
+        tracing::info!(file = %file.display(), "made the local admin credential (readable by this user only)");
+        Ok(())
+    }
+
+    /// Stores a key, durably, and makes it usable at once.
+    pub fn insert(&self, record: KeyRecord) -> Result<()> {
+        self.store.put_key(&record.id, &record)?;
+        if let Ok(mut m) = self.by_hash.write() {
+            m.insert(record.hash.clone(), record);
+        }
+        Ok(())
+    }
+
+    /// Revokes key `id`; false if there is no such key. Takes effect on the next request.
+    pub fn revoke(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let Some(mut k) = self.list().into_iter().find(|k| k.id == id) else {
+            return Ok(None);
+        };
+        if k.revoked_at.is_none() {
+            k.revoked_at = Some(unix_now());
+            self.insert(k.clone())?;
+        }
+        Ok(Some(k))
+    }
+
+    /// Every key, oldest first.
+    pub fn list(&self) -> Vec<KeyRecord> {
+        let mut all: Vec<KeyRecord> = self
+            .by_hash
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    /// True while no key but the local admin credential exists: loopback clients may go
+    /// without a token.
+    pub fn open_mode(&self) -> bool {
+        self.by_hash
+            .read()
+            .is_ok_and(|m| m.values().all(KeyRecord::is_bootstrap))
+    }
+
+    /// The key a token belongs to, if it is valid now.
+    pub fn check(&self, token: &str) -> Result<KeyRecord, Denied> {
+        let hash = token_hash(token);
+        let m = self.by_hash.read().map_err(|_| Denied::Unknown)?;
+        let k = m.get(&hash).ok_or(Denied::Unknown)?;
+        if k.revoked_at.is_some() {
+            return Err(Denied::Revoked);
+        }
+        if k.expires_at.is_some_and(|t| unix_now() >= t) {
+            return Err(Denied::Expired);
+        }
+        Ok(k.clone())
+    }
+
+    /// Seeds a key's day and month totals (from the metered usage at start).
+    pub fn seed_totals(&self, key: &str, day_tokens: u64, month_tokens: u64) {
+        let (day, month) = today();
+        if let Ok(mut t) = self.totals.lock() {
+            t.insert(
+                key.to_string(),
+                Totals {
+                    day,
+                    month,
+                    day_tokens,
+                    month_tokens,
+                },
+            );
+        }
+    }
+
+    /// Checks `key`'s limits for a request of `prompt_tokens` and, when it may go, counts
+    /// the request (and its prompt) in the minute windows.
+    pub fn admit(&self, key: &KeyRecord, prompt_tokens: u64) -> Result<(), OverLimit> {
+        let l = &key.limits;
+        let now = Instant::now();
+        let (day, month) = today();
+        let used = self
+            .totals
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&key.id).copied())
+            .unwrap_or_default();
+        let day_used = if used.day == day { used.day_tokens } else { 0 };
+        let month_used = if used.month == month {
+            used.month_tokens
+        } else {
+            0
+        };
+        if let Some(q) = l.tokens_per_day
+            && day_used + prompt_tokens > q
+        {
+            return Err(OverLimit {
+                limit: "tokens_per_day",
+                message: format!(
+                    "Key `{}` has used {day_used} of its {q} tokens for today (UTC); this request's prompt has {prompt_tokens}",
+                    key.name
+                ),
+                retry_after: until_next_day(),
+            });
+        }
+        if let Some(q) = l.tokens_per_month
+            && month_used + prompt_tokens > q
+        {
+            return Err(OverLimit {
+                limit: "tokens_per_month",
+                message: format!(
+                    "Key `{}` has used {month_used} of its {q} tokens for this month (UTC); this request's prompt has {prompt_tokens}",
+                    key.name
+                ),
+                retry_after: until_next_day(),
+            });
+        }
+        let mut windows = self.windows.lock().map_err(|_| OverLimit {
+            limit: "rpm",
+            message: "limits unavailable".into(),
+            retry_after: Duration::from_secs(1),
+        })?;
+        let w = windows.entry(key.id.clone()).or_default();
+        w.trim(now);
+        let retry = |first: Option<Instant>| {
+            first.map_or(Duration::from_secs(1), |t| {
+                Duration::from_secs(60).saturating_sub(now - t) + Duration::from_millis(999)
+            })
+        };
+        if let Some(rpm) = l.rpm
+            && w.requests.len() as u64 >= rpm
+        {
+            return Err(OverLimit {
+                limit: "rpm",
+                message: format!(
+                    "Key `{}` made {rpm} requests in the last minute, its limit",
+                    key.name
+                ),
+                retry_after: retry(w.requests.front().copied()),
+            });
+        }
+        let minute_tokens: u64 = w.tokens.iter().map(|(_, n)| n).sum();
+        if let Some(tpm) = l.tpm
+            && minute_tokens + prompt_tokens > tpm
+        {
+            return Err(OverLimit {
+                limit: "tpm",
+                message: format!(
+                    "Key `{}` used {minute_tokens} tokens in the last minute; with this prompt's {prompt_tokens} that passes its limit of {tpm}",
+                    key.name
+                ),
+                retry_after: retry(w.tokens.front().map(|(t, _)| *t)),
+            });
+        }
+        w.requests.push_back(now);
+        w.tokens.push_back((now, prompt_tokens));
+        Ok(())
+    }
+
+    /// Counts a finished request's tokens: completion tokens into the minute window (the
+    /// prompt was counted at admission), both into the day and month totals.
+    pub fn used(&self, key: &str, prompt_tokens: u64, completion_tokens: u64) {
+        if let Ok(mut windows) = self.windows.lock()
+            && let Some(w) = windows.get_mut(key)
+        {
+            w.tokens.push_back((Instant::now(), completion_tokens));
+        }
+        let (day, month) = today();
+        if let Ok(mut totals) = self.totals.lock() {
+            let t = totals.entry(key.to_string()).or_default();
+            if t.day != day {
+                t.day = day;
+                t.day_tokens = 0;
+            }
+            if t.month != month {
+                t.month = month;
+                t.month_tokens = 0;
+            }
+            t.day_tokens += prompt_tokens + completion_tokens;
+            t.month_tokens += prompt_tokens + completion_tokens;
+        }
+    }
+}
+
+/// Writes `text` to `path` readable and writable by the owner only.
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(format!("{text}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The token the CLI on the box uses: `OASIS_TOKEN`, else `DATA_DIR/admin.token` when
+/// readable.
+pub fn local_token(data_dir: &Path) -> Option<String> {
+    if let Ok(t) = std::env::var("OASIS_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Some(t.trim().to_string());
+    }
+    std::fs::read_to_string(admin_token_path(data_dir))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(ADMIN_TOKEN_FILE)
+}
+
+/// Days since the epoch to a civil (year, month, day), UTC (Howard Hinnant's algorithm).
+pub fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// `YYYY-MM-DD` of a Unix time, UTC.
+pub fn day_of(unix_s: u64) -> String {
+    let (y, m, d) = civil((unix_s / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Today as (days since the epoch, months since year 0), UTC.
+fn today() -> (u32, u32) {
+    let now = unix_now();
+    let days = now / 86_400;
+    let (y, m, _) = civil(days as i64);
+    (days as u32, (y * 12 + i64::from(m)) as u32)
+}
+
+fn until_next_day() -> Duration {
+    Duration::from_secs(86_400 - unix_now() % 86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(day_of(951_782_400), "2000-02-29");
+        assert_eq!(day_of(1_796_169_600), "2026-12-02");
+    }
+
+    fn key(limits: Limits) -> KeyRecord {
+        KeyRecord {
+            schema: SCHEMA,
+            id: "key-1".into(),
+            name: "team".into(),
+            owner: None,
+            role: Role::User,
+            prefix: "oasis-00".into(),
+            hash: "h".into(),
+            models: None,
+            limits,
+            expires_at: None,
+            revoked_at: None,
+            created_at: 0,
+            created_by: "x".into(),
+        }
+    }
+
+    #[test]
+    fn limits_admit_exactly_their_counts() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let keys = Keys::open(store, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let k = key(Limits {
+            rpm: Some(3),
+            ..Limits::default()
+        });
+        for _ in 0..3 {
+            assert!(keys.admit(&k, 10).is_ok());
+        }
+        let e = keys.admit(&k, 10).err().map(|e| e.limit);
+        assert_eq!(e, Some("rpm"));
+        let k = key(Limits {
+            tokens_per_day: Some(100),
+            ..Limits::default()
+        });
+        keys.used(&k.id, 40, 50);
+        assert!(keys.admit(&k, 10).is_ok());
+        keys.used(&k.id, 0, 1);
+        assert_eq!(
+            keys.admit(&k, 10).err().map(|e| e.limit),
+            Some("tokens_per_day")
+        );
+    }
+
+    #[test]
+    fn tokens_are_hashed_and_checked() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let keys = Keys::open(store.clone(), dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let admin = local_token(dir.path()).unwrap_or_default();
+        assert_eq!(admin.len(), 6 + 64);
+        assert_eq!(keys.check(&admin).map(|k| k.role), Ok(Role::Admin));
+        assert!(keys.open_mode());
+        assert_eq!(keys.check("oasis-nope").err(), Some(Denied::Unknown));
+        let id = keys.list()[0].id.clone();
+        assert!(keys.revoke(&id).ok().flatten().is_some());
+        assert_eq!(keys.check(&admin).err(), Some(Denied::Revoked));
+        // Reopened: still revoked, and a new local credential is made.
+        drop(keys);
+        let keys = Keys::open(store, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let again = local_token(dir.path()).unwrap_or_default();
+        assert_ne!(again, admin);
+        assert_eq!(keys.check(&admin).err(), Some(Denied::Revoked));
+        assert!(keys.check(&again).is_ok());
+    }
+}

@@ -1,0 +1,311 @@
+//! `oasis key create|list|revoke`, `oasis usage`, `oasis audit verify|list`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::client::DaemonArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key (printed once).
+    Create(CreateArgs),
+    /// Every key: id, name, role, prefix, limits, state.
+    List(super::status::StatusArgs),
+    /// Revoke a key: its next request gets 401.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub name: String,
+    /// The team or person it is for.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// `user` (inference), `viewer` (read-only admin API) or `admin`.
+    #[arg(long, default_value = "user")]
+    pub role: String,
+    /// Served names it may use, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Requests per minute.
+    #[arg(long)]
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    #[arg(long)]
+    pub tpm: Option<u64>,
+    #[arg(long)]
+    pub tokens_per_day: Option<u64>,
+    #[arg(long)]
+    pub tokens_per_month: Option<u64>,
+    /// Last day it works, YYYY-MM-DD (UTC; it stops at the end of that day).
+    #[arg(long, value_name = "DATE")]
+    pub expires: Option<String>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// `key`, `model` or `day`.
+    #[arg(long, default_value = "key")]
+    pub group_by: String,
+    /// First day, YYYY-MM-DD [default: 30 days ago].
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day, YYYY-MM-DD [default: today].
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print CSV.
+    #[arg(long)]
+    pub csv: bool,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain (reads the file on this box).
+    Verify(VerifyArgs),
+    /// The newest entries (from the daemon).
+    List(super::status::StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The data directory [default: as `oasis serve`].
+    #[arg(long, env = "OASIS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `YYYY-MM-DD` -> the first second after that day (UTC).
+fn end_of_day(date: &str) -> Result<u64> {
+    let parts: Vec<&str> = date.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        bail!("--expires must be YYYY-MM-DD, got `{date}`");
+    };
+    let (y, m, d): (i64, u32, u32) = match (y.parse(), m.parse(), d.parse()) {
+        (Ok(y), Ok(m), Ok(d)) if (1..=12).contains(&m) && (1..=31).contains(&d) => (y, m, d),
+        _ => bail!("--expires must be YYYY-MM-DD, got `{date}`"),
+    };
+    // Days from the civil date (the inverse of auth::civil).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    if crate::auth::civil(days) != (y, m, d) {
+        bail!("--expires: `{date}` is not a date");
+    }
+    Ok(((days + 1) * 86_400).max(0) as u64)
+}
+
+pub fn key(cmd: &KeyCommand) -> Result<()> {
+    match cmd {
+        KeyCommand::Create(a) => {
+            let mut body = json!({"name": a.name, "role": a.role});
+            if let Some(o) = &a.owner {
+                body["owner"] = json!(o);
+            }
+            if !a.models.is_empty() {
+                body["models"] = json!(a.models);
+            }
+            for (k, v) in [
+                ("rpm", a.rpm),
+                ("tpm", a.tpm),
+                ("tokens_per_day", a.tokens_per_day),
+                ("tokens_per_month", a.tokens_per_month),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            if let Some(e) = &a.expires {
+                body["expires_at"] = json!(end_of_day(e)?);
+            }
+            let doc = a.daemon.send("POST", "/admin/v1/keys", Some(&body))?;
+            if a.daemon.json {
+                println!("{doc}");
+            } else {
+                println!("{}", doc["key"].as_str().unwrap_or("?"));
+                eprintln!(
+                    "key {} (`{}`, role {}): shown once, keep it now",
+                    doc["id"].as_str().unwrap_or("?"),
+                    a.name,
+                    doc["role"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+        KeyCommand::List(a) => {
+            let doc = a.daemon.get("/admin/v1/keys")?;
+            if a.daemon.json {
+                println!("{doc}");
+                return Ok(());
+            }
+            println!("ID            PREFIX          ROLE    STATE    NAME");
+            for k in doc["data"].as_array().into_iter().flatten() {
+                let state = if !k["revoked_at"].is_null() {
+                    "revoked"
+                } else if k["expires_at"]
+                    .as_u64()
+                    .is_some_and(|t| t <= crate::store::unix_now())
+                {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<13} {:<15} {:<7} {:<8} {}",
+                    k["id"].as_str().unwrap_or("?"),
+                    k["prefix"].as_str().unwrap_or("?"),
+                    k["role"].as_str().unwrap_or("?"),
+                    state,
+                    k["name"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+        KeyCommand::Revoke(a) => {
+            let doc = a
+                .daemon
+                .send("DELETE", &format!("/admin/v1/keys/{}", a.id), None)?;
+            if a.daemon.json {
+                println!("{doc}");
+            } else {
+                println!(
+                    "revoked {} (`{}`)",
+                    a.id,
+                    doc["name"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn usage(a: &UsageArgs) -> Result<()> {
+    let mut q = format!("/admin/v1/usage?group_by={}", a.group_by);
+    if let Some(f) = &a.from {
+        q.push_str(&format!("&from={f}"));
+    }
+    if let Some(t) = &a.to {
+        q.push_str(&format!("&to={t}"));
+    }
+    let doc = a.daemon.get(&q)?;
+    if a.daemon.json {
+        println!("{doc}");
+        return Ok(());
+    }
+    let rows = doc["data"].as_array().cloned().unwrap_or_default();
+    let n = |r: &Value, k: &str| r[k].as_u64().unwrap_or(0);
+    if a.csv {
+        println!(
+            "{},name,requests,prompt_tokens,completion_tokens,total_tokens,failed",
+            a.group_by
+        );
+        for r in &rows {
+            println!(
+                "{},\"{}\",{},{},{},{},{}",
+                r["group"].as_str().unwrap_or(""),
+                r["name"].as_str().unwrap_or("").replace('"', "\"\""),
+                n(r, "requests"),
+                n(r, "prompt_tokens"),
+                n(r, "completion_tokens"),
+                n(r, "total_tokens"),
+                n(r, "failed")
+            );
+        }
+        return Ok(());
+    }
+    println!(
+        "usage {} .. {} by {}",
+        doc["from"].as_str().unwrap_or("?"),
+        doc["to"].as_str().unwrap_or("?"),
+        a.group_by
+    );
+    println!(
+        "{:<24} {:>9} {:>12} {:>12} {:>12}",
+        a.group_by.to_uppercase(),
+        "REQUESTS",
+        "PROMPT",
+        "COMPLETION",
+        "TOTAL"
+    );
+    for r in &rows {
+        let label = match r["name"].as_str() {
+            Some(name) => format!("{} ({name})", r["group"].as_str().unwrap_or("?")),
+            None => r["group"].as_str().unwrap_or("?").to_string(),
+        };
+        println!(
+            "{label:<24} {:>9} {:>12} {:>12} {:>12}",
+            n(r, "requests"),
+            n(r, "prompt_tokens"),
+            n(r, "completion_tokens"),
+            n(r, "total_tokens")
+        );
+    }
+    Ok(())
+}
+
+pub fn audit(cmd: &AuditCommand) -> Result<()> {
+    match cmd {
+        AuditCommand::Verify(a) => {
+            let dir = a.data_dir.clone().unwrap_or_else(crate::paths::data_dir);
+            let path = crate::audit::path(&dir);
+            match crate::audit::verify(&dir) {
+                Ok(n) => {
+                    println!("{}: {n} entries, the hash chain holds", path.display());
+                    Ok(())
+                }
+                Err(e) => bail!("{}: {e:#}", path.display()),
+            }
+        }
+        AuditCommand::List(a) => {
+            let doc = a.daemon.get("/admin/v1/audit")?;
+            if a.daemon.json {
+                println!("{doc}");
+                return Ok(());
+            }
+            for e in doc["data"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>5}  {}  {:<24} {:<20} {}",
+                    e["seq"],
+                    e["ts_ms"],
+                    e["actor"].as_str().unwrap_or("?"),
+                    e["action"].as_str().unwrap_or("?"),
+                    e["detail"]["outcome"].as_str().unwrap_or("")
+                );
+            }
+            if doc["chain_ok"] != true {
+                bail!("the audit log's chain is broken: {}", doc["chain_error"]);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_dates_end_their_day() {
+        assert_eq!(end_of_day("1970-01-01").ok(), Some(86_400));
+        assert_eq!(end_of_day("2026-12-01").ok(), Some(1_796_169_600));
+        assert!(end_of_day("2026-02-30").is_err());
+        assert!(end_of_day("tomorrow").is_err());
+    }
+}

@@ -1,0 +1,596 @@
+//! Authentication and authorization at the edge, and the admin routes of keys, usage and
+//! the audit log.
+//!
+//! Every request passes [`authorize`]: health, readiness, metrics and the API document
+//! are open; `/v1/*` needs a `user` or `admin` key; `GET /admin/v1/*` a `viewer` or
+//! `admin` key; any other admin request an `admin` key. A token comes as
+//! `Authorization: Bearer TOKEN` (or `x-api-key`). While no key but the local admin
+//! credential exists, loopback clients may go without one, or with one it does not know
+//! (a fresh install; logged at start). The principal is put in the request's extensions for the handlers.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::JsonBody;
+use crate::auth::{Denied, KeyRecord, Limits, Role};
+use crate::store::{SCHEMA, random_hex, unix_now};
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key, or none for an anonymous loopback client of a fresh install.
+    pub key: Option<KeyRecord>,
+    pub from: Option<IpAddr>,
+}
+
+impl Principal {
+    /// For the audit log: `key-1a2b3c4d (ops)` or `anonymous (loopback)`.
+    pub fn actor(&self) -> String {
+        match &self.key {
+            Some(k) => format!("{} ({})", k.id, k.name),
+            None => "anonymous (loopback)".into(),
+        }
+    }
+
+    pub fn from_str(&self) -> String {
+        self.from.map_or_else(|| "-".into(), |ip| ip.to_string())
+    }
+
+    /// The tenant for fair scheduling and metering.
+    pub fn tenant(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.id.as_str())
+    }
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Nothing,
+    Inference,
+    AdminRead,
+    AdminWrite,
+}
+
+fn need(method: &Method, path: &str) -> Need {
+    match path {
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => Need::Nothing,
+        p if p.starts_with("/admin/") => {
+            if method == Method::GET || method == Method::HEAD {
+                Need::AdminRead
+            } else {
+                Need::AdminWrite
+            }
+        }
+        _ => Need::Inference,
+    }
+}
+
+fn allowed(role: Role, need: Need) -> bool {
+    match need {
+        Need::Nothing => true,
+        Need::Inference => matches!(role, Role::User | Role::Admin),
+        Need::AdminRead => matches!(role, Role::Viewer | Role::Admin),
+        Need::AdminWrite => role == Role::Admin,
+    }
+}
+
+fn unauthorized(message: impl Into<String>, code: &'static str) -> Response {
+    let mut e = ApiError::invalid(message).with_code(code);
+    e.status = StatusCode::UNAUTHORIZED;
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    let mut e = ApiError::invalid(message).with_code("permission_denied");
+    e.status = StatusCode::FORBIDDEN;
+    e
+}
+
+/// The token of a request, if it carries one.
+fn token(req: &Request) -> Option<String> {
+    let h = req.headers();
+    if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        let t = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v);
+        let t = t.trim();
+        return (!t.is_empty()).then(|| t.to_string());
+    }
+    h.get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The middleware: finds the principal and checks it may use the route.
+pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let need = need(req.method(), req.uri().path());
+    let from = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let principal = match token(&req) {
+        Some(t) => match st.keys.check(&t) {
+            Ok(key) => Principal {
+                key: Some(key),
+                from,
+            },
+            // A fresh install ignores tokens it does not know from loopback clients (the
+            // OpenAI SDK always sends one), as it would let them in without.
+            Err(Denied::Unknown)
+                if from.is_some_and(|ip| ip.is_loopback()) && st.keys.open_mode() =>
+            {
+                Principal { key: None, from }
+            }
+            Err(d) => {
+                if need == Need::Nothing {
+                    return next.run(req).await;
+                }
+                let (msg, code) = match d {
+                    Denied::Unknown => ("Incorrect API key provided", "invalid_api_key"),
+                    Denied::Revoked => ("This API key has been revoked", "revoked_api_key"),
+                    Denied::Expired => ("This API key has expired", "expired_api_key"),
+                };
+                tracing::info!(from = ?from, path = %req.uri().path(), code, "request refused");
+                return unauthorized(msg, code);
+            }
+        },
+        None => {
+            let loopback = from.is_some_and(|ip| ip.is_loopback());
+            if need != Need::Nothing && !(loopback && st.keys.open_mode()) {
+                return unauthorized(
+                    "A key is needed: send `Authorization: Bearer KEY` (an admin creates keys with `oasis key create`)",
+                    "missing_api_key",
+                );
+            }
+            Principal { key: None, from }
+        }
+    };
+    if let Some(k) = &principal.key
+        && !allowed(k.role, need)
+    {
+        return forbidden(format!(
+            "Key `{}` has the role `{}`, which may not {} {}",
+            k.name,
+            k.role.name(),
+            req.method(),
+            req.uri().path()
+        ))
+        .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// `POST /admin/v1/keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// `user` (inference, the default), `viewer` (read-only admin) or `admin`.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Served names it may use [default: all].
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Tokens per UTC day.
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+    /// Tokens per UTC month.
+    #[serde(default)]
+    pub tokens_per_month: Option<u64>,
+    /// Seconds since the epoch after which it stops working.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+/// A key as listed (never its token or hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub owner: Option<String>,
+    #[schema(value_type = String)]
+    pub role: Role,
+    pub prefix: String,
+    pub models: Option<Vec<String>>,
+    pub limits: Limits,
+    pub expires_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+    pub created_at: u64,
+    pub created_by: String,
+    /// Only in the answer that created it: the token, shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+fn key_view(k: KeyRecord, token: Option<String>) -> KeyView {
+    KeyView {
+        id: k.id,
+        name: k.name,
+        owner: k.owner,
+        role: k.role,
+        prefix: k.prefix,
+        models: k.models,
+        limits: k.limits,
+        expires_at: k.expires_at,
+        revoked_at: k.revoked_at,
+        created_at: k.created_at,
+        created_by: k.created_by,
+        key: token,
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub data: Vec<KeyView>,
+}
+
+/// Writes an audit entry for an admin action; a failure to write is logged (the action
+/// has happened).
+pub fn audit(
+    st: &AppState,
+    who: &Principal,
+    action: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) {
+    let actor = who.actor();
+    let entry = crate::audit::Entry {
+        ts_ms: crate::telemetry::now_ms(),
+        actor: &actor,
+        action,
+        detail: serde_json::json!({ "from": who.from_str(), "outcome": outcome, "what": detail }),
+    };
+    if let Err(e) = crate::audit::append(&st.config.data_dir, &entry) {
+        tracing::error!(error = %format!("{e:#}"), action, "cannot write the audit log");
+    }
+}
+
+/// Audits an admin action by its result (`ok`, or the error's message) and passes the
+/// result on.
+pub fn audited<T>(
+    st: &AppState,
+    who: Option<&Principal>,
+    action: &str,
+    what: serde_json::Value,
+    r: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let anon = Principal {
+        key: None,
+        from: None,
+    };
+    let who = who.unwrap_or(&anon);
+    let outcome = match &r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("refused ({}): {}", e.status.as_u16(), e.message),
+    };
+    audit(st, who, action, &outcome, what);
+    r
+}
+
+/// Creates a key; the answer holds its token, shown this once.
+#[utoipa::path(post, path = "/admin/v1/keys", request_body = CreateKey,
+    responses((status = 201, body = KeyView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_key(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    JsonBody(req): JsonBody<CreateKey>,
+) -> Result<Response, ApiError> {
+    let name = req.name.trim().to_string();
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::invalid_param(
+            "name",
+            "`name` must have 1 to 128 characters",
+        ));
+    }
+    let role = match req.role.as_deref() {
+        None => Role::User,
+        Some(r) => Role::parse(r).ok_or_else(|| {
+            ApiError::invalid_param(
+                "role",
+                format!("`role` must be user, viewer or admin, got `{r}`"),
+            )
+        })?,
+    };
+    let limits = Limits {
+        rpm: req.rpm,
+        tpm: req.tpm,
+        tokens_per_day: req.tokens_per_day,
+        tokens_per_month: req.tokens_per_month,
+    };
+    for (param, v) in [
+        ("rpm", limits.rpm),
+        ("tpm", limits.tpm),
+        ("tokens_per_day", limits.tokens_per_day),
+        ("tokens_per_month", limits.tokens_per_month),
+    ] {
+        if v == Some(0) {
+            return Err(ApiError::invalid_param(
+                param,
+                format!("`{param}` must be at least 1 (leave it out for no limit)"),
+            ));
+        }
+    }
+    if let Some(t) = req.expires_at
+        && t <= unix_now()
+    {
+        return Err(ApiError::invalid_param(
+            "expires_at",
+            "`expires_at` is in the past",
+        ));
+    }
+    let token = crate::auth::new_token();
+    let record = KeyRecord {
+        schema: SCHEMA,
+        id: format!("key-{}", random_hex(4)),
+        name,
+        owner: req.owner,
+        role,
+        prefix: crate::auth::token_prefix(&token),
+        hash: crate::auth::token_hash(&token),
+        models: req.models,
+        limits,
+        expires_at: req.expires_at,
+        revoked_at: None,
+        created_at: unix_now(),
+        created_by: who
+            .key
+            .as_ref()
+            .map_or_else(|| "anonymous".into(), |k| k.id.clone()),
+    };
+    st.keys
+        .insert(record.clone())
+        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?;
+    tracing::info!(id = %record.id, prefix = %record.prefix, role = role.name(), "key created");
+    audit(
+        &st,
+        &who,
+        "key.create",
+        "ok",
+        serde_json::json!({
+            "id": record.id, "name": record.name, "role": role.name(), "prefix": record.prefix,
+            "models": record.models, "limits": record.limits, "expires_at": record.expires_at,
+        }),
+    );
+    Ok((StatusCode::CREATED, Json(key_view(record, Some(token)))).into_response())
+}
+
+/// Every key (without tokens).
+#[utoipa::path(get, path = "/admin/v1/keys", responses((status = 200, body = KeyList)))]
+pub async fn list_keys(State(st): State<AppState>) -> Json<KeyList> {
+    Json(KeyList {
+        data: st
+            .keys
+            .list()
+            .into_iter()
+            .map(|k| key_view(k, None))
+            .collect(),
+    })
+}
+
+/// Revokes a key: the next request with it gets 401.
+#[utoipa::path(delete, path = "/admin/v1/keys/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody)))]
+pub async fn revoke_key(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    let k = st
+        .keys
+        .revoke(&id)
+        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?
+        .ok_or_else(|| ApiError::not_found(format!("no key `{id}`")).with_code("key_not_found"))?;
+    tracing::info!(id = %k.id, prefix = %k.prefix, "key revoked");
+    audit(
+        &st,
+        &who,
+        "key.revoke",
+        "ok",
+        serde_json::json!({ "id": k.id, "name": k.name }),
+    );
+    Ok(Json(key_view(k, None)))
+}
+
+/// `GET /admin/v1/usage` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// `key`, `model` or `day` [default: key].
+    pub group_by: Option<String>,
+    /// First day, `YYYY-MM-DD` [default: 30 days ago].
+    pub from: Option<String>,
+    /// Last day, `YYYY-MM-DD` [default: today].
+    pub to: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageRow {
+    /// The key id, the model or the day.
+    pub group: String,
+    /// The key's name when grouping by key.
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub counts: crate::metering::Counts,
+    pub total_tokens: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReport {
+    pub group_by: String,
+    pub from: String,
+    pub to: String,
+    pub data: Vec<UsageRow>,
+}
+
+fn check_day(param: &str, v: &str) -> Result<(), ApiError> {
+    let ok = v.len() == 10
+        && v.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must be a date YYYY-MM-DD, got `{v}`"),
+        ))
+    }
+}
+
+/// Tokens and requests by key, model or day over a range of days (UTC), as JSON or CSV.
+#[utoipa::path(get, path = "/admin/v1/usage", params(UsageQuery),
+    responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody)))]
+pub async fn usage(
+    State(st): State<AppState>,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad usage query: {e}")))?;
+    let group_by = q.group_by.unwrap_or_else(|| "key".into());
+    if !matches!(group_by.as_str(), "key" | "model" | "day") {
+        return Err(ApiError::invalid_param(
+            "group_by",
+            format!("`group_by` must be key, model or day, got `{group_by}`"),
+        ));
+    }
+    let now = unix_now();
+    let from = q
+        .from
+        .unwrap_or_else(|| crate::auth::day_of(now.saturating_sub(30 * 86_400)));
+    let to = q.to.unwrap_or_else(|| crate::auth::day_of(now));
+    check_day("from", &from)?;
+    check_day("to", &to)?;
+    let names: std::collections::HashMap<String, String> =
+        st.keys.list().into_iter().map(|k| (k.id, k.name)).collect();
+    let mut groups: std::collections::BTreeMap<String, crate::metering::Counts> =
+        Default::default();
+    for r in st.meter.rows(&from, &to) {
+        let g = match group_by.as_str() {
+            "model" => r.model,
+            "day" => r.day,
+            _ => r.key,
+        };
+        let e = groups.entry(g).or_default();
+        e.requests += r.counts.requests;
+        e.prompt_tokens += r.counts.prompt_tokens;
+        e.completion_tokens += r.counts.completion_tokens;
+        e.failed += r.counts.failed;
+        e.latency_ms += r.counts.latency_ms;
+    }
+    let data: Vec<UsageRow> = groups
+        .into_iter()
+        .map(|(group, counts)| UsageRow {
+            name: (group_by == "key")
+                .then(|| names.get(&group).cloned())
+                .flatten(),
+            total_tokens: counts.tokens(),
+            group,
+            counts,
+        })
+        .collect();
+    if q.format.as_deref() == Some("csv") {
+        let mut csv = format!(
+            "{group_by},name,requests,prompt_tokens,completion_tokens,total_tokens,failed,latency_ms\n"
+        );
+        for r in &data {
+            let name = r.name.clone().unwrap_or_default().replace('"', "\"\"");
+            csv.push_str(&format!(
+                "{},\"{}\",{},{},{},{},{},{}\n",
+                r.group,
+                name,
+                r.counts.requests,
+                r.counts.prompt_tokens,
+                r.counts.completion_tokens,
+                r.total_tokens,
+                r.counts.failed,
+                r.counts.latency_ms
+            ));
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());
+    }
+    if let Some(f) = q.format.as_deref()
+        && f != "json"
+    {
+        return Err(ApiError::invalid_param(
+            "format",
+            format!("`format` must be json or csv, got `{f}`"),
+        ));
+    }
+    Ok(Json(UsageReport {
+        group_by,
+        from,
+        to,
+        data,
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// The newest entries to return [default: 100, at most 10000].
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditReport {
+    /// Whether the hash chain holds, and if not, where it breaks.
+    pub chain_ok: bool,
+    pub chain_error: Option<String>,
+    pub entries_total: u64,
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<serde_json::Value>,
+}
+
+/// The newest audit entries, and whether the chain of all of them holds.
+#[utoipa::path(get, path = "/admin/v1/audit", params(AuditQuery),
+    responses((status = 200, body = AuditReport), (status = 400, body = ErrorBody)))]
+pub async fn audit_log(
+    State(st): State<AppState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditReport>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad audit query: {e}")))?;
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let dir = st.config.data_dir.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let verdict = crate::audit::verify(&dir);
+        AuditReport {
+            chain_ok: verdict.is_ok(),
+            chain_error: verdict.as_ref().err().map(|e| format!("{e:#}")),
+            entries_total: verdict.unwrap_or(0),
+            data: crate::audit::tail(&dir, limit),
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(e, "-"))?;
+    Ok(Json(report))
+}
