@@ -420,7 +420,7 @@ impl Keys {
 }
 
 /// Writes `text` to `path` readable and writable by the owner only.
-fn write_secret(path: &Path, text: &str) -> Result<()> {
+pub fn write_secret(path: &Path, text: &str) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent() {
@@ -438,6 +438,115 @@ fn write_secret(path: &Path, text: &str) -> Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// A one-time pairing code as stored: its hash, when it stops working, failed tries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PairingCode {
+    hash: String,
+    expires_at: u64,
+    failures: u32,
+}
+
+/// Tries a pairing code gets before it is burned.
+pub const PAIRING_TRIES: u32 = 5;
+/// How long a pairing code works.
+pub const PAIRING_TTL_S: u64 = 24 * 3600;
+/// The pairing code's file in the data directory.
+pub const PAIRING_FILE: &str = "pairing.code";
+const PAIRING_KEY: &str = "pairing";
+
+/// Why a pairing attempt failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PairError {
+    /// No code is outstanding (used, burned, expired or never made).
+    NoCode,
+    /// Wrong code; tries left.
+    Wrong(u32),
+}
+
+impl Keys {
+    /// Makes a new one-time pairing code (replacing any other), writes it to
+    /// `DATA_DIR/pairing.code` (owner only) and returns it: `XXXX-XXXX-XXXX-XXXX`, 80 bits.
+    pub fn new_pairing_code(&self, data_dir: &Path) -> Result<String> {
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        let mut raw = [0u8; 16];
+        if getrandom::fill(&mut raw).is_err() {
+            let h = Sha256::digest(random_hex(16).as_bytes());
+            raw.copy_from_slice(&h[..16]);
+        }
+        let chars: Vec<char> = raw
+            .iter()
+            .map(|b| char::from(ALPHABET[usize::from(b % 32)]))
+            .collect();
+        let code = chars
+            .chunks(4)
+            .map(|c| c.iter().collect::<String>())
+            .collect::<Vec<_>>()
+            .join("-");
+        let stored = PairingCode {
+            hash: token_hash(&code),
+            expires_at: unix_now() + PAIRING_TTL_S,
+            failures: 0,
+        };
+        self.store.put_setting(PAIRING_KEY, &Some(stored))?;
+        write_secret(&data_dir.join(PAIRING_FILE), &code)?;
+        Ok(code)
+    }
+
+    /// Whether a pairing code is outstanding.
+    pub fn pairing_open(&self) -> bool {
+        matches!(
+            self.store.get_setting::<Option<PairingCode>>(PAIRING_KEY),
+            Ok(Some(Some(p))) if p.expires_at > unix_now()
+        )
+    }
+
+    /// Uses the pairing code `code` (once): an admin token named `name`.
+    pub fn pair(
+        &self,
+        data_dir: &Path,
+        code: &str,
+        name: &str,
+    ) -> Result<Result<(KeyRecord, String), PairError>> {
+        let Some(Some(mut p)) = self.store.get_setting::<Option<PairingCode>>(PAIRING_KEY)? else {
+            return Ok(Err(PairError::NoCode));
+        };
+        if p.expires_at <= unix_now() {
+            return Ok(Err(PairError::NoCode));
+        }
+        let given = code.trim().to_ascii_uppercase();
+        if token_hash(&given) != p.hash {
+            p.failures += 1;
+            let left = PAIRING_TRIES.saturating_sub(p.failures);
+            let next = (left > 0).then_some(p);
+            self.store.put_setting(PAIRING_KEY, &next)?;
+            if left == 0 {
+                let _ = std::fs::remove_file(data_dir.join(PAIRING_FILE));
+            }
+            return Ok(Err(PairError::Wrong(left)));
+        }
+        self.store.put_setting(PAIRING_KEY, &None::<PairingCode>)?;
+        let _ = std::fs::remove_file(data_dir.join(PAIRING_FILE));
+        let token = new_token();
+        let record = KeyRecord {
+            schema: SCHEMA,
+            id: format!("key-{}", random_hex(4)),
+            name: format!("paired: {name}"),
+            owner: None,
+            role: Role::Admin,
+            prefix: token_prefix(&token),
+            hash: token_hash(&token),
+            models: None,
+            limits: Limits::default(),
+            expires_at: None,
+            revoked_at: None,
+            created_at: unix_now(),
+            created_by: "pairing".into(),
+        };
+        self.insert(record.clone())?;
+        Ok(Ok((record, token)))
+    }
 }
 
 /// The token the CLI on the box uses: `OASIS_TOKEN`, else `DATA_DIR/admin.token` when
@@ -543,6 +652,30 @@ mod tests {
         assert_eq!(
             keys.admit(&k, 10).err().map(|e| e.limit),
             Some("tokens_per_day")
+        );
+        // Tokens per minute: the prompt counts at admission, the completion when done.
+        let mut k = key(Limits {
+            tpm: Some(100),
+            ..Limits::default()
+        });
+        k.id = "key-2".into();
+        assert!(keys.admit(&k, 60).is_ok());
+        keys.used(&k.id, 60, 30);
+        assert!(keys.admit(&k, 10).is_ok());
+        let e = keys.admit(&k, 1).err();
+        assert_eq!(e.as_ref().map(|e| e.limit), Some("tpm"));
+        assert!(e.is_some_and(|e| e.retry_after <= Duration::from_secs(61)));
+        // A month's quota counts across days.
+        let mut k = key(Limits {
+            tokens_per_month: Some(50),
+            ..Limits::default()
+        });
+        k.id = "key-3".into();
+        keys.seed_totals(&k.id, 0, 45);
+        assert!(keys.admit(&k, 5).is_ok());
+        assert_eq!(
+            keys.admit(&k, 6).err().map(|e| e.limit),
+            Some("tokens_per_month")
         );
     }
 

@@ -67,6 +67,13 @@ pub struct FileConfig {
     pub inventory: Option<PathBuf>,
     /// Bytes per second an import may read (0: no limit).
     pub import_max_bytes_per_s: Option<u64>,
+    /// `auto` (TLS unless the listen address is loopback), `on` or `off`.
+    pub tls: Option<String>,
+    /// The operator's certificate and key (PEM) [default: one made on first start].
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (keys would cross the LAN in clear).
+    pub allow_plain_http: Option<bool>,
 }
 
 impl FileConfig {
@@ -119,6 +126,10 @@ pub struct Overrides {
     pub profile_policy: Option<String>,
     pub inventory: Option<PathBuf>,
     pub import_max_bytes_per_s: Option<u64>,
+    pub tls: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub allow_plain_http: Option<bool>,
 }
 
 /// What a box that fails its profile's compliance check does to the daemon's start.
@@ -228,6 +239,10 @@ pub struct ServeConfig {
     /// Bytes per second an import may read from its source (0: no limit), so a copy does
     /// not starve the served models of I/O.
     pub import_max_bytes_per_s: u64,
+    /// Serve HTTPS (with `tls_cert`/`tls_key`, or the daemon's own certificate).
+    pub tls: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Where `ranks`, `kv_cache_bytes`, `max_batch_tokens` and `max_running` came from;
     /// the profile's plan fills those still at their defaults.
     pub origins: EngineOrigins,
@@ -348,6 +363,23 @@ impl ServeConfig {
             50..=60_000,
         )?;
         let telemetry_replay = over.telemetry_replay.or(file.telemetry_replay);
+        let allow_plain = over
+            .allow_plain_http
+            .or(file.allow_plain_http)
+            .unwrap_or(false);
+        let tls = match over.tls.or(file.tls).as_deref() {
+            None | Some("auto") => !listen.ip().is_loopback(),
+            Some("on") => true,
+            Some("off") => false,
+            Some(other) => bail!("`tls` must be `auto`, `on` or `off`, got `{other}`"),
+        };
+        if !tls && !listen.ip().is_loopback() && !allow_plain {
+            bail!(
+                "plain HTTP on {listen} would send keys over the LAN in clear: use `tls = \"auto\"` (the default) or set `allow_plain_http = true`"
+            );
+        }
+        let tls_cert = over.tls_cert.or(file.tls_cert);
+        let tls_key = over.tls_key.or(file.tls_key);
         let import_max_bytes_per_s = over
             .import_max_bytes_per_s
             .or(file.import_max_bytes_per_s)
@@ -385,6 +417,9 @@ impl ServeConfig {
             telemetry_interval: Duration::from_millis(telemetry_interval_ms),
             telemetry_replay,
             import_max_bytes_per_s,
+            tls,
+            tls_cert,
+            tls_key,
             alert_webhooks,
             log_format,
             profile,

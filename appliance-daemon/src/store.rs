@@ -188,6 +188,22 @@ impl Store {
         Ok(settings)
     }
 
+    /// Stores a named setting (besides the daemon's own), durably.
+    pub fn put_setting<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.settings
+            .insert(key.as_bytes(), to_json(value).as_slice())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A named setting, if set.
+    pub fn get_setting<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
+        match self.settings.get(key.as_bytes())? {
+            Some(bytes) => from_json(SETTINGS, key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub fn settings(&self) -> Result<Option<Settings>> {
         match self.settings.get(SETTINGS_KEY)? {
             Some(bytes) => from_json(SETTINGS, SETTINGS_KEY, &bytes).map(Some),

@@ -149,8 +149,14 @@ fn every_route_against_every_kind_of_caller() {
                 .replace("{id}", "nope")
                 .replace("{name}", "nope")
                 .replace("{index}", "0");
-            let open =
-                ["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(&path.as_str());
+            let open = [
+                "/healthz",
+                "/readyz",
+                "/metrics",
+                "/openapi.json",
+                "/admin/v1/pair",
+            ]
+            .contains(&path.as_str());
             let class = if open {
                 "open"
             } else if path.starts_with("/admin/") {
@@ -334,7 +340,60 @@ fn limits_and_quotas_are_exact_and_usage_is_what_clients_were_told() {
     assert_eq!(row(&doc, &quota_id)["total_tokens"].as_u64(), Some(used));
     assert_eq!(row(&doc, &rpm_id)["requests"].as_u64(), Some(3));
 
-    // kill -9: what was counted stays counted, and the quota still holds.
+    // kill -9 in the middle of a load: every answer a client got was counted; at most the
+    // requests in flight when it died were counted without their client hearing back.
+    let per = prompt_of(&d, &admin) + 6;
+    let (crash_id, crash) = create_key(&d, &admin, json!({"name": "crash"}));
+    let addr = d.addr.clone();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut d = Some(d);
+    let told = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let (addr, crash, stop) = (addr.clone(), crash.clone(), &stop);
+                s.spawn(move || {
+                    let mut got = (0u64, 0u64);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Some(r) = try_chat(&addr, &crash) else {
+                            break;
+                        };
+                        if r.status != 200 {
+                            break;
+                        }
+                        got.0 += 1;
+                        got.1 += r.json()["usage"]["total_tokens"].as_u64().unwrap_or(0);
+                    }
+                    got
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(2500));
+        if let Some(d) = d.take() {
+            d.kill9();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    let d = start(&data);
+    let c = row(&by_key(&d), &crash_id);
+    let (requests, tokens) = (
+        c["requests"].as_u64().unwrap_or(0),
+        c["total_tokens"].as_u64().unwrap_or(0),
+    );
+    assert!(told.0 >= 1, "no request finished before the kill");
+    assert!(
+        requests >= told.0 && requests <= told.0 + 4,
+        "{requests} counted, {} answered",
+        told.0
+    );
+    assert!(
+        tokens >= told.1 && tokens <= told.1 + 4 * per,
+        "{tokens} counted, {} told",
+        told.1
+    );
+    // What was counted before stays counted, and the quota still holds.
     d.kill9();
     let d = start(&data);
     let after = by_key(&d);
@@ -390,6 +449,39 @@ fn limits_and_quotas_are_exact_and_usage_is_what_clients_were_told() {
     let out = oasis_with_env(&["usage"], &env);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("(busy)"), "{text}");
+}
+
+/// The prompt tokens of the test chat request (asked with the admin token).
+fn prompt_of(d: &Daemon, admin: &str) -> u64 {
+    let r = chat(d, Some(admin), 1);
+    assert_eq!(r.status, 200);
+    r.json()["usage"]["prompt_tokens"].as_u64().unwrap()
+}
+
+/// The test chat request with at most 6 tokens; `None` once the daemon is gone.
+fn try_chat(addr: &str, token: &str) -> Option<RawResponse> {
+    use std::io::{Read, Write};
+    let body = json!({"model": "SmolLM2-135M-Instruct.Q4_1",
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "max_tokens": 6, "temperature": 0})
+    .to_string();
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(RawResponse {
+        status,
+        headers: Vec::new(),
+        body: rest.as_bytes().to_vec(),
+    })
 }
 
 #[test]
@@ -479,4 +571,124 @@ fn the_audit_log_records_admin_actions_in_a_chain_that_shows_tampering() {
     assert!(err.contains("line 2 does not match its hash"), "{err}");
     let doc = req(&d, "GET", "/admin/v1/audit", Some(&admin), &Value::Null).json();
     assert_eq!(doc["chain_ok"], false);
+}
+
+/// Runs `sh -c script`; its stdout.
+fn sh(script: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn pairing_over_tls_with_the_pinned_fingerprint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = Daemon::start(&data, &["--threads", "2", "--tls", "on"]);
+    assert!(d.url.starts_with("https://"), "{}", d.url);
+    // The fingerprint the daemon printed is the certificate it serves.
+    let log = d.log();
+    let printed = log
+        .split("fingerprint=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no fingerprint in the log: {log}"))
+        .to_string();
+    let served = sh(&format!(
+        "openssl s_client -connect {} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+        d.addr
+    ));
+    assert_eq!(
+        served.rsplit('=').next(),
+        Some(printed.as_str()),
+        "{served}"
+    );
+    let on_disk = sh(&format!(
+        "openssl x509 -noout -fingerprint -sha256 -in {}",
+        data.join("tls/cert.pem").display()
+    ));
+    assert_eq!(on_disk, served);
+    let key_mode = sh(&format!(
+        "stat -c %a {}",
+        data.join("tls/key.pem").display()
+    ));
+    assert_eq!(key_mode, "600");
+
+    // Pair with the one-time code, trusting exactly that certificate.
+    let code = std::fs::read_to_string(data.join("pairing.code")).unwrap();
+    let code = code.trim();
+    assert_eq!(code.len(), 19, "{code}");
+    let cert = data.join("tls/cert.pem");
+    let curl = |args: &str| {
+        sh(&format!(
+            "curl -s --cacert {} -w '\\n%{{http_code}}' {args}",
+            cert.display()
+        ))
+    };
+    let url = format!("https://127.0.0.1:{}", d.addr.rsplit(':').next().unwrap());
+    let pair = |code: &str| {
+        curl(&format!(
+            "-X POST -H 'Content-Type: application/json' -d '{{\"code\": \"{code}\", \"name\": \"admin laptop\"}}' {url}/admin/v1/pair"
+        ))
+    };
+    let wrong = pair("AAAA-AAAA-AAAA-AAAA");
+    assert!(
+        wrong.ends_with("401") && wrong.contains("4 tries left"),
+        "{wrong}"
+    );
+    let out = pair(code);
+    let (body, status) = out.rsplit_once('\n').unwrap();
+    assert_eq!(status, "201", "{out}");
+    let token = serde_json::from_str::<Value>(body).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The code works once, and its file is gone.
+    assert!(pair(code).ends_with("401"));
+    assert!(!data.join("pairing.code").exists());
+    // The paired token is an admin's; with keys in place, nothing gets in without one.
+    let status = curl(&format!(
+        "-H 'Authorization: Bearer {token}' {url}/admin/v1/status"
+    ));
+    assert!(status.ends_with("\n200"), "{status}");
+    let none = curl(&format!("{url}/admin/v1/status"));
+    assert!(none.ends_with("\n401"), "{none}");
+    // Plain HTTP to the TLS port gets nowhere.
+    let plain = sh(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' http://{}/healthz",
+        d.addr
+    ));
+    assert_eq!(plain, "000");
+    let audit = std::fs::read_to_string(data.join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"auth.pair\"") && audit.contains("refused (401)"),
+        "{audit}"
+    );
+    assert!(!d.log().contains(&token[6..]) && !d.log().contains(code));
+}
+
+#[test]
+fn plain_http_beyond_loopback_needs_to_be_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = oasis_with_env(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--tls",
+            "off",
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plain HTTP on 0.0.0.0:0") && err.contains("allow_plain_http"),
+        "{err}"
+    );
 }

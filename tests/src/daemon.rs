@@ -65,7 +65,10 @@ impl Daemon {
         let startup = started.elapsed();
         // Keep draining stdout so the daemon never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let addr = url.trim_start_matches("http://").to_string();
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
         Daemon {
             child,
             url,

@@ -196,6 +196,24 @@ pub fn key(cmd: &KeyCommand) -> Result<()> {
     }
 }
 
+/// `oasis pair-code`: a new one-time pairing code for the admin's desktop app.
+pub fn pair_code(a: &super::status::StatusArgs) -> Result<()> {
+    let doc = a.daemon.send("POST", "/admin/v1/pairing-code", None)?;
+    if a.daemon.json {
+        println!("{doc}");
+        return Ok(());
+    }
+    println!("pairing code: {}", doc["code"].as_str().unwrap_or("?"));
+    println!(
+        "works once, for {} h",
+        doc["expires_in_s"].as_u64().unwrap_or(0) / 3600
+    );
+    if let Some(f) = doc["tls_fingerprint"].as_str() {
+        println!("TLS certificate SHA-256: {f}");
+    }
+    Ok(())
+}
+
 pub fn usage(a: &UsageArgs) -> Result<()> {
     let mut q = format!("/admin/v1/usage?group_by={}", a.group_by);
     if let Some(f) = &a.from {

@@ -46,6 +46,9 @@ pub enum Command {
     /// API keys: create (shown once), list, revoke.
     #[command(subcommand)]
     Key(keys::KeyCommand),
+    /// A new one-time pairing code for the admin's desktop app (with the TLS fingerprint
+    /// to pin).
+    PairCode(status::StatusArgs),
     /// Tokens and requests by key, model or day.
     Usage(keys::UsageArgs),
     /// The audit log: verify its hash chain, list its newest entries.
@@ -127,6 +130,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Job(cmd) => models::job(&cmd),
         Command::Key(cmd) => keys::key(&cmd),
         Command::Usage(args) => keys::usage(&args),
+        Command::PairCode(args) => keys::pair_code(&args),
         Command::Audit(cmd) => keys::audit(&cmd),
         Command::Eplb(args) => eplb::eplb(&args),
         Command::Telemetry(cmd) => telemetry::telemetry(&cmd),

@@ -102,6 +102,18 @@ pub struct ServeArgs {
     /// disk does not starve the served models of I/O [default: 0, no limit].
     #[arg(long, env = "OASIS_IMPORT_MAX_BYTES_PER_S", value_name = "BYTES")]
     pub import_max_bytes_per_s: Option<u64>,
+    /// TLS: `auto` (on unless the listen address is loopback), `on` or `off` [default: auto].
+    #[arg(long, env = "OASIS_TLS", value_name = "MODE")]
+    pub tls: Option<String>,
+    /// The certificate to serve (PEM) [default: one the daemon makes on first start].
+    #[arg(long, env = "OASIS_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "OASIS_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address.
+    #[arg(long, env = "OASIS_ALLOW_PLAIN_HTTP")]
+    pub allow_plain_http: bool,
 }
 
 impl ServeArgs {
@@ -137,6 +149,10 @@ impl ServeArgs {
                 profile_policy: self.profile_policy.clone(),
                 inventory: self.inventory.clone(),
                 import_max_bytes_per_s: self.import_max_bytes_per_s,
+                tls: self.tls.clone(),
+                tls_cert: self.tls_cert.clone(),
+                tls_key: self.tls_key.clone(),
+                allow_plain_http: self.allow_plain_http.then_some(true),
             },
         )
     }

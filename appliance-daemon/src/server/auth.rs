@@ -8,7 +8,7 @@
 //! credential exists, loopback clients may go without one, or with one it does not know
 //! (a fresh install; logged at start). The principal is put in the request's extensions for the handlers.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -62,7 +62,7 @@ enum Need {
 
 fn need(method: &Method, path: &str) -> Need {
     match path {
-        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => Need::Nothing,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/admin/v1/pair" => Need::Nothing,
         p if p.starts_with("/admin/") => {
             if method == Method::GET || method == Method::HEAD {
                 Need::AdminRead
@@ -121,8 +121,8 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     let need = need(req.method(), req.uri().path());
     let from = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .get::<ConnectInfo<crate::tls::Peer>>()
+        .map(|c| c.0.0.ip());
     let principal = match token(&req) {
         Some(t) => match st.keys.check(&t) {
             Ok(key) => Principal {
@@ -413,6 +413,93 @@ pub async fn revoke_key(
         serde_json::json!({ "id": k.id, "name": k.name }),
     );
     Ok(Json(key_view(k, None)))
+}
+
+/// `POST /admin/v1/pair`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairRequest {
+    /// The one-time code the daemon printed (`XXXX-XXXX-XXXX-XXXX`).
+    pub code: String,
+    /// What is pairing (the admin's machine), for the key's name.
+    pub name: String,
+}
+
+/// Pairs a client with the one-time code: an admin token, shown once. The code works once;
+/// five wrong tries burn it.
+#[utoipa::path(post, path = "/admin/v1/pair", request_body = PairRequest,
+    responses((status = 201, body = KeyView), (status = 401, body = ErrorBody)))]
+pub async fn pair(
+    State(st): State<AppState>,
+    who: Option<axum::Extension<Principal>>,
+    JsonBody(req): JsonBody<PairRequest>,
+) -> Result<Response, ApiError> {
+    let who = who.map(|w| w.0);
+    let name: String = req.name.chars().take(64).collect();
+    let what = serde_json::json!({ "name": name });
+    let (keys, dir) = (st.keys.clone(), st.config.data_dir.clone());
+    let code = req.code;
+    let n = name.clone();
+    let out = tokio::task::spawn_blocking(move || keys.pair(&dir, &code, &n))
+        .await
+        .map_err(|e| ApiError::internal(e, "-"))?
+        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?;
+    let r = match out {
+        Ok((record, token)) => {
+            tracing::info!(id = %record.id, prefix = %record.prefix, "paired");
+            Ok((StatusCode::CREATED, Json(key_view(record, Some(token)))).into_response())
+        }
+        Err(e) => {
+            let msg = match e {
+                crate::auth::PairError::NoCode => {
+                    "No pairing code is open: make one on the box with `oasis pair-code`"
+                        .to_string()
+                }
+                crate::auth::PairError::Wrong(0) => {
+                    "Wrong pairing code; it is now burned: make a new one with `oasis pair-code`"
+                        .to_string()
+                }
+                crate::auth::PairError::Wrong(left) => {
+                    format!("Wrong pairing code ({left} tries left)")
+                }
+            };
+            let mut e = ApiError::invalid(msg).with_code("pairing_failed");
+            e.status = StatusCode::UNAUTHORIZED;
+            Err(e)
+        }
+    };
+    audited(&st, who.as_ref(), "auth.pair", what, r)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PairingCode {
+    pub code: String,
+    pub expires_in_s: u64,
+    /// SHA-256 of the TLS certificate clients should pin (absent without TLS).
+    pub tls_fingerprint: Option<String>,
+}
+
+/// Makes a new one-time pairing code (replacing any other).
+#[utoipa::path(post, path = "/admin/v1/pairing-code",
+    responses((status = 201, body = PairingCode), (status = 403, body = ErrorBody)))]
+pub async fn pairing_code(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+) -> Result<Response, ApiError> {
+    let code = st
+        .keys
+        .new_pairing_code(&st.config.data_dir)
+        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?;
+    audit(&st, &who, "auth.pairing_code", "ok", serde_json::json!({}));
+    Ok((
+        StatusCode::CREATED,
+        Json(PairingCode {
+            code,
+            expires_in_s: crate::auth::PAIRING_TTL_S,
+            tls_fingerprint: st.tls_fingerprint.clone(),
+        }),
+    )
+        .into_response())
 }
 
 /// `GET /admin/v1/usage` query.

@@ -75,6 +75,8 @@ pub struct Inner {
     pub keys: Arc<crate::auth::Keys>,
     /// Token metering.
     pub meter: crate::metering::Meter,
+    /// The TLS certificate's fingerprint, when serving HTTPS.
+    pub tls_fingerprint: Option<String>,
     /// Held while a deployment is created, changed or removed, and while a model is
     /// deleted: one change to what is served at a time.
     pub deploy_lock: AsyncMutex<()>,
@@ -86,6 +88,8 @@ pub struct Services {
     pub jobs: Arc<crate::jobs::Jobs>,
     pub keys: Arc<crate::auth::Keys>,
     pub meter: crate::metering::Meter,
+    /// The TLS certificate's fingerprint, when serving HTTPS.
+    pub tls_fingerprint: Option<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -105,7 +109,12 @@ impl AppState {
         profile: crate::profile::ProfileState,
         services: Services,
     ) -> Self {
-        let Services { jobs, keys, meter } = services;
+        let Services {
+            jobs,
+            keys,
+            meter,
+            tls_fingerprint,
+        } = services;
         AppState(Arc::new(Inner {
             config,
             catalog,
@@ -116,6 +125,7 @@ impl AppState {
             jobs,
             keys,
             meter,
+            tls_fingerprint,
             deploy_lock: AsyncMutex::new(()),
             started: Instant::now(),
             draining: AtomicBool::new(false),
@@ -153,6 +163,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/v1/jobs/{id}"),
     ("DELETE", "/admin/v1/jobs/{id}"),
     ("GET", "/admin/v1/jobs/{id}/events"),
+    ("POST", "/admin/v1/pair"),
+    ("POST", "/admin/v1/pairing-code"),
     ("GET", "/admin/v1/keys"),
     ("POST", "/admin/v1/keys"),
     ("DELETE", "/admin/v1/keys/{id}"),
@@ -211,6 +223,8 @@ pub fn app(state: AppState) -> Router {
             get(models::job).delete(models::cancel_job),
         )
         .route("/admin/v1/jobs/{id}/events", get(models::job_events))
+        .route("/admin/v1/pair", post(auth::pair))
+        .route("/admin/v1/pairing-code", post(auth::pairing_code))
         .route(
             "/admin/v1/keys",
             get(auth::list_keys).post(auth::create_key),
@@ -353,6 +367,30 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
             "no API keys yet: loopback clients may use the API without a key; the first `oasis key create` ends that"
         );
     }
+    let tls = if config.tls {
+        let names = tls_names(addr);
+        let (dir, cert, key) = (
+            config.data_dir.clone(),
+            config.tls_cert.clone(),
+            config.tls_key.clone(),
+        );
+        Some(
+            tokio::task::spawn_blocking(move || {
+                crate::tls::load_or_make(&dir, cert.as_deref(), key.as_deref(), &names)
+            })
+            .await
+            .context("the TLS set-up stopped")??,
+        )
+    } else {
+        None
+    };
+    // A fresh install gets a one-time pairing code for the admin's desktop app.
+    let pairing = if settings.starts == 1 && !keys.pairing_open() {
+        Some(keys.new_pairing_code(&config.data_dir)?)
+    } else {
+        None
+    };
+    let data_dir = config.data_dir.clone();
     let state = AppState::new(
         config,
         catalog,
@@ -360,10 +398,29 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
         store,
         telemetry,
         profile,
-        Services { jobs, keys, meter },
+        Services {
+            jobs,
+            keys,
+            meter,
+            tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
+        },
     );
     // One machine-readable line on stdout: scripts and tests read the address from it.
-    println!("oasis: listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("oasis: listening on {scheme}://{addr}");
+    if let Some(t) = &tls {
+        println!(
+            "oasis: TLS certificate SHA-256 fingerprint {}",
+            t.fingerprint
+        );
+        tracing::info!(fingerprint = %t.fingerprint, cert = %t.cert_path.display(), self_signed = t.self_signed, "TLS");
+    }
+    if let Some(code) = &pairing {
+        println!(
+            "oasis: pairing code {code} (one use, 24 h; also in {})",
+            data_dir.join(crate::auth::PAIRING_FILE).display()
+        );
+    }
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, models = ?state.catalog.served_ids(), "serving");
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -377,11 +434,22 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
         );
         let _ = stop_tx.send(true);
     };
-    let server = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown);
+    let service = app(state).into_make_service_with_connect_info::<crate::tls::Peer>();
+    let server = async move {
+        match tls {
+            Some(t) => {
+                let listener = crate::tls::TlsListener::new(listener, t.config)?;
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+    };
     let deadline = async move {
         let _ = stop_rx.wait_for(|v| *v).await;
         tokio::time::sleep(grace).await;
@@ -392,6 +460,33 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The names the daemon's own certificate is made for: localhost, the host's name, the
+/// loopback addresses and the listen address (or, for an unspecified one, every address
+/// of the host's interfaces).
+fn tls_names(addr: std::net::SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if let Some(h) = sysinfo::System::host_name() {
+        names.push(h);
+    }
+    if addr.ip().is_unspecified() {
+        let nets = sysinfo::Networks::new_with_refreshed_list();
+        for (_, n) in nets.iter() {
+            for ip in n.ip_networks() {
+                names.push(ip.addr.to_string());
+            }
+        }
+    } else {
+        names.push(addr.ip().to_string());
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Each key's tokens of today and of this month, from the metered usage.

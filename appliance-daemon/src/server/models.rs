@@ -249,74 +249,85 @@ pub struct UploadQuery {
         (status = 409, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub async fn upload(
     State(st): State<AppState>,
+    who: Option<axum::Extension<super::auth::Principal>>,
     headers: HeaderMap,
     query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad upload query: {e}")))?;
-    let plain = FsPath::new(&q.filename)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned());
-    if plain.as_deref() != Some(q.filename.as_str())
-        || q.filename.starts_with('.')
-        || !(q.filename.ends_with(".gguf") || q.filename.ends_with(".tar"))
-    {
-        return Err(ApiError::invalid_param(
-            "filename",
-            format!(
-                "`filename` must be a plain file name ending in .gguf or .tar, got `{}`",
-                q.filename
-            ),
-        ));
-    }
-    let id = q
-        .name
-        .clone()
-        .unwrap_or_else(|| crate::import::id_from_path(FsPath::new(&q.filename)));
-    crate::import::check_id(&id).map_err(|m| ApiError::invalid_param("name", m))?;
-    if q.name.is_some() && (st.store.get_model(&id)?.is_some() || st.jobs.importing().contains(&id))
-    {
-        return Err(ApiError::conflict(format!(
-            "a model named `{id}` is already in the catalog or being imported"
-        )));
-    }
-    let root = store_root(&st.config.data_dir);
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = length {
-        let _ = std::fs::create_dir_all(&root);
-        if let Some(vol) = super::storage::volume(&root)
-            && len > vol.free_bytes
+    let who = who.map(|w| w.0);
+    let what = match &query {
+        Ok(Query(q)) => serde_json::json!({ "filename": q.filename, "name": q.name }),
+        Err(_) => serde_json::json!({}),
+    };
+    let r: Result<Response, ApiError> = async {
+        let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad upload query: {e}")))?;
+        let plain = FsPath::new(&q.filename)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        if plain.as_deref() != Some(q.filename.as_str())
+            || q.filename.starts_with('.')
+            || !(q.filename.ends_with(".gguf") || q.filename.ends_with(".tar"))
         {
-            return Err(ApiError::insufficient_storage(format!(
-                "the upload has {len} bytes; the volume holding {} has {} free",
-                root.display(),
-                vol.free_bytes
+            return Err(ApiError::invalid_param(
+                "filename",
+                format!(
+                    "`filename` must be a plain file name ending in .gguf or .tar, got `{}`",
+                    q.filename
+                ),
+            ));
+        }
+        let id = q
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::import::id_from_path(FsPath::new(&q.filename)));
+        crate::import::check_id(&id).map_err(|m| ApiError::invalid_param("name", m))?;
+        if q.name.is_some()
+            && (st.store.get_model(&id)?.is_some() || st.jobs.importing().contains(&id))
+        {
+            return Err(ApiError::conflict(format!(
+                "a model named `{id}` is already in the catalog or being imported"
             )));
         }
-    }
-    let job_id = Jobs::new_id();
-    let dir = root.join(format!(".upload-{job_id}"));
-    let path = dir.join(&q.filename);
-    receive(body, &dir, &path).await?;
-    tracing::info!(job = %job_id, file = %q.filename, "upload received");
-    let jobs = st.jobs.clone();
-    let name = q.name.clone();
-    let submit_path = path.clone();
-    let view = tokio::task::spawn_blocking(move || {
-        jobs.submit_import(Some(job_id), submit_path, name, false, true)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e, "-"))?;
-    match view {
-        Ok(v) => Ok(accepted(v)),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            Err(submit_error(e))
+        let root = store_root(&st.config.data_dir);
+        let length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = length {
+            let _ = std::fs::create_dir_all(&root);
+            if let Some(vol) = super::storage::volume(&root)
+                && len > vol.free_bytes
+            {
+                return Err(ApiError::insufficient_storage(format!(
+                    "the upload has {len} bytes; the volume holding {} has {} free",
+                    root.display(),
+                    vol.free_bytes
+                )));
+            }
+        }
+        let job_id = Jobs::new_id();
+        let dir = root.join(format!(".upload-{job_id}"));
+        let path = dir.join(&q.filename);
+        receive(body, &dir, &path).await?;
+        tracing::info!(job = %job_id, file = %q.filename, "upload received");
+        let jobs = st.jobs.clone();
+        let name = q.name.clone();
+        let submit_path = path.clone();
+        let view = tokio::task::spawn_blocking(move || {
+            jobs.submit_import(Some(job_id), submit_path, name, false, true)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e, "-"))?;
+        match view {
+            Ok(v) => Ok(accepted(v)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(submit_error(e))
+            }
         }
     }
+    .await;
+    super::auth::audited(&st, who.as_ref(), "model.upload", what, r)
 }
 
 /// Streams `body` into `path` through a writer thread (a small bounded queue between them,

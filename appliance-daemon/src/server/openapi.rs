@@ -36,6 +36,8 @@ use super::{
         models::job,
         models::cancel_job,
         models::job_events,
+        auth::pair,
+        auth::pairing_code,
         auth::create_key,
         auth::list_keys,
         auth::revoke_key,
