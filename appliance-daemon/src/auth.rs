@@ -109,6 +109,25 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// A new key for `token` (a fresh id, no limits, no expiry).
+    pub fn new(token: &str, name: String, role: Role, created_by: String) -> KeyRecord {
+        KeyRecord {
+            schema: SCHEMA,
+            id: format!("key-{}", random_hex(4)),
+            name,
+            owner: None,
+            role,
+            prefix: token_prefix(token),
+            hash: token_hash(token),
+            models: None,
+            limits: Limits::default(),
+            expires_at: None,
+            revoked_at: None,
+            created_at: unix_now(),
+            created_by,
+        }
+    }
+
     /// The local admin credential made at first start.
     pub fn is_bootstrap(&self) -> bool {
         self.created_by == BOOTSTRAP
@@ -219,21 +238,7 @@ impl Keys {
             return Ok(());
         }
         let token = new_token();
-        let record = KeyRecord {
-            schema: SCHEMA,
-            id: format!("key-{}", random_hex(4)),
-            name: "local admin".into(),
-            owner: None,
-            role: Role::Admin,
-            prefix: token_prefix(&token),
-            hash: token_hash(&token),
-            models: None,
-            limits: Limits::default(),
-            expires_at: None,
-            revoked_at: None,
-            created_at: unix_now(),
-            created_by: BOOTSTRAP.into(),
-        };
+        let record = KeyRecord::new(&token, "local admin".into(), Role::Admin, BOOTSTRAP.into());
         write_secret(&file, &token)?;
         self.insert(record)?;
         tracing::info!(file = %file.display(), "made the local admin credential (readable by this user only)");
@@ -529,21 +534,12 @@ impl Keys {
         self.store.put_setting(PAIRING_KEY, &None::<PairingCode>)?;
         let _ = std::fs::remove_file(data_dir.join(PAIRING_FILE));
         let token = new_token();
-        let record = KeyRecord {
-            schema: SCHEMA,
-            id: format!("key-{}", random_hex(4)),
-            name: format!("paired: {name}"),
-            owner: None,
-            role: Role::Admin,
-            prefix: token_prefix(&token),
-            hash: token_hash(&token),
-            models: None,
-            limits: Limits::default(),
-            expires_at: None,
-            revoked_at: None,
-            created_at: unix_now(),
-            created_by: "pairing".into(),
-        };
+        let record = KeyRecord::new(
+            &token,
+            format!("paired: {name}"),
+            Role::Admin,
+            "pairing".into(),
+        );
         self.insert(record.clone())?;
         Ok(Ok((record, token)))
     }

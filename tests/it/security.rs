@@ -346,11 +346,12 @@ fn limits_and_quotas_are_exact_and_usage_is_what_clients_were_told() {
     let (crash_id, crash) = create_key(&d, &admin, json!({"name": "crash"}));
     let addr = d.addr.clone();
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let answered = std::sync::atomic::AtomicU64::new(0);
     let mut d = Some(d);
     let told = std::thread::scope(|s| {
         let hs: Vec<_> = (0..4)
             .map(|_| {
-                let (addr, crash, stop) = (addr.clone(), crash.clone(), &stop);
+                let (addr, crash, stop, answered) = (addr.clone(), crash.clone(), &stop, &answered);
                 s.spawn(move || {
                     let mut got = (0u64, 0u64);
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -362,12 +363,19 @@ fn limits_and_quotas_are_exact_and_usage_is_what_clients_were_told() {
                         }
                         got.0 += 1;
                         got.1 += r.json()["usage"]["total_tokens"].as_u64().unwrap_or(0);
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     got
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(2500));
+        // Kill once a few answers are out (however slow the machine), with more in flight.
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        while answered.load(std::sync::atomic::Ordering::Relaxed) < 4
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if let Some(d) = d.take() {
             d.kill9();
         }
@@ -587,7 +595,20 @@ fn sh(script: &str) -> String {
 fn pairing_over_tls_with_the_pinned_fingerprint() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let d = Daemon::start(&data, &["--threads", "2", "--tls", "on"]);
+    let model = model_path();
+    let d = Daemon::start(
+        &data,
+        &[
+            "--threads",
+            "2",
+            "--kv-cache-bytes",
+            "33554432",
+            "--tls",
+            "on",
+            "--model",
+            model.to_str().unwrap(),
+        ],
+    );
     assert!(d.url.starts_with("https://"), "{}", d.url);
     // The fingerprint the daemon printed is the certificate it serves.
     let log = d.log();
@@ -668,6 +689,104 @@ fn pairing_over_tls_with_the_pinned_fingerprint() {
         "{audit}"
     );
     assert!(!d.log().contains(&token[6..]) && !d.log().contains(code));
+
+    // The whole admin round over TLS with the paired token: two keys with different
+    // quotas, load on both, exact per-key usage, a quota hit, a revocation, the audit log.
+    let call = |token: &str, method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
+        let data = body.map_or_else(String::new, |b| {
+            format!("-H 'Content-Type: application/json' -d '{b}'")
+        });
+        let out = curl(&format!(
+            "-X {method} -H 'Authorization: Bearer {token}' {data} {url}{path}"
+        ));
+        let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
+        (
+            status.parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    };
+    let mut keys = Vec::new();
+    for (name, quota) in [("team a", 400), ("team b", 100)] {
+        let (s, k) = call(
+            &token,
+            "POST",
+            "/admin/v1/keys",
+            Some(json!({"name": name, "tokens_per_day": quota})),
+        );
+        assert_eq!(s, 201, "{k}");
+        keys.push((
+            k["id"].as_str().unwrap().to_string(),
+            k["key"].as_str().unwrap().to_string(),
+        ));
+    }
+    let ask = |key: &str| {
+        call(
+            key,
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": "SmolLM2-135M-Instruct.Q4_1",
+            "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0})),
+        )
+    };
+    let mut told = [0u64, 0u64];
+    let mut refused = [0, 0];
+    for _ in 0..6 {
+        for (i, (_, key)) in keys.iter().enumerate() {
+            let (s, r) = ask(key);
+            match s {
+                200 => told[i] += r["usage"]["total_tokens"].as_u64().unwrap(),
+                429 => {
+                    assert_eq!(r["error"]["code"], "insufficient_quota", "{r}");
+                    refused[i] += 1;
+                }
+                other => panic!("{other}: {r}"),
+            }
+        }
+    }
+    assert_eq!(refused[0], 0, "team a has room for six");
+    assert!(refused[1] > 0, "team b's quota of 100 never applied");
+    let (_, usage) = call(&token, "GET", "/admin/v1/usage?group_by=key", None);
+    for (i, (id, _)) in keys.iter().enumerate() {
+        let row = usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["group"] == id.as_str())
+            .cloned();
+        assert_eq!(
+            row.map(|r| r["total_tokens"].as_u64()),
+            Some(Some(told[i])),
+            "{usage}"
+        );
+    }
+    let (s, _) = call(
+        &token,
+        "DELETE",
+        &format!("/admin/v1/keys/{}", keys[0].0),
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(ask(&keys[0].1).0, 401);
+    let (_, audit) = call(&token, "GET", "/admin/v1/audit", None);
+    assert_eq!(audit["chain_ok"], true, "{audit}");
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "auth.pair",
+            "auth.pair",
+            "auth.pair",
+            "key.create",
+            "key.create",
+            "key.revoke"
+        ],
+        "{audit}"
+    );
 }
 
 #[test]

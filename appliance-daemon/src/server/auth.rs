@@ -22,7 +22,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
 use crate::auth::{Denied, KeyRecord, Limits, Role};
-use crate::store::{SCHEMA, random_hex, unix_now};
+use crate::store::unix_now;
 
 /// Who is asking.
 #[derive(Debug, Clone)]
@@ -343,23 +343,16 @@ pub async fn create_key(
         ));
     }
     let token = crate::auth::new_token();
+    let created_by = who
+        .key
+        .as_ref()
+        .map_or_else(|| "anonymous".into(), |k| k.id.clone());
     let record = KeyRecord {
-        schema: SCHEMA,
-        id: format!("key-{}", random_hex(4)),
-        name,
         owner: req.owner,
-        role,
-        prefix: crate::auth::token_prefix(&token),
-        hash: crate::auth::token_hash(&token),
         models: req.models,
         limits,
         expires_at: req.expires_at,
-        revoked_at: None,
-        created_at: unix_now(),
-        created_by: who
-            .key
-            .as_ref()
-            .map_or_else(|| "anonymous".into(), |k| k.id.clone()),
+        ..KeyRecord::new(&token, name, role, created_by)
     };
     st.keys
         .insert(record.clone())

@@ -405,6 +405,9 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
             tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
         },
     );
+    if let Some(t) = &tls {
+        tracing::info!(fingerprint = %t.fingerprint, cert = %t.cert_path.display(), self_signed = t.self_signed, "TLS");
+    }
     // One machine-readable line on stdout: scripts and tests read the address from it.
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("oasis: listening on {scheme}://{addr}");
@@ -413,7 +416,6 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
             "oasis: TLS certificate SHA-256 fingerprint {}",
             t.fingerprint
         );
-        tracing::info!(fingerprint = %t.fingerprint, cert = %t.cert_path.display(), self_signed = t.self_signed, "TLS");
     }
     if let Some(code) = &pairing {
         println!(
