@@ -203,6 +203,9 @@ struct Totals {
 pub struct Keys {
     store: Store,
     by_hash: RwLock<HashMap<String, KeyRecord>>,
+    /// No key but the local admin credential exists (kept as keys are added: a key is
+    /// never deleted, only revoked, so once false it stays false).
+    open: std::sync::atomic::AtomicBool,
     windows: Mutex<HashMap<String, Window>>,
     totals: Mutex<HashMap<String, Totals>>,
 }
@@ -220,8 +223,10 @@ impl Keys {
                 Err(e) => tracing::error!(error = %e, "skipping a corrupt key record"),
             }
         }
+        let open = by_hash.values().all(KeyRecord::is_bootstrap);
         let keys = Keys {
             store,
+            open: std::sync::atomic::AtomicBool::new(open),
             by_hash: RwLock::new(by_hash),
             windows: Mutex::new(HashMap::new()),
             totals: Mutex::new(HashMap::new()),
@@ -248,6 +253,9 @@ impl Keys {
     /// Stores a key, durably, and makes it usable at once.
     pub fn insert(&self, record: KeyRecord) -> Result<()> {
         self.store.put_key(&record.id, &record)?;
+        if !record.is_bootstrap() {
+            self.open.store(false, std::sync::atomic::Ordering::Release);
+        }
         if let Ok(mut m) = self.by_hash.write() {
             m.insert(record.hash.clone(), record);
         }
@@ -280,9 +288,7 @@ impl Keys {
     /// True while no key but the local admin credential exists: loopback clients may go
     /// without a token.
     pub fn open_mode(&self) -> bool {
-        self.by_hash
-            .read()
-            .is_ok_and(|m| m.values().all(KeyRecord::is_bootstrap))
+        self.open.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The key a token belongs to, if it is valid now.

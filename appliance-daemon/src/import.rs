@@ -499,7 +499,7 @@ fn stage(
     if root != partial {
         remove_quietly(partial);
     }
-    let out = finish(&final_dir, &spec.id, manifest, &digests, true);
+    let out = finish_at(&final_dir, &spec.id, manifest, &digests, true, None);
     if out.is_err() {
         remove_quietly(&final_dir);
     }
@@ -750,17 +750,8 @@ fn model_path(root: &Path) -> Result<PathBuf> {
     }
 }
 
-/// The record of a model now in its final folder, and the manifest written there.
-fn finish(
-    dir: &Path,
-    id: &str,
-    came_with: Option<Manifest>,
-    digests: &Digests,
-    in_store: bool,
-) -> Result<ModelRecord> {
-    finish_at(dir, id, came_with, digests, in_store, None)
-}
-
+/// The record of a model now in its final folder (or `file` where it lies), and for a
+/// model in the store the manifest written there.
 fn finish_at(
     dir: &Path,
     id: &str,

@@ -132,11 +132,6 @@ impl Jobs {
         })
     }
 
-    /// Where the store lives.
-    pub fn store_dir(&self) -> &StoreDir {
-        &self.dir
-    }
-
     /// A fresh job id.
     pub fn new_id() -> String {
         format!("job-{}", random_hex(8))

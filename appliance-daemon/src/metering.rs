@@ -26,7 +26,8 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(mut self, o: &Counts) -> Counts {
+    /// The sum of two rows.
+    pub fn plus(mut self, o: &Counts) -> Counts {
         self.requests += o.requests;
         self.prompt_tokens += o.prompt_tokens;
         self.completion_tokens += o.completion_tokens;
@@ -119,10 +120,10 @@ fn run(store: &Store, rx: &mpsc::Receiver<Batch>) {
         let mut rows: BTreeMap<Vec<u8>, Counts> = BTreeMap::new();
         for (r, _) in &batch {
             let e = rows.entry(row_key(&r.day, &r.key, &r.model)).or_default();
-            *e = e.add(&r.counts);
+            *e = e.plus(&r.counts);
         }
         let rows: Vec<(Vec<u8>, Counts)> = rows.into_iter().collect();
-        if let Err(e) = store.add_usage(&rows, |old, d| old.unwrap_or_default().add(d)) {
+        if let Err(e) = store.add_usage(&rows, |old, d| old.unwrap_or_default().plus(d)) {
             tracing::error!(error = %e, "cannot record usage");
         }
         for (_, done) in batch {

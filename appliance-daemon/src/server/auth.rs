@@ -580,11 +580,7 @@ pub async fn usage(
             _ => r.key,
         };
         let e = groups.entry(g).or_default();
-        e.requests += r.counts.requests;
-        e.prompt_tokens += r.counts.prompt_tokens;
-        e.completion_tokens += r.counts.completion_tokens;
-        e.failed += r.counts.failed;
-        e.latency_ms += r.counts.latency_ms;
+        *e = e.plus(&r.counts);
     }
     let data: Vec<UsageRow> = groups
         .into_iter()

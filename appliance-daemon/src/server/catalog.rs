@@ -146,15 +146,6 @@ impl Catalog {
             list.push(u);
         }
     }
-
-    /// True when some deployment (served or unavailable) uses catalog model `id`.
-    pub fn uses_model(&self, id: &str) -> Vec<String> {
-        self.deployments()
-            .iter()
-            .filter(|m| m.record.id == id)
-            .map(|m| m.name.clone())
-            .collect()
-    }
 }
 
 /// A new deployment record serving catalog model `model` as `name`.

@@ -119,19 +119,19 @@ fn admit(
         e.status = axum::http::StatusCode::FORBIDDEN;
         return Err(e);
     }
-    let per_prompt = plan.n.max(1);
-    let prompt: usize = plan.prompt_tokens.iter().step_by(per_prompt).sum();
-    st.keys.admit(key, prompt as u64).map_err(|o| {
-        let code = if o.limit.starts_with("tokens_per_") {
-            "insufficient_quota"
-        } else {
-            "rate_limit_exceeded"
-        };
-        tracing::info!(key = %key.id, limit = o.limit, "request over a limit");
-        ApiError::queue_full(o.message, o.retry_after)
-            .with_code(code)
-            .with_param(o.limit)
-    })
+    st.keys
+        .admit(key, plan.prompt_tokens_once() as u64)
+        .map_err(|o| {
+            let code = if o.limit.starts_with("tokens_per_") {
+                "insufficient_quota"
+            } else {
+                "rate_limit_exceeded"
+            };
+            tracing::info!(key = %key.id, limit = o.limit, "request over a limit");
+            ApiError::queue_full(o.message, o.retry_after)
+                .with_code(code)
+                .with_param(o.limit)
+        })
 }
 
 async fn start(
@@ -343,8 +343,7 @@ impl Answer {
     ) -> Answer {
         let model = served.name.clone();
         let n_choices = plan.prompt_tokens.len();
-        let per_prompt = plan.n.max(1);
-        let prompt_tokens = plan.prompt_tokens.iter().step_by(per_prompt).sum();
+        let prompt_tokens = plan.prompt_tokens_once();
         let choices = plan
             .echo
             .iter()

@@ -41,6 +41,13 @@ pub struct Plan {
     pub user: Option<String>,
 }
 
+impl Plan {
+    /// Prompt tokens counted once per prompt (not per choice), as OpenAI counts them.
+    pub fn prompt_tokens_once(&self) -> usize {
+        self.prompt_tokens.iter().step_by(self.n.max(1)).sum()
+    }
+}
+
 /// Fields both endpoints share, borrowed from either request.
 struct Shared<'a> {
     temperature: Option<f64>,
