@@ -74,6 +74,9 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// Serve plain HTTP on a non-loopback address (keys would cross the LAN in clear).
     pub allow_plain_http: Option<bool>,
+    /// The built web console (`desktop-ui/dist`) served at `/` [default: found next to the
+    /// binary, see [`console_dir_default`]].
+    pub console_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -130,6 +133,7 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub allow_plain_http: Option<bool>,
+    pub console_dir: Option<PathBuf>,
 }
 
 /// What a box that fails its profile's compliance check does to the daemon's start.
@@ -243,9 +247,33 @@ pub struct ServeConfig {
     pub tls: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The built web console served at `/`; `None` when none was found (then `/` answers
+    /// 404 naming how to build it).
+    pub console_dir: Option<PathBuf>,
     /// Where `ranks`, `kv_cache_bytes`, `max_batch_tokens` and `max_running` came from;
     /// the profile's plan fills those still at their defaults.
     pub origins: EngineOrigins,
+}
+
+/// Where the built web console is looked for when none is configured, first found wins:
+/// `share/oasis/console` beside the binary's folder (the installed layout,
+/// `/usr/lib/oasis/bin/oasis` -> `/usr/lib/oasis/share/oasis/console`), `console/` beside the
+/// binary, and the source tree's `desktop-ui/dist` (a binary built from a checkout).
+pub fn console_dir_default() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(bin_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        if let Some(prefix) = bin_dir.parent() {
+            candidates.push(prefix.join("share/oasis/console"));
+        }
+        candidates.push(bin_dir.join("console"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../desktop-ui/dist"));
+    candidates
+        .into_iter()
+        .find(|d| d.join("index.html").is_file())
 }
 
 impl ServeConfig {
@@ -384,6 +412,14 @@ impl ServeConfig {
             .import_max_bytes_per_s
             .or(file.import_max_bytes_per_s)
             .unwrap_or(0);
+        let console_dir = match over.console_dir.or(file.console_dir) {
+            Some(dir) if !dir.join("index.html").is_file() => bail!(
+                "`console_dir`: {} has no index.html (build the console with `npm ci && npm run build` in desktop-ui/)",
+                dir.display()
+            ),
+            Some(dir) => Some(dir),
+            None => console_dir_default(),
+        };
         let alert_webhooks = if over.alert_webhooks.is_empty() {
             file.alert_webhooks.unwrap_or_default()
         } else {
@@ -420,6 +456,7 @@ impl ServeConfig {
             tls,
             tls_cert,
             tls_key,
+            console_dir,
             alert_webhooks,
             log_format,
             profile,

@@ -178,4 +178,17 @@ fn the_daemon_sizes_a_served_model() {
         assert_eq!(status, want, "{query}: {doc}");
         assert!(doc["error"]["message"].is_string(), "{doc}");
     }
+    // Undeployed, the catalog model is sized from its files: the same figures.
+    let r = tests::daemon::raw_request(
+        &d.addr,
+        "DELETE",
+        &format!("/admin/v1/deployments/{id}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (status, cold) = d.get(&format!("/admin/v1/models/{id}/fit?context=2048"));
+    assert_eq!(status, 200, "{cold}");
+    assert_eq!(cold["model"], id);
+    assert_eq!(cold["fit"], doc["fit"]);
 }

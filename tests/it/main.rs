@@ -6,6 +6,7 @@
 
 mod cli_errors;
 mod cli_run;
+mod console;
 mod eplb;
 mod fit;
 mod models;

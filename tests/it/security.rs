@@ -10,14 +10,20 @@ use serde_json::{Value, json};
 use tests::daemon::{Daemon, RawResponse, raw_request};
 use tests::{model_path, oasis_with_env};
 
-fn admin_token(data: &Path) -> String {
+pub(crate) fn admin_token(data: &Path) -> String {
     std::fs::read_to_string(data.join("admin.token"))
         .unwrap()
         .trim()
         .to_string()
 }
 
-fn req(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: &Value) -> RawResponse {
+pub(crate) fn req(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> RawResponse {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(a) = &auth {
@@ -663,10 +669,10 @@ fn pairing_over_tls_with_the_pinned_fingerprint() {
     let out = pair(code);
     let (body, status) = out.rsplit_once('\n').unwrap();
     assert_eq!(status, "201", "{out}");
-    let token = serde_json::from_str::<Value>(body).unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let paired = serde_json::from_str::<Value>(body).unwrap();
+    // The answer names the served certificate, for the client to compare with its pin.
+    assert_eq!(paired["tls_fingerprint"], printed.as_str(), "{paired}");
+    let token = paired["key"].as_str().unwrap().to_string();
     // The code works once, and its file is gone.
     assert!(pair(code).ends_with("401"));
     assert!(!data.join("pairing.code").exists());

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use tests::daemon::{Daemon, raw_request};
 use tests::workspace_root;
 
@@ -383,7 +385,74 @@ fn a_replayed_xid_and_heat_raise_and_resolve_alerts_that_reach_a_webhook_and_per
         out.contains("xid_critical:gpu1:xid79") && out.contains("fallen off the bus"),
         "{out}"
     );
-    // Alerts survive a crash: the records are in sled.
+    // Silencing: the heat alert fires again each time the trace loops, but while silenced
+    // no notification of it reaches the webhook; it still shows, marked.
+    let heat = "gpu_temperature:gpu0";
+    let (status, body) = d.post(
+        &format!("/admin/v1/alerts/{heat}/silence"),
+        &json!({"minutes": 0}),
+    );
+    assert_eq!(
+        (status, &body["error"]["param"]),
+        (400, &json!("minutes")),
+        "{body}"
+    );
+    let (status, body) = d.post(
+        "/admin/v1/alerts/no_such:gpu9/silence",
+        &json!({"minutes": 5}),
+    );
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("alert_not_found")),
+        "{body}"
+    );
+    let (status, body) = d.post(
+        &format!("/admin/v1/alerts/{heat}/silence"),
+        &json!({"minutes": 60}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["silenced_until_ms"].as_u64().unwrap() > body["last_seen_ms"].as_u64().unwrap());
+    let fired_at_silence = body["fired"].as_u64().unwrap();
+    let hooks_at_silence = got.lock().unwrap().len();
+    let refired = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        let (_, alerts) = d.get("/admin/v1/alerts");
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["key"] == heat && a["fired"].as_u64().unwrap() > fired_at_silence)
+    });
+    assert!(
+        refired,
+        "the heat alert did not fire again: {}",
+        d.get("/admin/v1/alerts").1
+    );
+    let late_heat: Vec<_> = got.lock().unwrap()[hooks_at_silence..]
+        .iter()
+        .filter(|v| v["alert"]["key"] == heat && v["alert"]["state"] == "firing")
+        .cloned()
+        .collect();
+    assert!(
+        late_heat.is_empty(),
+        "notified while silenced: {late_heat:?}"
+    );
+    let (_, alerts) = d.get("/admin/v1/alerts");
+    let silenced = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == heat)
+        .unwrap();
+    assert!(
+        silenced["silenced_by"]
+            .as_str()
+            .unwrap()
+            .contains("anonymous"),
+        "{silenced}"
+    );
+
+    // Alerts survive a crash: the records are in sled, silences included.
     d.kill9();
     let d = Daemon::start(&data, &["--telemetry-interval-ms", "50"]);
     let (_, alerts) = d.get("/admin/v1/alerts");
@@ -391,6 +460,21 @@ fn a_replayed_xid_and_heat_raise_and_resolve_alerts_that_reach_a_webhook_and_per
         key_state(&alerts, "xid_critical:gpu1:xid79").is_some(),
         "{alerts}"
     );
+    let kept = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == heat)
+        .unwrap();
+    assert!(kept["silenced_until_ms"].as_u64().is_some(), "{kept}");
+    let (status, body) = raw_delete(&d, &format!("/admin/v1/alerts/{heat}/silence"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body["silenced_until_ms"].is_null(), "{body}");
+}
+
+fn raw_delete(d: &Daemon, path: &str) -> (u16, serde_json::Value) {
+    let r = raw_request(&d.addr, "DELETE", path, &[], b"");
+    (r.status, r.json())
 }
 
 /// The minute aggregates kept for 30 days, through the API: a minute the first daemon

@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long, env = "OASIS_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
+    /// The built web console served at `/` (a folder with index.html) [default: the one
+    /// installed beside the binary, else the checkout's desktop-ui/dist].
+    #[arg(long, env = "OASIS_CONSOLE_DIR", value_name = "DIR")]
+    pub console_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -153,6 +157,7 @@ impl ServeArgs {
                 tls_cert: self.tls_cert.clone(),
                 tls_key: self.tls_key.clone(),
                 allow_plain_http: self.allow_plain_http.then_some(true),
+                console_dir: self.console_dir.clone(),
             },
         )
     }

@@ -63,6 +63,8 @@ enum Need {
 fn need(method: &Method, path: &str) -> Need {
     match path {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/admin/v1/pair" => Need::Nothing,
+        // The console's own files: public; what it shows comes from the API, with a key.
+        p if super::console::is_console_path(method, p) => Need::Nothing,
         p if p.starts_with("/admin/") => {
             if method == Method::GET || method == Method::HEAD {
                 Need::AdminRead
@@ -224,6 +226,10 @@ pub struct KeyView {
     /// Only in the answer that created it: the token, shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Only in the pairing answer over HTTPS: the SHA-256 fingerprint of the certificate
+    /// the daemon serves, for the client to compare with the one it pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 fn key_view(k: KeyRecord, token: Option<String>) -> KeyView {
@@ -240,6 +246,7 @@ fn key_view(k: KeyRecord, token: Option<String>) -> KeyView {
         created_at: k.created_at,
         created_by: k.created_by,
         key: token,
+        tls_fingerprint: None,
     }
 }
 
@@ -440,7 +447,9 @@ pub async fn pair(
     let r = match out {
         Ok((record, token)) => {
             tracing::info!(id = %record.id, prefix = %record.prefix, "paired");
-            Ok((StatusCode::CREATED, Json(key_view(record, Some(token)))).into_response())
+            let mut view = key_view(record, Some(token));
+            view.tls_fingerprint = st.tls_fingerprint.clone();
+            Ok((StatusCode::CREATED, Json(view)).into_response())
         }
         Err(e) => {
             let msg = match e {

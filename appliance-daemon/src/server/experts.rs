@@ -115,7 +115,25 @@ pub struct RebalanceReport {
     responses((status = 200, body = RebalanceReport), (status = 400, body = super::error::ErrorBody)))]
 pub async fn rebalance(
     State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<super::auth::Principal>,
     JsonBody(req): JsonBody<RebalanceRequest>,
+) -> Result<Json<RebalanceReport>, ApiError> {
+    let what = serde_json::json!({ "model": req.model });
+    let r = rebalance_model(&st, &req);
+    let what = match &r {
+        Ok(Json(rep)) => {
+            serde_json::json!({ "model": rep.model, "window_tokens": rep.window_tokens,
+            "max_imbalance_before": rep.before.iter().copied().fold(0.0, f64::max),
+            "max_imbalance_after": rep.after.iter().copied().fold(0.0, f64::max) })
+        }
+        Err(_) => what,
+    };
+    super::auth::audited(&st, Some(&who), "engine.rebalance", what, r)
+}
+
+fn rebalance_model(
+    st: &AppState,
+    req: &RebalanceRequest,
 ) -> Result<Json<RebalanceReport>, ApiError> {
     let parallel: Vec<Arc<ServedModel>> = st
         .catalog

@@ -46,7 +46,30 @@ pub async fn model_fit(
             format!("`context` must be between 1 and 10000000 tokens, got {context}"),
         ));
     }
-    let served = st.model(&id)?;
+    let (name, footprint) = match st.model(&id) {
+        Ok(served) => (served.name.clone(), Footprint::of_model(&served.model)),
+        // A catalog model not deployed: sized from its files (mapped, not read whole).
+        Err(not_served) => {
+            let record = st
+                .store
+                .get_model(&id)
+                .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?
+                .ok_or(not_served)?;
+            let path = record.path.clone();
+            let loaded = tokio::task::spawn_blocking(move || engine::Model::load(&path))
+                .await
+                .map_err(|e| ApiError::internal(e, "-"))?;
+            let model = loaded.map_err(|e| {
+                let mut err = ApiError::invalid(format!(
+                    "cannot open `{id}` ({}) to size it: {e:#}",
+                    record.path.display()
+                ));
+                err.status = axum::http::StatusCode::CONFLICT;
+                err
+            })?;
+            (record.id, Footprint::of_model(&model))
+        }
+    };
     let p = &st.profile;
     let Some(profile) = &p.selection.profile else {
         let mut e = ApiError::invalid(
@@ -56,10 +79,9 @@ pub async fn model_fit(
         return Err(e);
     };
     let plan = firmware_profiles::plan::plan(profile, &p.inventory);
-    let footprint = Footprint::of_model(&served.model);
     let report = crate::fit::estimate(&footprint, &p.inventory, &plan, context);
     Ok(Json(FitAnswer {
-        model: served.name.clone(),
+        model: name,
         profile: profile.id.clone(),
         footprint: serde_json::to_value(footprint).unwrap_or_default(),
         fit: serde_json::to_value(report).unwrap_or_default(),

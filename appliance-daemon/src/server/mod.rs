@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod completions;
+pub mod console;
 pub mod deployments;
 pub mod error;
 pub mod experts;
@@ -184,6 +185,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/v1/gpus/{index}/history"),
     ("GET", "/admin/v1/telemetry/stream"),
     ("GET", "/admin/v1/alerts"),
+    ("POST", "/admin/v1/alerts/{key}/silence"),
+    ("DELETE", "/admin/v1/alerts/{key}/silence"),
     ("GET", "/admin/v1/profile"),
     ("GET", "/admin/v1/engine/experts"),
     ("POST", "/admin/v1/engine/rebalance"),
@@ -208,6 +211,10 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/gpus/{index}/history", get(system::gpu_history))
         .route("/admin/v1/telemetry/stream", get(system::stream))
         .route("/admin/v1/alerts", get(system::alerts))
+        .route(
+            "/admin/v1/alerts/{key}/silence",
+            post(system::silence_alert).delete(system::unsilence_alert),
+        )
         .route("/admin/v1/profile", get(system::profile))
         .route("/admin/v1/models/{id}/fit", get(fit::model_fit))
         .route("/admin/v1/storage", get(storage::storage))
@@ -245,7 +252,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/engine/experts", get(experts::experts))
         .route("/admin/v1/engine/rebalance", post(experts::rebalance))
         .route("/metrics", get(metrics::metrics))
-        .fallback(routes::not_found)
+        .fallback(console::serve)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Innermost first: each `layer` wraps everything above it.
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -422,6 +429,15 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
             "oasis: pairing code {code} (one use, 24 h; also in {})",
             data_dir.join(crate::auth::PAIRING_FILE).display()
         );
+    }
+    match &state.config.console_dir {
+        Some(dir) => println!(
+            "oasis: web console at {scheme}://{addr}/ (from {})",
+            dir.display()
+        ),
+        None => tracing::warn!(
+            "no web console installed: `/` answers 404 (build it with `npm ci && npm run build` in desktop-ui/, or set console_dir)"
+        ),
     }
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, models = ?state.catalog.served_ids(), "serving");
 

@@ -24,6 +24,8 @@ use super::{
         system::system,
         system::gpus,
         system::alerts,
+        system::silence_alert,
+        system::unsilence_alert,
         system::profile,
         fit::model_fit,
         storage::storage,

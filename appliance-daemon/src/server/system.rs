@@ -7,11 +7,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::ApiError;
+use super::auth::{Principal, audited};
+use super::error::{ApiError, ErrorBody};
+use super::extract::JsonBody;
 use crate::telemetry::GpuStatus;
 
 /// The host, the GPUs' availability and the sampler.
@@ -123,6 +125,8 @@ pub async fn gpus(State(st): State<AppState>) -> Json<GpusReport> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertsReport {
     pub firing: usize,
+    /// Firing alerts whose notifications are held.
+    pub silenced: usize,
     /// `telemetry::alerts::Alert` records.
     #[schema(value_type = Vec<Object>)]
     pub alerts: Vec<serde_json::Value>,
@@ -131,13 +135,98 @@ pub struct AlertsReport {
 #[utoipa::path(get, path = "/admin/v1/alerts", responses((status = 200, body = AlertsReport)))]
 pub async fn alerts(State(st): State<AppState>) -> Json<AlertsReport> {
     let list = st.telemetry.alerts();
+    let now = crate::telemetry::now_ms();
     Json(AlertsReport {
         firing: list.iter().filter(|a| a.state == "firing").count(),
+        silenced: list
+            .iter()
+            .filter(|a| a.state == "firing" && a.is_silenced(now))
+            .count(),
         alerts: list
             .iter()
             .filter_map(|a| serde_json::to_value(a).ok())
             .collect(),
     })
+}
+
+/// `POST /admin/v1/alerts/{key}/silence`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceRequest {
+    /// How long to hold the alert's notifications, in minutes (1 to 43200, 30 days).
+    pub minutes: u64,
+}
+
+/// Longest silence: 30 days.
+const MAX_SILENCE_MINUTES: u64 = 30 * 24 * 60;
+
+/// Silences an alert: its webhook notifications are held for `minutes` (also when it
+/// resolves and fires again meanwhile); it still shows, marked silenced.
+#[utoipa::path(post, path = "/admin/v1/alerts/{key}/silence", params(("key" = String, Path, description = "The alert's key, e.g. `gpu_temperature:gpu0`")),
+    request_body = SilenceRequest,
+    responses((status = 200, description = "The alert", content_type = "application/json"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn silence_alert(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    Path(key): Path<String>,
+    JsonBody(req): JsonBody<SilenceRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !(1..=MAX_SILENCE_MINUTES).contains(&req.minutes) {
+        return Err(ApiError::invalid_param(
+            "minutes",
+            format!(
+                "`minutes` must be 1 to {MAX_SILENCE_MINUTES} (30 days), got {}",
+                req.minutes
+            ),
+        ));
+    }
+    let until = crate::telemetry::now_ms() + req.minutes * 60_000;
+    let r = set_silence(&st, &key, Some(until), Some(who.actor()));
+    audited(
+        &st,
+        Some(&who),
+        "alert.silence",
+        serde_json::json!({ "key": key, "minutes": req.minutes }),
+        r,
+    )
+}
+
+/// Ends an alert's silence: its next change is notified again.
+#[utoipa::path(delete, path = "/admin/v1/alerts/{key}/silence", params(("key" = String, Path)),
+    responses((status = 200, description = "The alert", content_type = "application/json"), (status = 404, body = ErrorBody)))]
+pub async fn unsilence_alert(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    Path(key): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let r = set_silence(&st, &key, None, None);
+    audited(
+        &st,
+        Some(&who),
+        "alert.unsilence",
+        serde_json::json!({ "key": key }),
+        r,
+    )
+}
+
+fn set_silence(
+    st: &AppState,
+    key: &str,
+    until_ms: Option<u64>,
+    by: Option<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let alert = st
+        .telemetry
+        .silence(key, until_ms, by)
+        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no alert `{key}` (GET /admin/v1/alerts lists them)"
+            ))
+            .with_code("alert_not_found")
+        })?;
+    tracing::info!(key, until_ms, "alert silence changed");
+    Ok(Json(serde_json::to_value(alert).unwrap_or_default()))
 }
 
 /// The firmware profile: which one, how it was picked, every profile's fit, the engine

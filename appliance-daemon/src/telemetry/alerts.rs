@@ -62,6 +62,20 @@ pub struct Alert {
     pub resolved_ms: Option<u64>,
     /// Times it fired.
     pub fired: u64,
+    /// Notifications (webhooks) are held until then, ms since the epoch; the alert still
+    /// shows, marked. Survives the alert resolving and firing again.
+    #[serde(default)]
+    pub silenced_until_ms: Option<u64>,
+    /// Who silenced it (the audit log's actor).
+    #[serde(default)]
+    pub silenced_by: Option<String>,
+}
+
+impl Alert {
+    /// Whether notifications of this alert are held at `now_ms`.
+    pub fn is_silenced(&self, now_ms: u64) -> bool {
+        self.silenced_until_ms.is_some_and(|until| until > now_ms)
+    }
 }
 
 /// NVIDIA's recommended action for an XID (from its XID catalog), when there is one.
@@ -131,6 +145,20 @@ impl AlertEngine {
                 .cmp(&(b.state != "firing", std::cmp::Reverse(b.last_seen_ms)))
         });
         v
+    }
+
+    /// Holds the notifications of alert `key` until `until_ms` (by `by`), or releases them
+    /// (`None`); the changed alert, or `None` for an unknown key.
+    pub fn silence(
+        &mut self,
+        key: &str,
+        until_ms: Option<u64>,
+        by: Option<String>,
+    ) -> Option<Alert> {
+        let a = self.alerts.get_mut(key)?;
+        a.silenced_until_ms = until_ms;
+        a.silenced_by = until_ms.and(by);
+        Some(a.clone())
     }
 
     /// Evaluates the rules on a sample and the events that came with it; returns the
@@ -292,7 +320,13 @@ impl AlertEngine {
                     a.message = h.message;
                 }
                 existing => {
+                    let existing = existing.map(|a| &*a);
                     let fired = existing.map_or(0, |a| a.fired) + 1;
+                    let (silenced_until_ms, silenced_by) = existing
+                        .filter(|a| a.is_silenced(now))
+                        .map_or((None, None), |a| {
+                            (a.silenced_until_ms, a.silenced_by.clone())
+                        });
                     let a = Alert {
                         key: key.clone(),
                         rule: h.rule.to_string(),
@@ -305,6 +339,8 @@ impl AlertEngine {
                         last_seen_ms: now,
                         resolved_ms: None,
                         fired,
+                        silenced_until_ms,
+                        silenced_by,
                     };
                     changed.push(a.clone());
                     self.alerts.insert(key, a);
@@ -383,5 +419,28 @@ mod tests {
         );
         assert!(e.evaluate(&snap(2, 50.0), &[]).is_empty());
         assert_eq!(e.evaluate(&snap(3, 50.0), &[])[0].state, "resolved");
+    }
+
+    #[test]
+    fn a_silence_outlives_resolving_and_firing_again_until_it_ends() {
+        let mut e = AlertEngine::new(AlertRules::default(), Vec::new());
+        e.evaluate(&snap(1, 90.0), &[]);
+        assert!(e.silence("nothing:gpu0", Some(100), None).is_none());
+        let a = e
+            .silence("gpu_temperature:gpu0", Some(100), Some("ops".into()))
+            .unwrap();
+        assert!(a.is_silenced(2) && !a.is_silenced(100));
+        e.evaluate(&snap(3, 60.0), &[]);
+        let again = e.evaluate(&snap(4, 95.0), &[]);
+        assert_eq!((again[0].fired, again[0].is_silenced(4)), (2, true));
+        assert_eq!(again[0].silenced_by.as_deref(), Some("ops"));
+        // Past its end, the next firing is a plain one.
+        e.evaluate(&snap(150, 60.0), &[]);
+        let later = e.evaluate(&snap(160, 95.0), &[]);
+        assert_eq!((later[0].fired, later[0].silenced_until_ms), (3, None));
+        // Lifted by hand.
+        e.silence("gpu_temperature:gpu0", Some(1000), Some("ops".into()));
+        let lifted = e.silence("gpu_temperature:gpu0", None, None).unwrap();
+        assert!(!lifted.is_silenced(170) && lifted.silenced_by.is_none());
     }
 }

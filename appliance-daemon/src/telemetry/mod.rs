@@ -220,6 +220,21 @@ impl Telemetry {
         lock(&self.alerts).list()
     }
 
+    /// Holds (or with `None` releases) the notifications of alert `key`; the alert as
+    /// stored, `None` when there is no such alert.
+    pub fn silence(
+        &self,
+        key: &str,
+        until_ms: Option<u64>,
+        by: Option<String>,
+    ) -> anyhow::Result<Option<alerts::Alert>> {
+        let changed = lock(&self.alerts).silence(key, until_ms, by);
+        if let (Some(a), Some(store)) = (&changed, &self.store) {
+            store.put_alert(&a.key, a)?;
+        }
+        Ok(changed)
+    }
+
     /// Mean time one sample took, in microseconds.
     pub fn mean_sample_us(&self) -> f64 {
         let n = self.samples.load(Ordering::Relaxed);
@@ -249,7 +264,9 @@ fn sample_once(t: &Telemetry, host: &mut HostSource, source: &mut Option<Box<dyn
         {
             tracing::error!(error = %e, "cannot persist an alert");
         }
-        if let Some(w) = &t.webhook {
+        if let Some(w) = &t.webhook
+            && !a.is_silenced(snap.ts_ms)
+        {
             w.send(a);
         }
     }
