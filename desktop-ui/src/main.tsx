@@ -1,5 +1,7 @@
 //! The console's entry point: mounts the app. No inline scripts anywhere (strict CSP).
 
+// First: a usable navigator.language before uPlot reads it (WebKitGTK under LANG=C).
+import './locale-guard';
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { App } from './App';

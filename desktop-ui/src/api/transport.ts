@@ -59,7 +59,7 @@ export interface Transport {
 /** `host:port`, `http://host:port/anything` -> `scheme://host:port`. */
 export function normaliseAddress(input: string, defaultScheme = 'https:'): string {
   let a = input.trim();
-  if (a === '') throw new ApiError('Enter the box address, for example https://10.0.0.5:8443', 0);
+  if (a === '') throw new ApiError('Enter the box address, for example https://10.0.0.5:8080', 0);
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(a)) a = `${defaultScheme}//${a}`;
   let url: URL;
   try {

@@ -84,7 +84,7 @@ export function Connect() {
                 <input
                   data-testid="box-address"
                   value={address}
-                  placeholder="https://10.0.0.5:8443"
+                  placeholder="https://10.0.0.5:8080"
                   onChange={(e) => {
                     setAddress(e.target.value);
                     setProbe(null);

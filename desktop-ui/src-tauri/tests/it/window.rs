@@ -1,0 +1,204 @@
+//! The real app in a real X display (Xvfb): its window appears with the bundled console
+//! in it, and a screenshot of it is kept in `target/desktop-screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the child when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `desktop-ui/dist`, which the app embeds when built.
+fn dist_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist")
+}
+
+/// `target/` of this build.
+fn target_dir() -> PathBuf {
+    // The test binary is target/<profile>/deps/it-<hash>.
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
+fn tool(name: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "`{name}` is missing: install the Debian packages xvfb, xauth, x11-utils and imagemagick"
+    );
+}
+
+/// Starts Xvfb on a free display number.
+fn start_xvfb() -> (Killed, String) {
+    for n in 90..200 {
+        if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            || Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        {
+            continue;
+        }
+        let display = format!(":{n}");
+        let child = Command::new("Xvfb")
+            .args([
+                display.as_str(),
+                "-screen",
+                "0",
+                "1440x900x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut xvfb = Killed(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                return (xvfb, display);
+            }
+            if let Ok(Some(_)) = xvfb.0.try_wait() {
+                break; // Lost a race for this display: try the next one.
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("could not start Xvfb on any display from :90 to :199");
+}
+
+/// Unique colours in an image (ImageMagick's `%k`).
+fn colours(png: &Path) -> u64 {
+    let out = Command::new("identify")
+        .args(["-format", "%k"])
+        .arg(png)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_app_opens_its_window_under_xvfb() {
+    let index = dist_dir().join("index.html");
+    let built =
+        std::fs::read_to_string(&index).is_ok_and(|html| !html.contains("oasis-placeholder"));
+    assert!(
+        built,
+        "{} is missing: run `npm ci && npm run build` in desktop-ui, then run this test again",
+        index.display()
+    );
+    for name in ["Xvfb", "xwininfo", "import", "identify"] {
+        tool(name);
+    }
+
+    let (_xvfb, display) = start_xvfb();
+    let config = tempfile::tempdir().unwrap();
+    let log_path = config.path().join("app.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let app = Command::new(env!("CARGO_BIN_EXE_desktop-ui"))
+        .env("DISPLAY", &display)
+        .env("OASIS_ADMIN_CONFIG_DIR", config.path())
+        .env("OASIS_ADMIN_TOKEN_STORE", "memory")
+        // The C locale of servers and CI: WebKitGTK turns it into the language tag `C`,
+        // which JavaScript's Intl rejects; the console must start anyway
+        // (src/locale-guard.ts).
+        .env("LANG", "C.UTF-8")
+        .env_remove("LANGUAGE")
+        .env_remove("LC_ALL")
+        // No GPU, no session bus, no accessibility bus under Xvfb.
+        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+        .env("LIBGL_ALWAYS_SOFTWARE", "1")
+        .env("NO_AT_BRIDGE", "1")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut app = Killed(app);
+    let app_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // The window appears.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let tree = Command::new("xwininfo")
+            .args(["-root", "-tree", "-display", &display])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&tree.stdout).contains("\"Oasis Admin\"") {
+            break;
+        }
+        if let Ok(Some(status)) = app.0.try_wait() {
+            panic!(
+                "the app exited ({status}) before its window appeared:\n{}",
+                app_log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no \"Oasis Admin\" window after 90 s:\n{}",
+            app_log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // The console renders: wait until the screen holds a real picture, not a blank window.
+    let shot = config.path().join("window.png");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last;
+    loop {
+        let status = Command::new("import")
+            .args(["-display", &display, "-window", "root"])
+            .arg(format!("png:{}", shot.display()))
+            .status()
+            .unwrap();
+        assert!(status.success(), "import failed");
+        last = colours(&shot);
+        if last >= 64 {
+            // One more second for late paints (fonts, charts), then the final picture.
+            std::thread::sleep(Duration::from_secs(1));
+            let status = Command::new("import")
+                .args(["-display", &display, "-window", "root"])
+                .arg(format!("png:{}", shot.display()))
+                .status()
+                .unwrap();
+            assert!(status.success(), "import failed");
+            last = colours(&shot);
+            break;
+        }
+        if let Ok(Some(status)) = app.0.try_wait() {
+            panic!("the app exited ({status}):\n{}", app_log());
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let kept = target_dir().join("desktop-screenshots");
+    std::fs::create_dir_all(&kept).unwrap();
+    let kept = kept.join("tauri-window.png");
+    std::fs::copy(&shot, &kept).unwrap();
+    assert!(
+        last >= 64,
+        "the window stayed (nearly) blank: {last} colours in {}; app log:\n{}",
+        kept.display(),
+        app_log()
+    );
+    assert!(
+        app.0.try_wait().unwrap().is_none(),
+        "the app exited:\n{}",
+        app_log()
+    );
+}
