@@ -84,6 +84,26 @@ pub fn oasis_bin() -> &'static Path {
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(workspace_root());
+        // Not the variables cargo set for this test: build scripts that watch them (ring's
+        // watches CARGO_MANIFEST_DIR and CARGO_PKG_*) would see another package's values
+        // in each test crate and rebuild the daemon's TLS stack every time.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || matches!(
+                    key,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                cmd.env_remove(key);
+            }
+        }
         if release {
             cmd.arg("--release");
         }

@@ -14,7 +14,7 @@ use tauri::{App, WebviewWindow, WebviewWindowBuilder};
 use tests::daemon::Daemon;
 
 /// The app on the mock runtime with its state in `config_dir`, and its main window.
-fn start_app(
+pub(crate) fn start_app(
     config_dir: &Path,
     tokens: Option<TokenStoreKind>,
 ) -> (App<MockRuntime>, WebviewWindow<MockRuntime>) {
@@ -36,7 +36,11 @@ const APP_URL: &str = "http://tauri.localhost";
 const APP_URL: &str = "tauri://localhost";
 
 /// `invoke(cmd, args)`: the resolved value, or the rejection.
-fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+pub(crate) fn invoke(
+    window: &WebviewWindow<MockRuntime>,
+    cmd: &str,
+    args: Value,
+) -> Result<Value, Value> {
     get_ipc_response(
         window,
         InvokeRequest {
@@ -60,12 +64,12 @@ fn rejection(r: Result<Value, Value>) -> String {
     }
 }
 
-fn cert_fingerprint(data_dir: &Path) -> String {
+pub(crate) fn cert_fingerprint(data_dir: &Path) -> String {
     let der = CertificateDer::from_pem_file(data_dir.join("tls/cert.pem")).unwrap();
     oasis_client::fingerprint(der.as_ref())
 }
 
-fn pairing_code(data_dir: &Path) -> String {
+pub(crate) fn pairing_code(data_dir: &Path) -> String {
     std::fs::read_to_string(data_dir.join("pairing.code"))
         .unwrap()
         .trim()

@@ -1,12 +1,13 @@
 //! The real app in a real X display (Xvfb): its window appears with the bundled console
-//! in it, and a screenshot of it is kept in `target/desktop-screenshots/`.
+//! in it, and a screenshot of it is kept in `target/desktop-screenshots/`. The helpers
+//! (Xvfb, the app process, screenshots) serve `overview.rs` too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Kills the child when dropped.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -40,7 +41,7 @@ fn tool(name: &str) {
 }
 
 /// Starts Xvfb on a free display number.
-fn start_xvfb() -> (Killed, String) {
+pub(crate) fn start_xvfb() -> (Killed, String) {
     for n in 90..200 {
         if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
             || Path::new(&format!("/tmp/.X{n}-lock")).exists()
@@ -89,8 +90,9 @@ fn colours(png: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn the_app_opens_its_window_under_xvfb() {
+/// The app's front end has been built into `dist/` (not the placeholder page), and the X
+/// tools the window tests use are installed.
+pub(crate) fn check_prerequisites() {
     let index = dist_dir().join("index.html");
     let built =
         std::fs::read_to_string(&index).is_ok_and(|html| !html.contains("oasis-placeholder"));
@@ -102,15 +104,21 @@ fn the_app_opens_its_window_under_xvfb() {
     for name in ["Xvfb", "xwininfo", "import", "identify"] {
         tool(name);
     }
+}
 
-    let (_xvfb, display) = start_xvfb();
-    let config = tempfile::tempdir().unwrap();
-    let log_path = config.path().join("app.log");
-    let log = std::fs::File::create(&log_path).unwrap();
+/// The real app binary on `display`, its state in `config_dir`, its tokens in
+/// `token_store`, its output in `log_path`.
+pub(crate) fn spawn_app(
+    display: &str,
+    config_dir: &Path,
+    token_store: &str,
+    log_path: &Path,
+) -> Killed {
+    let log = std::fs::File::create(log_path).unwrap();
     let app = Command::new(env!("CARGO_BIN_EXE_desktop-ui"))
-        .env("DISPLAY", &display)
-        .env("OASIS_ADMIN_CONFIG_DIR", config.path())
-        .env("OASIS_ADMIN_TOKEN_STORE", "memory")
+        .env("DISPLAY", display)
+        .env("OASIS_ADMIN_CONFIG_DIR", config_dir)
+        .env("OASIS_ADMIN_TOKEN_STORE", token_store)
         // The C locale of servers and CI: WebKitGTK turns it into the language tag `C`,
         // which JavaScript's Intl rejects; the console must start anyway
         // (src/locale-guard.ts).
@@ -127,18 +135,19 @@ fn the_app_opens_its_window_under_xvfb() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut app = Killed(app);
-    let app_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    Killed(app)
+}
 
-    // The window appears.
+/// Waits (up to 90 s) for the "Oasis Admin" window on `display`.
+pub(crate) fn wait_for_window(display: &str, app: &mut Killed, app_log: &dyn Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let tree = Command::new("xwininfo")
-            .args(["-root", "-tree", "-display", &display])
+            .args(["-root", "-tree", "-display", display])
             .output()
             .unwrap();
         if String::from_utf8_lossy(&tree.stdout).contains("\"Oasis Admin\"") {
-            break;
+            return;
         }
         if let Ok(Some(status)) = app.0.try_wait() {
             panic!(
@@ -153,29 +162,48 @@ fn the_app_opens_its_window_under_xvfb() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// A screenshot of the whole `display` into `png`; its number of unique colours.
+pub(crate) fn screenshot(display: &str, png: &Path) -> u64 {
+    let status = Command::new("import")
+        .args(["-display", display, "-window", "root"])
+        .arg(format!("png:{}", png.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "import failed");
+    colours(png)
+}
+
+/// Copies `shot` to `target/desktop-screenshots/NAME` and returns where.
+pub(crate) fn keep_screenshot(shot: &Path, name: &str) -> PathBuf {
+    let kept = target_dir().join("desktop-screenshots");
+    std::fs::create_dir_all(&kept).unwrap();
+    let kept = kept.join(name);
+    std::fs::copy(shot, &kept).unwrap();
+    kept
+}
+
+#[test]
+fn the_app_opens_its_window_under_xvfb() {
+    check_prerequisites();
+    let (_xvfb, display) = start_xvfb();
+    let config = tempfile::tempdir().unwrap();
+    let log_path = config.path().join("app.log");
+    let mut app = spawn_app(&display, config.path(), "memory", &log_path);
+    let app_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_for_window(&display, &mut app, &app_log);
 
     // The console renders: wait until the screen holds a real picture, not a blank window.
     let shot = config.path().join("window.png");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last;
     loop {
-        let status = Command::new("import")
-            .args(["-display", &display, "-window", "root"])
-            .arg(format!("png:{}", shot.display()))
-            .status()
-            .unwrap();
-        assert!(status.success(), "import failed");
-        last = colours(&shot);
+        last = screenshot(&display, &shot);
         if last >= 64 {
             // One more second for late paints (fonts, charts), then the final picture.
             std::thread::sleep(Duration::from_secs(1));
-            let status = Command::new("import")
-                .args(["-display", &display, "-window", "root"])
-                .arg(format!("png:{}", shot.display()))
-                .status()
-                .unwrap();
-            assert!(status.success(), "import failed");
-            last = colours(&shot);
+            last = screenshot(&display, &shot);
             break;
         }
         if let Ok(Some(status)) = app.0.try_wait() {
@@ -186,10 +214,7 @@ fn the_app_opens_its_window_under_xvfb() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let kept = target_dir().join("desktop-screenshots");
-    std::fs::create_dir_all(&kept).unwrap();
-    let kept = kept.join("tauri-window.png");
-    std::fs::copy(&shot, &kept).unwrap();
+    let kept = keep_screenshot(&shot, "tauri-window.png");
     assert!(
         last >= 64,
         "the window stayed (nearly) blank: {last} colours in {}; app log:\n{}",
