@@ -2,6 +2,7 @@
 //! in it, and a screenshot of it is kept in `target/desktop-screenshots/`. The helpers
 //! (Xvfb, the app process, screenshots) serve `overview.rs` too.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,41 +41,45 @@ fn tool(name: &str) {
     );
 }
 
-/// Starts Xvfb on a free display number.
+/// Starts Xvfb on a display number it picks itself and reports once it accepts clients
+/// (`-displayfd`). Picking a number here by looking for free lock files raced between
+/// tests running at once: the loser's Xvfb exited, the winner's socket looked like its
+/// own, and its display vanished when the other test ended.
 pub(crate) fn start_xvfb() -> (Killed, String) {
-    for n in 90..200 {
-        if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-            || Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        {
-            continue;
-        }
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([
-                display.as_str(),
-                "-screen",
-                "0",
-                "1440x900x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut xvfb = Killed(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
-                return (xvfb, display);
-            }
-            if let Ok(Some(_)) = xvfb.0.try_wait() {
-                break; // Lost a race for this display: try the next one.
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("could not start Xvfb on any display from :90 to :199");
+    let child = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1440x900x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut xvfb = Killed(child);
+    let stdout = xvfb.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("Xvfb reported no display within 30 s"));
+    let n: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("Xvfb did not start: it reported {line:?}"));
+    assert!(
+        xvfb.0.try_wait().unwrap().is_none(),
+        "Xvfb exited after reporting :{n}"
+    );
+    (xvfb, format!(":{n}"))
 }
 
 /// Unique colours in an image (ImageMagick's `%k`).
