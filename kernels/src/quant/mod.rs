@@ -198,8 +198,9 @@ pub(crate) struct DotKernel {
     pub(crate) acts8: Option<DotFnActs8>,
 }
 
-/// One weight row against eight activation rows and their scale table.
-pub(crate) type DotFnActs8 = fn(usize, &[u8], [&[u8]; 8], &[f32]) -> [f32; 8];
+/// One weight row against eight activation rows (`stride` bytes apart from the start of
+/// the slice) and their scale table.
+pub(crate) type DotFnActs8 = fn(usize, &[u8], &[u8], usize, &[f32]) -> [f32; 8];
 
 /// `dot(n, weight_row, activation_row)`.
 pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
@@ -264,7 +265,9 @@ impl DotKernel {
                 GgmlType::Q4_0 => avx2_kernel!(tiled avx2::dot_q4_0_q8_0),
                 GgmlType::Q4_1 => DotKernel {
                     // SAFETY: as for the tiled kernels.
-                    acts8: Some(|n, x, ys, ds| unsafe { avx2::dot_q4_1_q8_1_x8(n, x, ys, ds) }),
+                    acts8: Some(|n, x, ys, stride, ds| unsafe {
+                        avx2::dot_q4_1_q8_1_x8(n, x, ys, stride, ds)
+                    }),
                     ..avx2_kernel!(tiled avx2::dot_q4_1_q8_1)
                 },
                 GgmlType::Q8_0 => avx2_kernel!(tiled avx2::dot_q8_0_q8_0),
