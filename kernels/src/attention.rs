@@ -13,9 +13,10 @@
 use std::cell::RefCell;
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::pool::DisjointSlice;
-use crate::quant::{F16Order, Isa, Pieces, f16_dot, f16_dot_paged};
+use crate::quant::{F16Order, Isa, Pieces, f16_dot, f16_dot_paged, f16_dots_x4};
 use crate::{KernelError, ThreadPool, vmath};
 
 /// Position rows are padded to a multiple of this.
@@ -69,7 +70,30 @@ pub fn f16_bytes(x: &[f16]) -> &[u8] {
 
 thread_local! {
     /// Per-thread scratch (query in f16, scores, probabilities in f16), grown once.
-    static SCRATCH: RefCell<(Vec<f16>, Vec<f32>, Vec<f16>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
+}
+
+/// Per-thread buffers of one (query, head) task.
+struct Scratch {
+    /// The query rounded to f16, and the same values widened back to f32.
+    q16: Vec<f16>,
+    q32: Vec<f32>,
+    scores: Vec<f32>,
+    /// The probabilities rounded to f16, padded with zeros, and widened back to f32.
+    p16: Vec<f16>,
+    p32: Vec<f32>,
+}
+
+impl Scratch {
+    const fn new() -> Scratch {
+        Scratch {
+            q16: Vec::new(),
+            q32: Vec::new(),
+            scores: Vec::new(),
+            p16: Vec::new(),
+            p32: Vec::new(),
+        }
+    }
 }
 
 /// Attention of `tokens` queries at positions `pos0..pos0 + tokens` (query `t` sees
@@ -211,6 +235,7 @@ pub fn attention_multi(
     };
     let (kq_batch, pv_batch) = dots(F16Order::Batched)?;
     let (kq_one, pv_one) = dots(F16Order::Vector)?;
+    let dots_x4 = f16_dots_x4(isa);
     let group = n_heads / n_kv_heads;
     let kv_dim = shape.kv_dim();
     let dst = DisjointSlice::new(out);
@@ -239,12 +264,29 @@ pub fn attention_multi(
         let kvh = h / group;
         let n_kv = item.pos0 + t + 1;
         let padded = n_kv.div_ceil(KV_PAD) * KV_PAD;
+        // The four-row products (batched order, AVX2) take the query and the probabilities
+        // as f32: the f16 values widened once, which is exact, so the bits stay.
+        let x4 = if item.batched_order && head_dim.is_multiple_of(8) {
+            dots_x4
+        } else {
+            None
+        };
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
-            let (q16, scores, p16) = &mut *guard;
+            let Scratch {
+                q16,
+                q32,
+                scores,
+                p16,
+                p32,
+            } = &mut *guard;
             let qh = &q[row * shape.q_dim() + h * head_dim..][..head_dim];
-            q16.clear();
-            q16.extend(qh.iter().map(|v| f16::from_f32(*v)));
+            // Slice conversions run eight values per instruction (F16C); the rounding is
+            // the scalar one's.
+            q16.resize(head_dim, f16::ZERO);
+            q16.convert_from_f32_slice(qh);
+            q32.resize(head_dim, 0.0);
+            q16.convert_to_f32_slice(q32);
             scores.resize(n_kv, 0.0);
             // Block by block: positions j..end live in block `b`, rows in order.
             let mut j = 0;
@@ -254,27 +296,51 @@ pub fn attention_multi(
                 }
                 let end = (j + block).min(n_kv);
                 let base = b as usize * block * kv_dim + kvh * head_dim;
-                for (i, s) in scores[j..end].iter_mut().enumerate() {
-                    let krow = &kv.k[base + i * kv_dim..][..head_dim];
-                    *s = kq_dot(head_dim, f16_bytes(krow), f16_bytes(q16)) * scale;
+                let krow = |i: usize| f16_bytes(&kv.k[base + i * kv_dim..][..head_dim]);
+                let mut i = 0;
+                if let Some((kq4, _)) = x4 {
+                    while j + i + 4 <= end {
+                        let v = kq4(
+                            head_dim,
+                            [krow(i), krow(i + 1), krow(i + 2), krow(i + 3)],
+                            q32,
+                        );
+                        for (s, v) in scores[j + i..j + i + 4].iter_mut().zip(v) {
+                            *s = v * scale;
+                        }
+                        i += 4;
+                    }
+                }
+                for (i, s) in scores[j..end].iter_mut().enumerate().skip(i) {
+                    *s = kq_dot(head_dim, krow(i), f16_bytes(q16)) * scale;
                 }
                 j = end;
             }
             vmath::softmax(isa, scores);
             p16.clear();
-            p16.extend(scores.iter().map(|s| f16::from_f32(*s)));
             p16.resize(padded, f16::ZERO);
+            p16[..n_kv].convert_from_f32_slice(scores);
             // SAFETY: task (row, h) alone writes this head's slice of row `row`'s output:
             // items own disjoint rows (checked above) and each (t, h) is one task.
             let o = unsafe { dst.slice_mut(row * shape.q_dim() + h * head_dim, head_dim) };
-            for (d, v) in o.iter_mut().enumerate() {
-                let pieces = Pieces {
-                    table: kv.table,
-                    stride: kv_dim * block,
-                    offset: (kvh * head_dim + d) * block,
-                    piece: block,
-                };
-                *v = pv_dot(padded, f16_bytes(kv.vt), pieces, f16_bytes(p16));
+            let pieces = |d: usize| Pieces {
+                table: kv.table,
+                stride: kv_dim * block,
+                offset: (kvh * head_dim + d) * block,
+                piece: block,
+            };
+            let mut d = 0;
+            if let Some((_, pv4)) = x4 {
+                p32.resize(padded, 0.0);
+                p16.convert_to_f32_slice(p32);
+                while d + 4 <= head_dim {
+                    let v = pv4(padded, f16_bytes(kv.vt), pieces(d), block, p32);
+                    o[d..d + 4].copy_from_slice(&v);
+                    d += 4;
+                }
+            }
+            for (d, v) in o.iter_mut().enumerate().skip(d) {
+                *v = pv_dot(padded, f16_bytes(kv.vt), pieces(d), f16_bytes(p16));
             }
         });
     });
@@ -451,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn blocks_in_any_order_give_the_contiguous_bits() {
+    fn blocks_in_any_order_and_every_isa_give_the_contiguous_bits() {
         let shape = AttnShape {
             n_heads: 2,
             n_kv_heads: 1,
@@ -495,7 +561,11 @@ mod tests {
             block,
             table: &table,
         };
+        // Each case's output per instruction set: AVX2's four-row products and the
+        // portable single ones must agree bit for bit.
+        let mut by_isa: Vec<Vec<Vec<u32>>> = Vec::new();
         for isa in [Isa::active(), Isa::Portable] {
+            let mut outs = Vec::new();
             for (pos0, n, batched) in [(0usize, tokens, true), (149, 1, false), (100, 3, true)] {
                 let rows = &q[pos0 * shape.q_dim()..(pos0 + n) * shape.q_dim()];
                 let mut a = vec![0f32; rows.len()];
@@ -515,7 +585,14 @@ mod tests {
                     same,
                     "{isa:?} pos0={pos0} n={n}: paged attention changed bits"
                 );
+                outs.push(a.iter().map(|v| v.to_bits()).collect());
             }
+            by_isa.push(outs);
         }
+        assert!(
+            by_isa.windows(2).all(|w| w[0] == w[1]),
+            "{:?} and portable attention differ",
+            Isa::active()
+        );
     }
 }

@@ -626,6 +626,67 @@ pub(crate) unsafe fn dot_f16_gemm(n: usize, x: &[u8], y: &[u8]) -> f32 {
     hsum_f32_8(acc)
 }
 
+/// [`dot_f16_gemm`] of four rows `xs` with one row `y` given as f32 (the f16 values
+/// widened, which is exact): each pair accumulates the same products in the same lanes and
+/// order, so the same bits. The four chains hide the latency of the fused multiply-adds,
+/// and `y` is widened once per call instead of once per row.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_gemm_x4(n: usize, xs: [&[u8]; 4], y: &[f32]) -> [f32; 4] {
+    assert!(xs.iter().all(|x| x.len() >= 2 * n) && y.len() >= n && n.is_multiple_of(8));
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..n / 8 {
+        // SAFETY: 8 values at 8 * i lie within every row and `y` (asserted above).
+        unsafe {
+            let yv = _mm256_loadu_ps(y.as_ptr().add(8 * i));
+            for (a, x) in acc.iter_mut().zip(xs) {
+                *a = _mm256_fmadd_ps(F16Elem::load8(x.as_ptr().add(16 * i)), yv, *a);
+            }
+        }
+    }
+    acc.map(|a| hsum_f32_8(a))
+}
+
+/// [`dot_f16_gemm_paged`] of four paged rows with one row `y` given as f32: row `r` is
+/// `p` with its offset moved by `r * row_step` values. Same bits as four single calls.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_gemm_paged_x4(
+    n: usize,
+    x: &[u8],
+    p: super::Pieces<'_>,
+    row_step: usize,
+    y: &[f32],
+) -> [f32; 4] {
+    let rows_ok = (0..4).all(|r| {
+        let offset = p.offset.saturating_add(r * row_step);
+        super::Pieces { offset, ..p }.check(n, 8, x.len() / 2)
+    });
+    assert!(rows_ok && y.len() >= n, "paged f16 dot out of bounds");
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, &block) in p.table.iter().enumerate().take(n.div_ceil(p.piece)) {
+        let base = block as usize * p.stride + p.offset;
+        let len = p.piece.min(n - i * p.piece);
+        for step in 0..len / 8 {
+            let k = 8 * step;
+            // SAFETY: values base + r * row_step + k .. + 8 of `x` (each row checked above)
+            // and i * piece + k .. + 8 of `y` lie within the slices.
+            unsafe {
+                let yv = _mm256_loadu_ps(y.as_ptr().add(i * p.piece + k));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xv = F16Elem::load8(x.as_ptr().add(2 * (base + r * row_step + k)));
+                    *a = _mm256_fmadd_ps(xv, yv, *a);
+                }
+            }
+        }
+    }
+    acc.map(|a| hsum_f32_8(a))
+}
+
 /// [`dot_f16`] over a paged `x` (see `super::f16_dot_paged`).
 ///
 /// # Safety

@@ -327,6 +327,30 @@ pub(crate) fn f16_dot(isa: Isa, order: F16Order) -> Result<DotFn, KernelError> {
     Ok(portable::dot_f16_gemm)
 }
 
+/// Four key rows against one query (as f32), in [`F16Order::Batched`] order.
+pub(crate) type DotFnX4 = fn(n: usize, xs: [&[u8]; 4], y: &[f32]) -> [f32; 4];
+
+/// Four paged rows (offsets `row_step` values apart) against one row (as f32), in
+/// [`F16Order::Batched`] order.
+pub(crate) type PagedDotFnX4 =
+    fn(n: usize, x: &[u8], pieces: Pieces<'_>, row_step: usize, y: &[f32]) -> [f32; 4];
+
+/// The four-row forms of the batched F16 products, where the instruction set has them
+/// (AVX2); each gives the bits of four single products.
+pub(crate) fn f16_dots_x4(isa: Isa) -> Option<(DotFnX4, PagedDotFnX4)> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && isa.is_available() {
+        return Some((
+            // SAFETY: AVX2, FMA and F16C were detected; the bounds are checked inside.
+            |n, xs, y| unsafe { avx2::dot_f16_gemm_x4(n, xs, y) },
+            // SAFETY: as above.
+            |n, x, p, step, y| unsafe { avx2::dot_f16_gemm_paged_x4(n, x, p, step, y) },
+        ));
+    }
+    let _ = isa;
+    None
+}
+
 /// Where the pieces of a paged F16 row lie: piece `i` (`piece` values, the last one
 /// possibly shorter) starts at value `table[i] * stride + offset` of the storage.
 #[derive(Debug, Clone, Copy)]
