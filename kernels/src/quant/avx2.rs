@@ -198,7 +198,7 @@ pub(crate) unsafe fn dot_q4_1_q8_1_x8(
     ] = [_mm256_setzero_ps(); 8];
     let mut summs = _mm256_setzero_ps();
     if nb > 0 {
-        let dbuf = [0f32; 8];
+        let mut dbuf = [0f32; 8];
         let ones = _mm256_set1_epi16(1);
         let mask = _mm256_set1_epi8(0x0F);
         // SAFETY: the loop reads, for blocks 0..nb: 20 bytes of x (the f16 pair is read as
@@ -272,7 +272,7 @@ pub(crate) unsafe fn dot_q4_1_q8_1_x8(
                 count = inout(reg) nb => _,
                 s = in(reg) stride,
                 s3 = in(reg) 3 * stride,
-                dbuf = in(reg) dbuf.as_ptr(),
+                dbuf = in(reg) dbuf.as_mut_ptr(),
                 ones = in(ymm_reg) ones,
                 mask = in(ymm_reg) mask,
                 qx = out(ymm_reg) _,
