@@ -285,8 +285,10 @@ pub fn attention_multi(
             // the scalar one's.
             q16.resize(head_dim, f16::ZERO);
             q16.convert_from_f32_slice(qh);
-            q32.resize(head_dim, 0.0);
-            q16.convert_to_f32_slice(q32);
+            if x4.is_some() {
+                q32.resize(head_dim, 0.0);
+                q16.convert_to_f32_slice(q32);
+            }
             scores.resize(n_kv, 0.0);
             // Block by block: positions j..end live in block `b`, rows in order.
             let mut j = 0;

@@ -662,21 +662,24 @@ pub(crate) unsafe fn dot_f16_gemm_paged_x4(
     row_step: usize,
     y: &[f32],
 ) -> [f32; 4] {
-    let rows_ok = (0..4).all(|r| {
-        let offset = p.offset.saturating_add(r * row_step);
-        super::Pieces { offset, ..p }.check(n, 8, x.len() / 2)
-    });
-    assert!(rows_ok && y.len() >= n, "paged f16 dot out of bounds");
+    // Rows differ only in their offset, so the last row (the largest offset) reaching no
+    // further than `x` bounds all four.
+    let last = super::Pieces {
+        offset: p.offset.saturating_add(row_step.saturating_mul(3)),
+        ..p
+    };
+    assert!(
+        last.check(n, 8, x.len() / 2) && y.len() >= n,
+        "paged f16 dot out of bounds"
+    );
     let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, &block) in p.table.iter().enumerate().take(n.div_ceil(p.piece)) {
-        let base = block as usize * p.stride + p.offset;
-        let len = p.piece.min(n - i * p.piece);
+    for (base, y0, len) in p.runs(n) {
         for step in 0..len / 8 {
             let k = 8 * step;
-            // SAFETY: values base + r * row_step + k .. + 8 of `x` (each row checked above)
-            // and i * piece + k .. + 8 of `y` lie within the slices.
+            // SAFETY: values base + r * row_step + k .. + 8 of `x` (the last row checked above)
+            // and y0 + k .. + 8 of `y` lie within the slices.
             unsafe {
-                let yv = _mm256_loadu_ps(y.as_ptr().add(i * p.piece + k));
+                let yv = _mm256_loadu_ps(y.as_ptr().add(y0 + k));
                 for (r, a) in acc.iter_mut().enumerate() {
                     let xv = F16Elem::load8(x.as_ptr().add(2 * (base + r * row_step + k)));
                     *a = _mm256_fmadd_ps(xv, yv, *a);
@@ -698,18 +701,16 @@ pub(crate) unsafe fn dot_f16_paged(n: usize, x: &[u8], p: super::Pieces<'_>, y: 
         "paged f16 dot out of bounds"
     );
     let mut s = [_mm256_setzero_ps(); 4];
-    for (i, &block) in p.table.iter().enumerate().take(n.div_ceil(p.piece)) {
-        let base = block as usize * p.stride + p.offset;
-        let len = p.piece.min(n - i * p.piece);
+    for (base, y0, len) in p.runs(n) {
         for step in 0..len / 32 {
             for (j, acc) in s.iter_mut().enumerate() {
                 let k = 32 * step + 8 * j;
-                // SAFETY: values base + k .. + 8 of `x` and i * piece + k .. + 8 of `y` lie
+                // SAFETY: values base + k .. + 8 of `x` and y0 + k .. + 8 of `y` lie
                 // within the slices (checked above).
                 let (xv, yv) = unsafe {
                     (
                         F16Elem::load8(x.as_ptr().add(2 * (base + k))),
-                        F16Elem::load8(y.as_ptr().add(2 * (i * p.piece + k))),
+                        F16Elem::load8(y.as_ptr().add(2 * (y0 + k))),
                     )
                 };
                 *acc = _mm256_fmadd_ps(xv, yv, *acc);
@@ -733,16 +734,14 @@ pub(crate) unsafe fn dot_f16_gemm_paged(n: usize, x: &[u8], p: super::Pieces<'_>
         "paged f16 dot out of bounds"
     );
     let mut acc = _mm256_setzero_ps();
-    for (i, &block) in p.table.iter().enumerate().take(n.div_ceil(p.piece)) {
-        let base = block as usize * p.stride + p.offset;
-        let len = p.piece.min(n - i * p.piece);
+    for (base, y0, len) in p.runs(n) {
         for step in 0..len / 8 {
             let k = 8 * step;
             // SAFETY: as in `dot_f16_paged`.
             let (xv, yv) = unsafe {
                 (
                     F16Elem::load8(x.as_ptr().add(2 * (base + k))),
-                    F16Elem::load8(y.as_ptr().add(2 * (i * p.piece + k))),
+                    F16Elem::load8(y.as_ptr().add(2 * (y0 + k))),
                 )
             };
             acc = _mm256_fmadd_ps(xv, yv, acc);

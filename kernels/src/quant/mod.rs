@@ -380,6 +380,24 @@ impl Pieces<'_> {
                 .is_some_and(|end| end <= x_len)
         })
     }
+
+    /// `(first value in x, first value in y, length)` of each piece of an `n`-value row,
+    /// in order. Call after [`Pieces::check`] has passed.
+    pub(crate) fn runs(&self, n: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let piece = self.piece.max(1);
+        self.table
+            .iter()
+            .enumerate()
+            .take(n.div_ceil(piece))
+            .map(move |(i, &block)| {
+                let y0 = i * piece;
+                (
+                    block as usize * self.stride + self.offset,
+                    y0,
+                    piece.min(n - y0),
+                )
+            })
+    }
 }
 
 /// An F16 dot product of a paged row with a contiguous one.

@@ -250,14 +250,12 @@ pub(crate) fn dot_f16_paged(n: usize, x: &[u8], p: super::Pieces<'_>, y: &[u8]) 
         "paged f16 dot out of bounds"
     );
     let mut acc = F16Lanes::default();
-    for (i, &block) in p.table.iter().enumerate().take(n.div_ceil(p.piece)) {
-        let base = block as usize * p.stride + p.offset;
-        let len = p.piece.min(n - i * p.piece);
+    for (base, y0, len) in p.runs(n) {
         for s in 0..len / 32 {
             for (j, lanes) in acc.0.iter_mut().enumerate() {
                 for (l, a) in lanes.iter_mut().enumerate() {
                     let k = 32 * s + 8 * j + l;
-                    let (xv, yv) = (f16_at(x, 2 * (base + k)), f16_at(y, 2 * (i * p.piece + k)));
+                    let (xv, yv) = (f16_at(x, 2 * (base + k)), f16_at(y, 2 * (y0 + k)));
                     *a = xv.mul_add(yv, *a);
                 }
             }
@@ -273,13 +271,11 @@ pub(crate) fn dot_f16_gemm_paged(n: usize, x: &[u8], p: super::Pieces<'_>, y: &[
         "paged f16 dot out of bounds"
     );
     let mut acc = [0f32; 8];
-    for (i, &block) in p.table.iter().enumerate().take(n.div_ceil(p.piece)) {
-        let base = block as usize * p.stride + p.offset;
-        let len = p.piece.min(n - i * p.piece);
+    for (base, y0, len) in p.runs(n) {
         for s in 0..len / 8 {
             for (l, a) in acc.iter_mut().enumerate() {
                 let k = 8 * s + l;
-                *a = f16_at(x, 2 * (base + k)).mul_add(f16_at(y, 2 * (i * p.piece + k)), *a);
+                *a = f16_at(x, 2 * (base + k)).mul_add(f16_at(y, 2 * (y0 + k)), *a);
             }
         }
     }

@@ -14,7 +14,8 @@ use tests::daemon::Daemon;
 
 use crate::commands::{cert_fingerprint, invoke, pairing_code, start_app};
 use crate::window::{
-    check_prerequisites, keep_screenshot, screenshot, spawn_app, start_xvfb, wait_for_window,
+    assert_drawn_and_running, check_prerequisites, keep_screenshot, screenshot, spawn_app,
+    start_xvfb, wait_for_window,
 };
 
 /// The calls only the Overview makes, each needing the key (after pairing the daemon no
@@ -179,17 +180,7 @@ fn the_app_shows_the_overview_of_a_paired_box() {
     let shot = tmp.path().join("overview.png");
     let colours = screenshot(&display, &shot);
     let kept = keep_screenshot(&shot, "tauri-overview.png");
-    assert!(
-        colours >= 64,
-        "the window is (nearly) blank: {colours} colours in {}; app log:\n{}",
-        kept.display(),
-        app_log()
-    );
-    assert!(
-        app.0.try_wait().unwrap().is_none(),
-        "the app exited:\n{}",
-        app_log()
-    );
+    assert_drawn_and_running(colours, &kept, &mut app, &app_log);
     drop(app);
 
     // Forget the box through the app, as the Connect screen does; its key goes with it.

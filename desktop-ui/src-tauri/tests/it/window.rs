@@ -180,6 +180,27 @@ pub(crate) fn screenshot(display: &str, png: &Path) -> u64 {
     colours(png)
 }
 
+/// The screenshot `kept` (with `colours` unique colours) shows a drawn window, not a blank
+/// one, and the app is still running.
+pub(crate) fn assert_drawn_and_running(
+    colours: u64,
+    kept: &Path,
+    app: &mut Killed,
+    app_log: &dyn Fn() -> String,
+) {
+    assert!(
+        colours >= 64,
+        "the window is (nearly) blank: {colours} colours in {}; app log:\n{}",
+        kept.display(),
+        app_log()
+    );
+    assert!(
+        app.0.try_wait().unwrap().is_none(),
+        "the app exited:\n{}",
+        app_log()
+    );
+}
+
 /// Copies `shot` to `target/desktop-screenshots/NAME` and returns where.
 pub(crate) fn keep_screenshot(shot: &Path, name: &str) -> PathBuf {
     let kept = target_dir().join("desktop-screenshots");
@@ -220,15 +241,5 @@ fn the_app_opens_its_window_under_xvfb() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let kept = keep_screenshot(&shot, "tauri-window.png");
-    assert!(
-        last >= 64,
-        "the window stayed (nearly) blank: {last} colours in {}; app log:\n{}",
-        kept.display(),
-        app_log()
-    );
-    assert!(
-        app.0.try_wait().unwrap().is_none(),
-        "the app exited:\n{}",
-        app_log()
-    );
+    assert_drawn_and_running(last, &kept, &mut app, &app_log);
 }
