@@ -170,32 +170,74 @@ pub struct OverLimit {
     pub retry_after: Duration,
 }
 
-/// Sliding one-minute windows of one key.
+/// What a key has used and holds reserved: its sliding minute and its day and month
+/// (UTC), kept in step with metering.
 #[derive(Debug, Default)]
-struct Window {
+struct Usage {
+    /// Request start times in the last minute.
     requests: VecDeque<Instant>,
-    tokens: VecDeque<(Instant, u64)>,
+    /// Tokens in the last minute: (when, reservation id or 0, tokens). A request's
+    /// reservation stands here until it is settled to what the request used.
+    tokens: VecDeque<(Instant, u64, u64)>,
+    day: u32,
+    month: u32,
+    day_tokens: u64,
+    month_tokens: u64,
+    /// Tokens reserved by requests in flight, counted against the day and month.
+    day_reserved: u64,
+    month_reserved: u64,
 }
 
-impl Window {
+impl Usage {
     fn trim(&mut self, now: Instant) {
         let minute = Duration::from_secs(60);
         while self.requests.front().is_some_and(|t| now - *t >= minute) {
             self.requests.pop_front();
         }
-        while self.tokens.front().is_some_and(|(t, _)| now - *t >= minute) {
+        while self
+            .tokens
+            .front()
+            .is_some_and(|(t, _, _)| now - *t >= minute)
+        {
             self.tokens.pop_front();
+        }
+    }
+
+    /// Starts a new day or month when the calendar has moved on.
+    fn roll(&mut self, day: u32, month: u32) {
+        if self.day != day {
+            self.day = day;
+            self.day_tokens = 0;
+            self.day_reserved = 0;
+        }
+        if self.month != month {
+            self.month = month;
+            self.month_tokens = 0;
+            self.month_reserved = 0;
         }
     }
 }
 
-/// Tokens a key has used in the current day and month (UTC), kept in step with metering.
-#[derive(Debug, Default, Clone, Copy)]
-struct Totals {
+/// Tokens a request holds against its key's limits from admission until it ends; settled
+/// to what it used by [`Keys::settle`]. Requests admitted together can never spend more
+/// than the limits allow, since each one's worst case is counted before it starts.
+#[derive(Debug)]
+pub struct Reservation {
+    key: String,
+    id: u64,
+    /// The prompt and the most completion tokens it may produce.
+    tokens: u64,
+    /// The day and month it was counted in.
     day: u32,
     month: u32,
-    day_tokens: u64,
-    month_tokens: u64,
+}
+
+impl Reservation {
+    /// Most completion tokens the request may produce under its key's limits (its prompt
+    /// already counted).
+    pub fn completion_cap(&self, prompt_tokens: u64) -> u64 {
+        self.tokens.saturating_sub(prompt_tokens)
+    }
 }
 
 /// The keys, in memory and in sled.
@@ -206,8 +248,10 @@ pub struct Keys {
     /// No key but the local admin credential exists (kept as keys are added: a key is
     /// never deleted, only revoked, so once false it stays false).
     open: std::sync::atomic::AtomicBool,
-    windows: Mutex<HashMap<String, Window>>,
-    totals: Mutex<HashMap<String, Totals>>,
+    /// Per key: minute windows, day and month totals and reservations, under one lock so
+    /// that concurrent admissions see each other.
+    usage: Mutex<HashMap<String, Usage>>,
+    next_reservation: std::sync::atomic::AtomicU64,
 }
 
 impl Keys {
@@ -228,8 +272,8 @@ impl Keys {
             store,
             open: std::sync::atomic::AtomicBool::new(open),
             by_hash: RwLock::new(by_hash),
-            windows: Mutex::new(HashMap::new()),
-            totals: Mutex::new(HashMap::new()),
+            usage: Mutex::new(HashMap::new()),
+            next_reservation: std::sync::atomic::AtomicU64::new(1),
         };
         keys.ensure_local_admin(data_dir)?;
         Ok(keys)
@@ -247,6 +291,13 @@ impl Keys {
         write_secret(&file, &token)?;
         self.insert(record)?;
         tracing::info!(file = %file.display(), "made the local admin credential (readable by this user only)");
+        // Earlier local credentials are lost with their file: they stop working.
+        for old in self.list() {
+            if old.is_bootstrap() && old.revoked_at.is_none() && old.hash != token_hash(&token) {
+                self.revoke(&old.id)?;
+                tracing::info!(id = %old.id, "revoked the previous local admin credential");
+            }
+        }
         Ok(())
     }
 
@@ -305,78 +356,90 @@ impl Keys {
         Ok(k.clone())
     }
 
+    fn lock_usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, Usage>> {
+        self.usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Seeds a key's day and month totals (from the metered usage at start).
     pub fn seed_totals(&self, key: &str, day_tokens: u64, month_tokens: u64) {
         let (day, month) = today();
-        if let Ok(mut t) = self.totals.lock() {
-            t.insert(
-                key.to_string(),
-                Totals {
-                    day,
-                    month,
-                    day_tokens,
-                    month_tokens,
-                },
-            );
-        }
+        let mut all = self.lock_usage();
+        let u = all.entry(key.to_string()).or_default();
+        u.roll(day, month);
+        u.day_tokens = day_tokens;
+        u.month_tokens = month_tokens;
     }
 
-    /// Checks `key`'s limits for a request of `prompt_tokens` and, when it may go, counts
-    /// the request (and its prompt) in the minute windows.
-    pub fn admit(&self, key: &KeyRecord, prompt_tokens: u64) -> Result<(), OverLimit> {
+    /// Checks `key`'s limits for a request of `prompt_tokens` that may produce up to
+    /// `max_completion` tokens and, when it may go, counts it: the request in the minute
+    /// window, and its prompt plus as many completion tokens as the limits leave room for
+    /// (at most `max_completion`, at least `min_completion`) as a [`Reservation`] against
+    /// every token limit. The reservation's [`Reservation::completion_cap`] is the most the
+    /// request may then produce.
+    pub fn admit(
+        &self,
+        key: &KeyRecord,
+        prompt_tokens: u64,
+        min_completion: u64,
+        max_completion: u64,
+    ) -> Result<Reservation, OverLimit> {
         let l = &key.limits;
         let now = Instant::now();
         let (day, month) = today();
-        let used = self
-            .totals
-            .lock()
-            .ok()
-            .and_then(|t| t.get(&key.id).copied())
-            .unwrap_or_default();
-        let day_used = if used.day == day { used.day_tokens } else { 0 };
-        let month_used = if used.month == month {
-            used.month_tokens
-        } else {
-            0
-        };
-        if let Some(q) = l.tokens_per_day
-            && day_used + prompt_tokens > q
-        {
-            return Err(OverLimit {
-                limit: "tokens_per_day",
-                message: format!(
-                    "Key `{}` has used {day_used} of its {q} tokens for today (UTC); this request's prompt has {prompt_tokens}",
-                    key.name
-                ),
-                retry_after: until_next_day(),
-            });
+        let mut all = self.lock_usage();
+        let u = all.entry(key.id.clone()).or_default();
+        u.roll(day, month);
+        u.trim(now);
+        let min_completion = min_completion.max(1);
+        // Completion tokens each limit leaves room for after the prompt.
+        let mut room = max_completion.max(min_completion);
+        if let Some(q) = l.tokens_per_day {
+            let held = u.day_tokens + u.day_reserved;
+            let left = q.saturating_sub(held).saturating_sub(prompt_tokens);
+            if left < min_completion {
+                return Err(OverLimit {
+                    limit: "tokens_per_day",
+                    message: format!(
+                        "Key `{}` has used {} of its {q} tokens for today (UTC) and holds {} for requests in flight; this request needs {prompt_tokens} for its prompt and at least {min_completion} to answer",
+                        key.name, u.day_tokens, u.day_reserved
+                    ),
+                    retry_after: if u.day_reserved > 0 {
+                        Duration::from_secs(1)
+                    } else {
+                        until_next_day()
+                    },
+                });
+            }
+            room = room.min(left);
         }
-        if let Some(q) = l.tokens_per_month
-            && month_used + prompt_tokens > q
-        {
-            return Err(OverLimit {
-                limit: "tokens_per_month",
-                message: format!(
-                    "Key `{}` has used {month_used} of its {q} tokens for this month (UTC); this request's prompt has {prompt_tokens}",
-                    key.name
-                ),
-                retry_after: until_next_day(),
-            });
+        if let Some(q) = l.tokens_per_month {
+            let held = u.month_tokens + u.month_reserved;
+            let left = q.saturating_sub(held).saturating_sub(prompt_tokens);
+            if left < min_completion {
+                return Err(OverLimit {
+                    limit: "tokens_per_month",
+                    message: format!(
+                        "Key `{}` has used {} of its {q} tokens for this month (UTC) and holds {} for requests in flight; this request needs {prompt_tokens} for its prompt and at least {min_completion} to answer",
+                        key.name, u.month_tokens, u.month_reserved
+                    ),
+                    retry_after: if u.month_reserved > 0 {
+                        Duration::from_secs(1)
+                    } else {
+                        until_next_day()
+                    },
+                });
+            }
+            room = room.min(left);
         }
-        let mut windows = self.windows.lock().map_err(|_| OverLimit {
-            limit: "rpm",
-            message: "limits unavailable".into(),
-            retry_after: Duration::from_secs(1),
-        })?;
-        let w = windows.entry(key.id.clone()).or_default();
-        w.trim(now);
         let retry = |first: Option<Instant>| {
             first.map_or(Duration::from_secs(1), |t| {
                 Duration::from_secs(60).saturating_sub(now - t) + Duration::from_millis(999)
             })
         };
         if let Some(rpm) = l.rpm
-            && w.requests.len() as u64 >= rpm
+            && u.requests.len() as u64 >= rpm
         {
             return Err(OverLimit {
                 limit: "rpm",
@@ -384,49 +447,65 @@ impl Keys {
                     "Key `{}` made {rpm} requests in the last minute, its limit",
                     key.name
                 ),
-                retry_after: retry(w.requests.front().copied()),
+                retry_after: retry(u.requests.front().copied()),
             });
         }
-        let minute_tokens: u64 = w.tokens.iter().map(|(_, n)| n).sum();
-        if let Some(tpm) = l.tpm
-            && minute_tokens + prompt_tokens > tpm
-        {
-            return Err(OverLimit {
-                limit: "tpm",
-                message: format!(
-                    "Key `{}` used {minute_tokens} tokens in the last minute; with this prompt's {prompt_tokens} that passes its limit of {tpm}",
-                    key.name
-                ),
-                retry_after: retry(w.tokens.front().map(|(t, _)| *t)),
-            });
+        if let Some(tpm) = l.tpm {
+            let minute_tokens: u64 = u.tokens.iter().map(|(_, _, n)| n).sum();
+            let left = tpm
+                .saturating_sub(minute_tokens)
+                .saturating_sub(prompt_tokens);
+            if left < min_completion {
+                return Err(OverLimit {
+                    limit: "tpm",
+                    message: format!(
+                        "Key `{}` used or holds {minute_tokens} tokens in the last minute; this request's {prompt_tokens} prompt tokens and at least {min_completion} to answer pass its limit of {tpm}",
+                        key.name
+                    ),
+                    retry_after: retry(u.tokens.front().map(|(t, _, _)| *t)),
+                });
+            }
+            room = room.min(left);
         }
-        w.requests.push_back(now);
-        w.tokens.push_back((now, prompt_tokens));
-        Ok(())
+        let id = self
+            .next_reservation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tokens = prompt_tokens + room;
+        u.requests.push_back(now);
+        u.tokens.push_back((now, id, tokens));
+        u.day_reserved += tokens;
+        u.month_reserved += tokens;
+        Ok(Reservation {
+            key: key.id.clone(),
+            id,
+            tokens,
+            day,
+            month,
+        })
     }
 
-    /// Counts a finished request's tokens: completion tokens into the minute window (the
-    /// prompt was counted at admission), both into the day and month totals.
-    pub fn used(&self, key: &str, prompt_tokens: u64, completion_tokens: u64) {
-        if let Ok(mut windows) = self.windows.lock()
-            && let Some(w) = windows.get_mut(key)
-        {
-            w.tokens.push_back((Instant::now(), completion_tokens));
-        }
+    /// Replaces a request's reservation by what it used: the prompt stays in the minute
+    /// window where the reservation stood, the completion counts from now, and both go
+    /// into the day and month totals.
+    pub fn settle(&self, r: &Reservation, prompt_tokens: u64, completion_tokens: u64) {
+        let now = Instant::now();
         let (day, month) = today();
-        if let Ok(mut totals) = self.totals.lock() {
-            let t = totals.entry(key.to_string()).or_default();
-            if t.day != day {
-                t.day = day;
-                t.day_tokens = 0;
-            }
-            if t.month != month {
-                t.month = month;
-                t.month_tokens = 0;
-            }
-            t.day_tokens += prompt_tokens + completion_tokens;
-            t.month_tokens += prompt_tokens + completion_tokens;
+        let mut all = self.lock_usage();
+        let u = all.entry(r.key.clone()).or_default();
+        if u.day == r.day {
+            u.day_reserved = u.day_reserved.saturating_sub(r.tokens);
         }
+        if u.month == r.month {
+            u.month_reserved = u.month_reserved.saturating_sub(r.tokens);
+        }
+        u.roll(day, month);
+        if let Some(slot) = u.tokens.iter_mut().find(|(_, id, _)| *id == r.id) {
+            slot.1 = 0;
+            slot.2 = prompt_tokens;
+        }
+        u.tokens.push_back((now, 0, completion_tokens));
+        u.day_tokens += prompt_tokens + completion_tokens;
+        u.month_tokens += prompt_tokens + completion_tokens;
     }
 }
 
@@ -630,41 +709,55 @@ mod tests {
         }
     }
 
-    #[test]
-    fn limits_admit_exactly_their_counts() {
+    fn keys() -> (tempfile::TempDir, Keys) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let keys = Keys::open(store, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        (dir, keys)
+    }
+
+    fn limit_of(r: Result<Reservation, OverLimit>) -> Option<&'static str> {
+        r.err().map(|e| e.limit)
+    }
+
+    #[test]
+    fn limits_admit_exactly_their_counts() {
+        let (_dir, keys) = keys();
         let k = key(Limits {
             rpm: Some(3),
             ..Limits::default()
         });
         for _ in 0..3 {
-            assert!(keys.admit(&k, 10).is_ok());
+            assert!(keys.admit(&k, 10, 1, 16).is_ok());
         }
-        let e = keys.admit(&k, 10).err().map(|e| e.limit);
-        assert_eq!(e, Some("rpm"));
-        let k = key(Limits {
+        assert_eq!(limit_of(keys.admit(&k, 10, 1, 16)), Some("rpm"));
+        // A day's quota: what was used plus the prompt plus one token to answer must fit.
+        let mut k = key(Limits {
             tokens_per_day: Some(100),
             ..Limits::default()
         });
-        keys.used(&k.id, 40, 50);
-        assert!(keys.admit(&k, 10).is_ok());
-        keys.used(&k.id, 0, 1);
-        assert_eq!(
-            keys.admit(&k, 10).err().map(|e| e.limit),
-            Some("tokens_per_day")
-        );
+        k.id = "key-d".into();
+        let r = keys
+            .admit(&k, 40, 1, 50)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        keys.settle(&r, 40, 50);
+        let r = keys.admit(&k, 9, 1, 16).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(r.completion_cap(9), 1, "capped to what is left");
+        keys.settle(&r, 9, 1);
+        assert_eq!(limit_of(keys.admit(&k, 1, 1, 1)), Some("tokens_per_day"));
         // Tokens per minute: the prompt counts at admission, the completion when done.
         let mut k = key(Limits {
             tpm: Some(100),
             ..Limits::default()
         });
         k.id = "key-2".into();
-        assert!(keys.admit(&k, 60).is_ok());
-        keys.used(&k.id, 60, 30);
-        assert!(keys.admit(&k, 10).is_ok());
-        let e = keys.admit(&k, 1).err();
+        let r = keys
+            .admit(&k, 60, 1, 30)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        keys.settle(&r, 60, 30);
+        let r = keys.admit(&k, 9, 1, 1).unwrap_or_else(|e| panic!("{e:?}"));
+        keys.settle(&r, 9, 1);
+        let e = keys.admit(&k, 1, 1, 1).err();
         assert_eq!(e.as_ref().map(|e| e.limit), Some("tpm"));
         assert!(e.is_some_and(|e| e.retry_after <= Duration::from_secs(61)));
         // A month's quota counts across days.
@@ -674,11 +767,83 @@ mod tests {
         });
         k.id = "key-3".into();
         keys.seed_totals(&k.id, 0, 45);
-        assert!(keys.admit(&k, 5).is_ok());
-        assert_eq!(
-            keys.admit(&k, 6).err().map(|e| e.limit),
-            Some("tokens_per_month")
-        );
+        assert!(keys.admit(&k, 4, 1, 1).is_ok());
+        assert_eq!(limit_of(keys.admit(&k, 1, 1, 1)), Some("tokens_per_month"));
+    }
+
+    /// Regression (issue 16, finding 2): 32 concurrent requests under `tokens_per_day = 500`
+    /// were all admitted and 3,200 tokens metered.
+    #[test]
+    fn concurrent_admissions_never_overspend() {
+        let (_dir, keys) = keys();
+        for (limits, name) in [
+            (
+                Limits {
+                    tokens_per_day: Some(500),
+                    ..Limits::default()
+                },
+                "tokens_per_day",
+            ),
+            (
+                Limits {
+                    tpm: Some(500),
+                    ..Limits::default()
+                },
+                "tpm",
+            ),
+        ] {
+            let mut k = key(limits);
+            k.id = format!("key-{name}");
+            let keys = &keys;
+            let k = &k;
+            let spent: u64 = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..32)
+                    .map(|_| {
+                        s.spawn(move || match keys.admit(k, 30, 1, 70) {
+                            Ok(r) => {
+                                // Each uses all it may.
+                                let used = r.completion_cap(30);
+                                assert!((1..=70).contains(&used), "{used}");
+                                std::thread::sleep(Duration::from_millis(5));
+                                keys.settle(&r, 30, used);
+                                30 + used
+                            }
+                            Err(e) => {
+                                assert_eq!(e.limit, name);
+                                0
+                            }
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+            });
+            assert!(
+                spent <= 500,
+                "{name}: {spent} tokens spent under a limit of 500"
+            );
+            assert!(spent >= 400, "{name}: only {spent} of 500 used");
+        }
+    }
+
+    #[test]
+    fn a_settled_request_gives_back_what_it_did_not_use() {
+        let (_dir, keys) = keys();
+        let k = key(Limits {
+            tokens_per_day: Some(100),
+            ..Limits::default()
+        });
+        let r = keys
+            .admit(&k, 10, 1, 90)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(r.completion_cap(10), 90);
+        // Everything is held while it runs.
+        assert_eq!(limit_of(keys.admit(&k, 1, 1, 1)), Some("tokens_per_day"));
+        keys.settle(&r, 10, 5);
+        let r = keys
+            .admit(&k, 10, 1, 200)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(r.completion_cap(10), 75);
+        drop(r);
     }
 
     #[test]

@@ -27,6 +27,13 @@ pub const DEFAULT_MAX_BATCH_TOKENS: usize = 512;
 pub const DEFAULT_MAX_RUNNING: usize = 32;
 /// Memory for all running sequences' keys and values, per model.
 pub const DEFAULT_KV_CACHE_BYTES: usize = 2 << 30;
+/// Time a connection gets to send a whole request head, counted from when it connects or
+/// from its previous response (so an idle keep-alive connection is closed after it too).
+pub const DEFAULT_HEADER_READ_TIMEOUT_S: u64 = 20;
+/// Time a request body may send nothing before the request is answered 408.
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 30;
+/// Open client connections at most (also held below the open-file limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// The configuration file's contents; every key optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +84,12 @@ pub struct FileConfig {
     /// The built web console (`desktop-ui/dist`) served at `/` [default: found next to the
     /// binary, see [`console_dir_default`]].
     pub console_dir: Option<PathBuf>,
+    /// Seconds a connection gets to send a request head (also the keep-alive idle time).
+    pub header_read_timeout_s: Option<u64>,
+    /// Seconds a request body may go without sending anything.
+    pub idle_timeout_s: Option<u64>,
+    /// Open client connections at most.
+    pub max_connections: Option<usize>,
 }
 
 impl FileConfig {
@@ -134,6 +147,9 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub allow_plain_http: Option<bool>,
     pub console_dir: Option<PathBuf>,
+    pub header_read_timeout_s: Option<u64>,
+    pub idle_timeout_s: Option<u64>,
+    pub max_connections: Option<usize>,
 }
 
 /// What a box that fails its profile's compliance check does to the daemon's start.
@@ -250,6 +266,12 @@ pub struct ServeConfig {
     /// The built web console served at `/`; `None` when none was found (then `/` answers
     /// 404 naming how to build it).
     pub console_dir: Option<PathBuf>,
+    /// Bound on receiving a request head, and on a keep-alive connection's idle time.
+    pub header_read_timeout: Duration,
+    /// Bound on a request body's silences (408 beyond it).
+    pub idle_timeout: Duration,
+    /// Bound on open client connections (lowered at start to fit the open-file limit).
+    pub max_connections: usize,
     /// Where `ranks`, `kv_cache_bytes`, `max_batch_tokens` and `max_running` came from;
     /// the profile's plan fills those still at their defaults.
     pub origins: EngineOrigins,
@@ -420,6 +442,24 @@ impl ServeConfig {
             Some(dir) => Some(dir),
             None => console_dir_default(),
         };
+        let header_read_timeout_s = pick(
+            "header_read_timeout_s",
+            over.header_read_timeout_s.or(file.header_read_timeout_s),
+            DEFAULT_HEADER_READ_TIMEOUT_S,
+            1..=3600,
+        )?;
+        let idle_timeout_s = pick(
+            "idle_timeout_s",
+            over.idle_timeout_s.or(file.idle_timeout_s),
+            DEFAULT_IDLE_TIMEOUT_S,
+            1..=3600,
+        )?;
+        let max_connections = pick(
+            "max_connections",
+            over.max_connections.or(file.max_connections),
+            DEFAULT_MAX_CONNECTIONS,
+            16..=1_000_000,
+        )?;
         let alert_webhooks = if over.alert_webhooks.is_empty() {
             file.alert_webhooks.unwrap_or_default()
         } else {
@@ -457,6 +497,9 @@ impl ServeConfig {
             tls_cert,
             tls_key,
             console_dir,
+            header_read_timeout: Duration::from_secs(header_read_timeout_s),
+            idle_timeout: Duration::from_secs(idle_timeout_s),
+            max_connections,
             alert_webhooks,
             log_format,
             profile,

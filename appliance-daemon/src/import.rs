@@ -98,6 +98,10 @@ pub struct Progress {
     pub total: AtomicU64,
     cancel: AtomicBool,
     phase_started: Mutex<Instant>,
+    /// When bytes last moved (milliseconds since `epoch`): a job whose reads stopped
+    /// returning is stalled, and stops holding up the jobs queued behind it.
+    last_tick_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl Default for Progress {
@@ -108,6 +112,8 @@ impl Default for Progress {
             total: AtomicU64::new(0),
             cancel: AtomicBool::new(false),
             phase_started: Mutex::new(Instant::now()),
+            last_tick_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 }
@@ -133,6 +139,26 @@ impl Progress {
         self.total.store(total, Ordering::Relaxed);
         self.done.store(0, Ordering::Relaxed);
         self.set_phase(phase);
+        self.tick();
+    }
+
+    /// Counts `n` bytes read (a file that grows while it is read counts what was read).
+    fn advance(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        self.total.fetch_max(done, Ordering::Relaxed);
+        self.tick();
+    }
+
+    /// Notes that the job is making progress now.
+    pub fn tick(&self) {
+        self.last_tick_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the job last made progress.
+    pub fn idle(&self) -> Duration {
+        let last = self.last_tick_ms.load(Ordering::Relaxed);
+        Duration::from_millis((self.epoch.elapsed().as_millis() as u64).saturating_sub(last))
     }
 
     /// Asks the import to stop at its next read.
@@ -271,9 +297,108 @@ fn kind_of(source: &Path) -> Result<Kind> {
     )
 }
 
+/// What a path that is not a regular file or a folder is, for the error.
+fn kind_name(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Checks, before a job is queued, that `source` is a regular file or a folder (a FIFO,
+/// a socket or a device would block the import or never end).
+pub fn check_source(source: &Path) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+    if meta.is_file() || meta.is_dir() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is {}: import a regular file (a .gguf or a .tar bundle) or a checkpoint folder",
+        source.display(),
+        kind_name(meta.file_type())
+    ))
+}
+
+/// Opens `path` for reading only if it is a regular file. The open itself does not wait
+/// (a FIFO swapped in after [`check_source`] would block an ordinary open for ever).
+fn open_regular(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let t = f
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .file_type();
+    if !t.is_file() {
+        bail!(
+            "{} is {}: only regular files are imported",
+            path.display(),
+            kind_name(t)
+        );
+    }
+    Ok(f)
+}
+
+/// Bytes free to this user on the volume holding `dir` (or its nearest existing parent).
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let mut d = Some(dir);
+    while let Some(p) = d {
+        if let Ok(st) = rustix::fs::statvfs(p) {
+            return Some(st.f_bavail.saturating_mul(st.f_frsize));
+        }
+        d = p.parent();
+    }
+    None
+}
+
+/// Room kept free on the store's volume beyond what a copy needs (the state database and
+/// the logs share it).
+pub const SPACE_HEADROOM_BYTES: u64 = 64 << 20;
+
+/// Bytes a copy of `source` will take in the store: every file in full (a sparse source is
+/// written out whole); a bundle's files take about the bundle's size.
+pub fn space_needed(source: &Path) -> Result<u64> {
+    let meta =
+        std::fs::metadata(source).with_context(|| format!("cannot read {}", source.display()))?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0u64;
+    for f in folder_files(source)? {
+        total += std::fs::metadata(&f).map_or(0, |m| m.len());
+    }
+    Ok(total)
+}
+
+/// An error naming both figures when `need` bytes (plus the headroom) do not fit on the
+/// volume holding `dir`.
+pub fn check_space(dir: &Path, need: u64) -> Result<(), String> {
+    let Some(free) = free_bytes(dir) else {
+        return Ok(());
+    };
+    if need.saturating_add(SPACE_HEADROOM_BYTES) > free {
+        return Err(format!(
+            "the import needs {need} bytes (plus {SPACE_HEADROOM_BYTES} kept free) but the volume holding {} has {free} bytes free",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 fn read_up_to(path: &Path, buf: &mut [u8]) -> Result<usize> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = open_regular(path)?;
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {
@@ -307,14 +432,21 @@ fn folder_files(dir: &Path) -> Result<Vec<PathBuf>> {
 type Digests = BTreeMap<String, (u64, String)>;
 
 /// Reads through `inner`, counting into the progress, honouring cancellation and the rate
-/// limit.
+/// limit, and (when copying into the store) stopping when the store's volume fills up.
 struct Metered<'a, R> {
     inner: R,
     progress: &'a Progress,
     limit: u64,
     started: Instant,
     read: u64,
+    /// The store's folder, whose volume must keep room for what is left to copy.
+    space: Option<&'a Path>,
+    /// Bytes read since the free space was last checked.
+    since_check: u64,
 }
+
+/// Bytes copied between two checks of the free space.
+const SPACE_CHECK_BYTES: u64 = 64 << 20;
 
 impl<'a, R: Read> Metered<'a, R> {
     fn new(inner: R, progress: &'a Progress, limit: u64) -> Self {
@@ -324,7 +456,15 @@ impl<'a, R: Read> Metered<'a, R> {
             limit,
             started: Instant::now(),
             read: 0,
+            space: None,
+            since_check: 0,
         }
+    }
+
+    /// Also checks, every 64 MiB, that the volume holding `dir` keeps room for the rest.
+    fn filling(mut self, dir: &'a Path) -> Self {
+        self.space = Some(dir);
+        self
     }
 }
 
@@ -337,7 +477,24 @@ impl<R: Read> Read for Metered<'_, R> {
         let cap = buf.len().min(1 << 20);
         let n = self.inner.read(&mut buf[..cap])?;
         self.read += n as u64;
-        self.progress.done.fetch_add(n as u64, Ordering::Relaxed);
+        self.progress.advance(n as u64);
+        if let Some(dir) = self.space {
+            self.since_check += n as u64;
+            if self.since_check >= SPACE_CHECK_BYTES {
+                self.since_check = 0;
+                let left = self
+                    .progress
+                    .total
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(self.progress.done.load(Ordering::Relaxed));
+                if let Err(e) = check_space(dir, left) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!("the store's volume is filling up while copying: {e}"),
+                    ));
+                }
+            }
+        }
         if self.limit > 0 {
             let due = Duration::from_secs_f64(self.read as f64 / self.limit as f64);
             let elapsed = self.started.elapsed();
@@ -423,12 +580,17 @@ pub fn import(
     if out.is_err() {
         remove_quietly(&partial);
     }
+    discard_upload(spec);
+    out
+}
+
+/// Removes an upload's folder once its import has ended (or will never run).
+pub fn discard_upload(spec: &ImportSpec) {
     if spec.consume
         && let Some(upload) = spec.source.parent()
     {
         remove_quietly(upload);
     }
-    out
 }
 
 fn stage(
@@ -449,6 +611,9 @@ fn stage(
     let final_dir = store.root.join(&spec.id);
     if final_dir.exists() {
         bail!("{} already exists in the model store", final_dir.display());
+    }
+    if !spec.consume {
+        check_space(&store.root, space_needed(&spec.source)?).map_err(|e| anyhow!(e))?;
     }
     remove_quietly(partial);
     std::fs::create_dir(partial).with_context(|| format!("cannot create {}", partial.display()))?;
@@ -472,13 +637,12 @@ fn stage(
             let moved = spec.consume && std::fs::rename(src, &dest).is_ok();
             let digest = if moved {
                 // An upload: hashed again here, reading what was written (a rename is not a copy).
-                let f = std::fs::File::open(&dest)?;
+                let f = open_regular(&dest)?;
                 copy_hashed(&mut Metered::new(f, progress, 0), None)
             } else {
-                let f = std::fs::File::open(src)
-                    .with_context(|| format!("cannot open {}", src.display()))?;
+                let f = open_regular(src)?;
                 copy_hashed(
-                    &mut Metered::new(f, progress, store.max_bytes_per_s),
+                    &mut Metered::new(f, progress, store.max_bytes_per_s).filling(&store.root),
                     Some(&dest),
                 )
             }
@@ -524,8 +688,7 @@ fn in_place(spec: &ImportSpec, kind: Kind, progress: &Progress) -> Result<ModelR
     progress.start(Phase::Verifying, &files);
     let mut digests = Digests::new();
     for f in &files {
-        let file =
-            std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
+        let file = open_regular(f)?;
         let d = copy_hashed(&mut Metered::new(file, progress, 0), None)
             .with_context(|| format!("hashing {}", f.display()))?;
         digests.insert(file_name(f)?, d);
@@ -579,9 +742,9 @@ fn untar(
     progress: &Progress,
     digests: &mut Digests,
 ) -> Result<()> {
-    let file = std::fs::File::open(tar_path)
-        .with_context(|| format!("cannot open {}", tar_path.display()))?;
-    let mut archive = tar::Archive::new(Metered::new(file, progress, store.max_bytes_per_s));
+    let file = open_regular(tar_path)?;
+    let mut archive =
+        tar::Archive::new(Metered::new(file, progress, store.max_bytes_per_s).filling(&store.root));
     let entries = archive
         .entries()
         .map_err(io_error)
@@ -997,7 +1160,7 @@ pub fn stat(path: &Path) -> Result<(u64, u128)> {
 
 /// `sha256:<hex>` of a file, read in 1 MiB pieces.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let f = open_regular(path)?;
     let progress = Progress::default();
     let (_, d) = copy_hashed(&mut Metered::new(f, &progress, 0), None)?;
     Ok(format!("sha256:{d}"))
@@ -1027,6 +1190,48 @@ mod tests {
             "My-Model--v2-"
         );
         assert_eq!(id_from_path(Path::new("/usb/_x.gguf")), "m_x");
+    }
+
+    /// Regression (issue 16, finding 5): a FIFO blocked the import's open for ever.
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fifo = dir.path().join("model.gguf");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(made, "mkfifo");
+        let e = check_source(&fifo).err().unwrap_or_default();
+        assert!(e.contains("is a FIFO"), "{e}");
+        // Swapped in after the check: the open does not wait for a writer.
+        let e = open_regular(&fifo)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("only regular files"), "{e}");
+        assert!(check_source(Path::new("/dev/null")).is_err());
+        assert!(check_source(dir.path()).is_ok());
+    }
+
+    /// Regression (issue 16, finding 6): a copy went on while the volume filled up.
+    #[test]
+    fn a_copy_stops_when_the_volume_cannot_hold_the_rest() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let progress = Progress::default();
+        // What is left to copy is more than any volume here has.
+        progress.total.store(u64::MAX / 2, Ordering::Relaxed);
+        let data = vec![0u8; (SPACE_CHECK_BYTES + (1 << 20)) as usize];
+        let mut r = Metered::new(data.as_slice(), &progress, 0).filling(dir.path());
+        let e = copy_hashed(&mut r, None)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("filling up while copying"), "{e}");
+        let free = free_bytes(dir.path()).unwrap_or(0);
+        assert!(free > 0);
+        assert!(check_space(dir.path(), free).is_err());
+        assert!(check_space(dir.path(), 1).is_ok());
     }
 
     #[test]

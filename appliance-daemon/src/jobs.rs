@@ -2,7 +2,11 @@
 //! done and to do, a rate and an ETA, cancellable.
 //!
 //! Imports run one at a time (they compete for the same disks) on a thread each; the
-//! others wait as `queued`. A job's record is written to sled when it is created and at
+//! others wait as `queued`. One stuck job cannot hold the others up: a job that is
+//! cancelled, or whose reads have not moved for [`STALL`], no longer holds the lane, and
+//! a cancel takes effect at once in any state (a thread stuck in a read cleans up when the
+//! read returns). Sources that are not regular files or folders are refused before a job
+//! is queued, and so is a copy the store's volume has no room for. A job's record is written to sled when it is created and at
 //! each change of state, the ready one in the same transaction as the model's catalog
 //! record. A job found unfinished at start was interrupted by a crash: it is marked failed
 //! and what it left in the store is removed (`import::clean_store`).
@@ -76,8 +80,83 @@ pub enum SubmitError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// The store's volume has no room for the copy.
+    #[error("{0}")]
+    NoSpace(String),
     #[error("{0}")]
     Internal(String),
+}
+
+/// How long a running import may go without reading a byte before the next job in the
+/// queue may start beside it.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Who may run an import now: one job at a time, except that a job cancelled or stalled
+/// (see [`STALL`]) stops counting.
+#[derive(Debug)]
+struct Lane {
+    running: Mutex<Vec<Arc<Progress>>>,
+    changed: std::sync::Condvar,
+    /// How long a job may read nothing before it stops holding the lane.
+    stall: std::time::Duration,
+}
+
+/// A job's turn in the lane, given back when dropped.
+struct Turn<'a> {
+    lane: &'a Lane,
+    me: Arc<Progress>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .lane
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.retain(|p| !Arc::ptr_eq(p, &self.me));
+        drop(running);
+        self.lane.changed.notify_all();
+    }
+}
+
+impl Lane {
+    fn new(stall: std::time::Duration) -> Lane {
+        Lane {
+            running: Mutex::new(Vec::new()),
+            changed: std::sync::Condvar::new(),
+            stall,
+        }
+    }
+
+    /// Waits for the lane; `None` when `me` is cancelled while it waits.
+    fn enter(&self, me: &Arc<Progress>) -> Option<Turn<'_>> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if me.cancelled() {
+                return None;
+            }
+            let blocked = running
+                .iter()
+                .any(|p| !p.cancelled() && p.idle() < self.stall);
+            if !blocked {
+                running.push(me.clone());
+                return Some(Turn {
+                    lane: self,
+                    me: me.clone(),
+                });
+            }
+            // Woken by a job ending or a cancel; re-checked now and then for stalls.
+            running = self
+                .changed
+                .wait_timeout(running, self.stall.min(std::time::Duration::from_secs(1)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
 }
 
 /// The daemon's jobs.
@@ -86,8 +165,8 @@ pub struct Jobs {
     store: Store,
     dir: StoreDir,
     jobs: Mutex<BTreeMap<String, Arc<Entry>>>,
-    /// Held by the import that is running.
-    lane: Arc<Mutex<()>>,
+    /// Which import may run.
+    lane: Arc<Lane>,
 }
 
 impl Jobs {
@@ -128,7 +207,7 @@ impl Jobs {
             store,
             dir,
             jobs: Mutex::new(jobs),
-            lane: Arc::new(Mutex::new(())),
+            lane: Arc::new(Lane::new(STALL)),
         })
     }
 
@@ -159,6 +238,12 @@ impl Jobs {
                 "{} does not exist (the path is read by the daemon, on this box)",
                 source.display()
             )));
+        }
+        import::check_source(&source).map_err(SubmitError::Invalid)?;
+        if !in_place && !consume {
+            let need = import::space_needed(&source)
+                .map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
+            import::check_space(&self.dir.root, need).map_err(SubmitError::NoSpace)?;
         }
         let mut jobs = self
             .jobs
@@ -256,14 +341,29 @@ impl Jobs {
         all
     }
 
-    /// Asks a running job to stop; returns its view (unchanged if it had finished).
+    /// Stops a job in any state that has not finished, at once: it is cancelled as far as
+    /// anyone can see, its turn in the lane is given up, and its thread removes what it
+    /// wrote when its current read returns. Returns its view (unchanged if it had finished).
     pub fn cancel(&self, id: &str) -> Option<JobView> {
         let jobs = self.jobs.lock().ok()?;
         let e = jobs.get(id)?;
-        if !e.snapshot().state.is_final() {
+        let mut view = e.snapshot();
+        if !view.state.is_final() {
             e.progress.cancel();
+            view.state = Phase::Cancelled;
+            view.finished_at = Some(unix_now());
+            view.rate_bytes_per_s = 0.0;
+            view.eta_s = None;
+            if let Err(err) = self.store.put_job(id, &view) {
+                tracing::error!(job = id, error = %err, "cannot record the cancel");
+            }
+            if let Ok(mut v) = e.view.lock() {
+                *v = view.clone();
+            }
+            e.progress.set_phase(Phase::Cancelled);
+            self.lane.changed.notify_all();
         }
-        Some(e.snapshot())
+        Some(view)
     }
 
     /// Models being imported now (their ids).
@@ -277,31 +377,39 @@ impl Jobs {
 }
 
 /// One import, start to finish, on its own thread.
-fn run(
-    store: &Store,
-    dir: &StoreDir,
-    lane: &Mutex<()>,
-    spec: &ImportSpec,
-    job: &str,
-    entry: &Entry,
-) {
-    let _turn = lane.lock();
+fn run(store: &Store, dir: &StoreDir, lane: &Lane, spec: &ImportSpec, job: &str, entry: &Entry) {
     let progress = &entry.progress;
-    tracing::info!(job, model = %spec.id, source = %spec.source.display(), in_place = spec.in_place, "import started");
-    let outcome = if progress.cancelled() {
+    let turn = lane.enter(progress);
+    let outcome = if turn.is_none() || progress.cancelled() {
+        import::discard_upload(spec);
         Err(anyhow::Error::new(Cancelled))
     } else {
+        tracing::info!(job, model = %spec.id, source = %spec.source.display(), in_place = spec.in_place, "import started");
         persist_state(store, job, entry, Phase::Copying);
         import::import(spec, job, dir, progress)
     };
+    // What was read, also past the size the files had at the start (a growing file).
+    let (done, total) = (
+        progress.done.load(Ordering::Relaxed),
+        progress.total.load(Ordering::Relaxed),
+    );
     let mut view = entry.snapshot();
     view.finished_at = Some(unix_now());
     view.rate_bytes_per_s = 0.0;
     view.eta_s = None;
+    view.bytes_done = done;
+    view.bytes_total = total.max(done);
+    // Cancelled while it ran: nothing of it may enter the catalog.
+    let outcome = match outcome {
+        Ok(record) if progress.cancelled() => {
+            let _ = import::remove_stored(&dir.root, &record);
+            Err(anyhow::Error::new(Cancelled))
+        }
+        other => other,
+    };
     match outcome {
         Ok(record) => {
             view.state = Phase::Ready;
-            view.bytes_done = view.bytes_total;
             match store.commit_import(&record, job, &view) {
                 Ok(true) => {
                     tracing::info!(job, model = %record.id, digest = %record.digest, "import ready");
@@ -341,6 +449,7 @@ fn run(
         *v = view;
     }
     progress.set_phase(state);
+    drop(turn);
 }
 
 fn persist_state(store: &Store, job: &str, entry: &Entry, phase: Phase) {
@@ -348,5 +457,49 @@ fn persist_state(store: &Store, job: &str, entry: &Entry, phase: Phase) {
     view.state = phase;
     if let Err(e) = store.put_job(job, &view) {
         tracing::error!(job, error = %e, "cannot record the job's state");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Regression (issue 16, finding 5): one stuck import held the lane and every later
+    /// import waited behind it for ever.
+    #[test]
+    fn a_stalled_or_cancelled_job_stops_holding_the_lane() {
+        let lane = Lane::new(Duration::from_millis(200));
+        let stuck = Arc::new(Progress::default());
+        stuck.tick();
+        let _held = lane.enter(&stuck);
+        // Its reads stopped returning: after the stall time the next job may start.
+        let next = Arc::new(Progress::default());
+        let t = std::time::Instant::now();
+        let turn = lane.enter(&next);
+        assert!(turn.is_some());
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        drop(turn);
+        // A job cancelled while it waits gives up its place at once.
+        let busy = Arc::new(Progress::default());
+        busy.tick();
+        let lane = Arc::new(Lane::new(Duration::from_secs(600)));
+        let _busy_turn = lane.enter(&busy);
+        let waiting = Arc::new(Progress::default());
+        let (l2, w2) = (lane.clone(), waiting.clone());
+        let h = std::thread::spawn(move || l2.enter(&w2).is_some());
+        std::thread::sleep(Duration::from_millis(50));
+        waiting.cancel();
+        lane.changed.notify_all();
+        assert!(!h.join().unwrap_or(true));
+        // And the running one, once cancelled, lets the next in.
+        busy.cancel();
+        let third = Arc::new(Progress::default());
+        assert!(lane.enter(&third).is_some());
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod fit;
 pub mod import;
 pub mod jobs;
+pub mod logging;
 pub mod metering;
 pub mod paths;
 pub mod profile;

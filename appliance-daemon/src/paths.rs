@@ -27,3 +27,53 @@ fn is_root() -> bool {
 pub fn default_model_path() -> PathBuf {
     data_dir().join("models").join(DEFAULT_MODEL_FILE)
 }
+
+/// Keeps the daemon's files to its own user: a umask of 077 for everything it creates from
+/// now on (the state database, the audit log, keys, models), the data directory 0700, and
+/// the files an older version or another tool left readable (the state, the audit log, a
+/// log file) stripped of group and other access. The pairing code and tokens are secrets,
+/// and usage and the audit log say who did what.
+pub fn restrict(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the data directory {}: {e}",
+                data_dir.display()
+            )
+        })?;
+    let tighten = |path: &std::path::Path| {
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !meta.file_type().is_symlink()
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let m = meta.permissions().mode() & !0o077;
+            if std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).is_ok() {
+                tracing::info!(path = %path.display(), mode = format!("{m:o}"), "removed group and other access");
+            }
+        }
+    };
+    tighten(data_dir);
+    for name in [
+        "state",
+        "tls",
+        "audit.jsonl",
+        "audit.failed",
+        "oasis.log",
+        "admin.token",
+        "pairing.code",
+    ] {
+        let p = data_dir.join(name);
+        tighten(&p);
+        if name == "state" || name == "tls" {
+            for entry in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                tighten(&entry.path());
+            }
+        }
+    }
+    Ok(())
+}

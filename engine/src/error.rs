@@ -56,6 +56,57 @@ pub enum EngineError {
     /// A request that cannot be served as asked.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The engine cannot go on (its ranks stopped, a step failed for every sequence): the
+    /// requests it held fail, and it serves no more.
+    #[error("{0}")]
+    Stopped(String),
+    /// Something the engine's own parts should never do (ranks disagreeing, an empty
+    /// batch): a bug.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Whose fault an [`EngineError`] is, which decides how a server reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request asked for what the engine cannot do (bad input, too long a prompt).
+    Request,
+    /// The engine cannot serve now: stopped, or out of cache for the moment.
+    Unavailable,
+    /// A bug, or a model the engine should never have loaded.
+    Internal,
+}
+
+impl EngineError {
+    /// The one classification of engine errors (the daemon maps it to HTTP statuses).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EngineError::InvalidRequest(_)
+            | EngineError::NoTokenizer { .. }
+            | EngineError::Sampling(_)
+            | EngineError::Tokenizer(_) => ErrorClass::Request,
+            EngineError::Stopped(_) | EngineError::KvCacheFull { .. } => ErrorClass::Unavailable,
+            EngineError::Gguf(_)
+            | EngineError::Kernel(_)
+            | EngineError::UnsupportedArchitecture { .. }
+            | EngineError::BadHyperparameter { .. }
+            | EngineError::MissingTensor { .. }
+            | EngineError::BadTensor { .. }
+            | EngineError::Checkpoint { .. }
+            | EngineError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// An error of the same class with the same message, for the several sequences one
+    /// failure ends.
+    pub fn for_each_sequence(&self) -> EngineError {
+        let msg = self.to_string();
+        match self.class() {
+            ErrorClass::Request => EngineError::InvalidRequest(msg),
+            ErrorClass::Unavailable => EngineError::Stopped(msg),
+            ErrorClass::Internal => EngineError::Internal(msg),
+        }
+    }
 }
 
 impl EngineError {

@@ -20,7 +20,7 @@ pub mod sampling;
 pub mod scheduler;
 pub mod tokenizer;
 
-pub use error::{EngineError, Result};
+pub use error::{EngineError, ErrorClass, Result};
 pub use generate::{
     Engine, EngineOptions, FinishReason, GenerateOutput, GenerateRequest, Prompt, TokenEvent,
 };

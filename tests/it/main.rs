@@ -9,6 +9,7 @@ mod cli_run;
 mod console;
 mod eplb;
 mod fit;
+mod hardening;
 mod models;
 mod moe;
 mod parity;

@@ -256,9 +256,9 @@ fn limits_and_quotas_are_exact_and_usage_is_what_clients_were_told() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=61).contains(&retry), "{retry}");
 
-    // Tokens per day: a request is admitted while what the key used plus its prompt fits
-    // the quota (its completion is counted after), and refused from the first one that
-    // does not.
+    // Tokens per day: a request is admitted while what the key used plus its prompt and
+    // one token of answer fit the quota (its `max_tokens` lowered to what is left), and
+    // refused from the first one that does not: the quota is never passed.
     let mut used = 0u64;
     let mut n = 0;
     loop {
@@ -269,9 +269,15 @@ fn limits_and_quotas_are_exact_and_usage_is_what_clients_were_told() {
             assert_eq!(e["error"]["param"], "tokens_per_day");
             let msg = e["error"]["message"].as_str().unwrap();
             assert!(msg.contains(&format!("used {used} of its 120")), "{msg}");
-            let p: u64 = msg.rsplit("prompt has ").next().unwrap().parse().unwrap();
+            let p: u64 = msg
+                .split("needs ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!(
-                used + p > 120,
+                used + p + 1 > 120,
                 "refused with {used} used and a prompt of {p}"
             );
             break;
@@ -280,10 +286,11 @@ fn limits_and_quotas_are_exact_and_usage_is_what_clients_were_told() {
         let u = &r.json()["usage"];
         let p = u["prompt_tokens"].as_u64().unwrap();
         assert!(
-            used + p <= 120,
+            used + p < 120,
             "admitted with {used} used and a prompt of {p}"
         );
         used += u["total_tokens"].as_u64().unwrap();
+        assert!(used <= 120, "the quota was passed: {used}");
         n += 1;
         assert!(n < 20, "the quota never applied");
     }

@@ -21,6 +21,19 @@ pub struct Daemon {
     pub log: PathBuf,
     /// Time from spawn to the listening line.
     pub startup: Duration,
+    /// Everything it wrote to stdout, collected by a thread into this file.
+    pub stdout_log: PathBuf,
+}
+
+/// How to start a daemon beyond its arguments.
+#[derive(Debug, Default)]
+pub struct Launch<'a> {
+    /// Extra variables.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Runs `oasis` through this command line (e.g. `["sh", "-c", "ulimit -n 512; exec \"$0\" \"$@\""]`).
+    pub wrapper: &'a [&'a str],
+    /// The listen address [default: `127.0.0.1:0`].
+    pub listen: Option<&'a str>,
 }
 
 impl Daemon {
@@ -30,17 +43,42 @@ impl Daemon {
     }
 
     pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::launch(
+            data_dir,
+            args,
+            &Launch {
+                env,
+                ..Launch::default()
+            },
+        )
+    }
+
+    pub fn launch(data_dir: &Path, args: &[&str], how: &Launch<'_>) -> Daemon {
+        let env = how.env;
         let log = data_dir.with_extension(format!("log-{}", std::process::id()));
+        let stdout_log = data_dir.with_extension(format!("stdout-{}", std::process::id()));
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
-        let mut cmd = Command::new(crate::oasis_bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(args)
-            .env_remove("OASIS_LISTEN")
-            .env_remove("OASIS_MODELS")
-            .env_remove("OASIS_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(log_file);
+        let mut cmd = match how.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(crate::oasis_bin());
+                c
+            }
+            None => Command::new(crate::oasis_bin()),
+        };
+        cmd.args([
+            "serve",
+            "--listen",
+            how.listen.unwrap_or("127.0.0.1:0"),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(args)
+        .env_remove("OASIS_LISTEN")
+        .env_remove("OASIS_MODELS")
+        .env_remove("OASIS_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(log_file);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -63,8 +101,15 @@ impl Daemon {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
         let startup = started.elapsed();
-        // Keep draining stdout so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stdout so the daemon never blocks on a full pipe, into a file.
+        let mut out =
+            std::fs::File::create(&stdout_log).unwrap_or_else(|e| panic!("stdout file: {e}"));
+        let _ = writeln!(out, "{line}");
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                let _ = writeln!(out, "{l}");
+            }
+        });
         let addr = url
             .trim_start_matches("http://")
             .trim_start_matches("https://")
@@ -75,12 +120,18 @@ impl Daemon {
             addr,
             log,
             startup,
+            stdout_log,
         }
     }
 
     /// The daemon's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_log).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {

@@ -283,12 +283,18 @@ pub fn audit(cmd: &AuditCommand) -> Result<()> {
         AuditCommand::Verify(a) => {
             let dir = a.data_dir.clone().unwrap_or_else(crate::paths::data_dir);
             let path = crate::audit::path(&dir);
-            match crate::audit::verify(&dir) {
-                Ok(n) => {
+            let chain = crate::audit::verify(&dir);
+            match (chain, crate::audit::write_failure(&dir)) {
+                (Ok(n), None) => {
                     println!("{}: {n} entries, the hash chain holds", path.display());
                     Ok(())
                 }
-                Err(e) => bail!("{}: {e:#}", path.display()),
+                (Ok(n), Some(failure)) => bail!(
+                    "{}: {n} entries and the hash chain holds, but {failure}: admin actions since then are not in it yet",
+                    path.display()
+                ),
+                (Err(e), Some(failure)) => bail!("{}: {e:#}; and {failure}", path.display()),
+                (Err(e), None) => bail!("{}: {e:#}", path.display()),
             }
         }
         AuditCommand::List(a) => {
@@ -309,6 +315,13 @@ pub fn audit(cmd: &AuditCommand) -> Result<()> {
             }
             if doc["chain_ok"] != true {
                 bail!("the audit log's chain is broken: {}", doc["chain_error"]);
+            }
+            if doc["write"]["ok"] == false {
+                bail!(
+                    "the daemon cannot write the audit log ({} entries pending): {}",
+                    doc["write"]["entries_pending"],
+                    doc["write"]["last_error"].as_str().unwrap_or("?")
+                );
             }
             Ok(())
         }

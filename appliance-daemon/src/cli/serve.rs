@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::config::{FileConfig, LogFormat, Overrides, ServeConfig};
+use crate::config::{FileConfig, Overrides, ServeConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -118,6 +118,16 @@ pub struct ServeArgs {
     /// installed beside the binary, else the checkout's desktop-ui/dist].
     #[arg(long, env = "OASIS_CONSOLE_DIR", value_name = "DIR")]
     pub console_dir: Option<PathBuf>,
+    /// Seconds a connection gets to send a whole request head; an idle keep-alive
+    /// connection is closed after it too [default: 20].
+    #[arg(long, env = "OASIS_HEADER_READ_TIMEOUT_S", value_name = "S")]
+    pub header_read_timeout_s: Option<u64>,
+    /// Seconds a request body may send nothing before it is answered 408 [default: 30].
+    #[arg(long, env = "OASIS_IDLE_TIMEOUT_S", value_name = "S")]
+    pub idle_timeout_s: Option<u64>,
+    /// Open client connections at most; held below the open-file limit [default: 4096].
+    #[arg(long, env = "OASIS_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 impl ServeArgs {
@@ -158,6 +168,9 @@ impl ServeArgs {
                 tls_key: self.tls_key.clone(),
                 allow_plain_http: self.allow_plain_http.then_some(true),
                 console_dir: self.console_dir.clone(),
+                header_read_timeout_s: self.header_read_timeout_s,
+                idle_timeout_s: self.idle_timeout_s,
+                max_connections: self.max_connections,
             },
         )
     }
@@ -165,7 +178,7 @@ impl ServeArgs {
 
 pub fn serve(args: &ServeArgs) -> Result<()> {
     let config = args.resolve()?;
-    init_logging(config.log_format);
+    crate::logging::init(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("oasis-http")
@@ -173,18 +186,4 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(crate::server::run(config))
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("OASIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests) is harmless: keep the first.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }

@@ -33,11 +33,11 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// For the audit log: `key-1a2b3c4d (ops)` or `anonymous (loopback)`.
+    /// For the audit log: `key-1a2b3c4d (ops)` or `anonymous (192.0.2.7)`.
     pub fn actor(&self) -> String {
         match &self.key {
             Some(k) => format!("{} ({})", k.id, k.name),
-            None => "anonymous (loopback)".into(),
+            None => format!("anonymous ({})", self.from_str()),
         }
     }
 
@@ -50,6 +50,60 @@ impl Principal {
         self.key.as_ref().map(|k| k.id.as_str())
     }
 }
+
+/// Attempts per source address in a sliding minute, for the unauthenticated pairing
+/// route: a guesser gets a handful of tries a minute however many connections it opens.
+#[derive(Debug)]
+pub struct AttemptLimiter {
+    per_minute: usize,
+    seen: std::sync::Mutex<
+        std::collections::HashMap<IpAddr, std::collections::VecDeque<std::time::Instant>>,
+    >,
+}
+
+/// Source addresses the limiter remembers at most (each holds a few instants).
+const LIMITER_ADDRESSES: usize = 65_536;
+
+impl AttemptLimiter {
+    pub fn new(per_minute: usize) -> AttemptLimiter {
+        AttemptLimiter {
+            per_minute,
+            seen: std::sync::Mutex::new(Default::default()),
+        }
+    }
+
+    /// Counts an attempt from `ip`; `Err(retry_after)` when it is over the limit.
+    pub fn attempt(&self, ip: IpAddr) -> Result<(), std::time::Duration> {
+        let now = std::time::Instant::now();
+        let minute = std::time::Duration::from_secs(60);
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= LIMITER_ADDRESSES && !seen.contains_key(&ip) {
+            seen.retain(|_, q| q.back().is_some_and(|t| now - *t < minute));
+            if seen.len() >= LIMITER_ADDRESSES {
+                // Flooded from that many addresses: every newcomer waits.
+                return Err(std::time::Duration::from_secs(60));
+            }
+        }
+        let q = seen.entry(ip).or_default();
+        while q.front().is_some_and(|t| now - *t >= minute) {
+            q.pop_front();
+        }
+        if q.len() >= self.per_minute {
+            let wait = q
+                .front()
+                .map_or(minute, |t| minute.saturating_sub(now - *t));
+            return Err(wait + std::time::Duration::from_millis(999));
+        }
+        q.push_back(now);
+        Ok(())
+    }
+}
+
+/// Pairing attempts a source address gets per minute.
+pub const PAIR_ATTEMPTS_PER_MINUTE: usize = 10;
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,10 +192,9 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
             {
                 Principal { key: None, from }
             }
+            // An open route ignores a token it does not accept.
+            Err(_) if need == Need::Nothing => Principal { key: None, from },
             Err(d) => {
-                if need == Need::Nothing {
-                    return next.run(req).await;
-                }
                 let (msg, code) = match d {
                     Denied::Unknown => ("Incorrect API key provided", "invalid_api_key"),
                     Denied::Revoked => ("This API key has been revoked", "revoked_api_key"),
@@ -174,8 +227,27 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         ))
         .into_response();
     }
+    // An admin change whose audit entry could not be written would go unrecorded: while
+    // the log refuses entries, changes are refused too (reads still work, to see why).
+    if changes_state(need, req.method(), req.uri().path())
+        && let Err(e) = st.audit.flush()
+    {
+        tracing::warn!(path = %req.uri().path(), "admin change refused: the audit log cannot be written");
+        let mut err = ApiError::invalid(format!(
+            "The audit log cannot be written ({e:#}); admin changes are refused until it can be (see GET /admin/v1/audit and `oasis audit verify`)"
+        ))
+        .with_code("audit_unavailable");
+        err.status = StatusCode::SERVICE_UNAVAILABLE;
+        err.retry_after = Some(std::time::Duration::from_secs(30));
+        return err.into_response();
+    }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Requests whose outcome goes to the audit log: admin writes and pairing.
+fn changes_state(need: Need, method: &Method, path: &str) -> bool {
+    need == Need::AdminWrite || (method == Method::POST && path == "/admin/v1/pair")
 }
 
 /// `POST /admin/v1/keys`.
@@ -255,8 +327,9 @@ pub struct KeyList {
     pub data: Vec<KeyView>,
 }
 
-/// Writes an audit entry for an admin action; a failure to write is logged (the action
-/// has happened).
+/// Writes an audit entry for an admin action. A failure to write is not silent: the entry
+/// is kept and written once the log takes entries again, the failure is logged and
+/// reported, and [`authorize`] refuses further admin changes until then.
 pub fn audit(
     st: &AppState,
     who: &Principal,
@@ -271,9 +344,8 @@ pub fn audit(
         action,
         detail: serde_json::json!({ "from": who.from_str(), "outcome": outcome, "what": detail }),
     };
-    if let Err(e) = crate::audit::append(&st.config.data_dir, &entry) {
-        tracing::error!(error = %format!("{e:#}"), action, "cannot write the audit log");
-    }
+    // The writer logs and reports a failure itself.
+    let _ = st.audit.record(&entry);
 }
 
 /// Audits an admin action by its result (`ok`, or the error's message) and passes the
@@ -363,7 +435,7 @@ pub async fn create_key(
     };
     st.keys
         .insert(record.clone())
-        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?;
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     tracing::info!(id = %record.id, prefix = %record.prefix, role = role.name(), "key created");
     audit(
         &st,
@@ -399,20 +471,30 @@ pub async fn revoke_key(
     axum::Extension(who): axum::Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<KeyView>, ApiError> {
-    let k = st
-        .keys
-        .revoke(&id)
-        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?
-        .ok_or_else(|| ApiError::not_found(format!("no key `{id}`")).with_code("key_not_found"))?;
-    tracing::info!(id = %k.id, prefix = %k.prefix, "key revoked");
-    audit(
-        &st,
-        &who,
-        "key.revoke",
-        "ok",
-        serde_json::json!({ "id": k.id, "name": k.name }),
-    );
-    Ok(Json(key_view(k, None)))
+    let what = serde_json::json!({ "id": id });
+    let r = async {
+        let local = crate::auth::local_token(&st.config.data_dir)
+            .and_then(|t| st.keys.check(&t).ok())
+            .filter(|k| k.id == id);
+        if local.is_some() {
+            // The box's own CLI signs in with it: revoked, `oasis` on the box would be
+            // locked out until a restart.
+            return Err(ApiError::conflict(format!(
+                "`{id}` is this box's local admin credential ({}), which the `oasis` command on the box uses; it cannot be revoked over the API. To replace it, delete that file and restart the daemon: it makes a new one and revokes this one",
+                crate::auth::admin_token_path(&st.config.data_dir).display()
+            ))
+            .with_code("local_admin_credential"));
+        }
+        let k = st
+            .keys
+            .revoke(&id)
+            .map_err(|e| ApiError::internal(format!("{e:#}")))?
+            .ok_or_else(|| ApiError::not_found(format!("no key `{id}`")).with_code("key_not_found"))?;
+        tracing::info!(id = %k.id, prefix = %k.prefix, "key revoked");
+        Ok(Json(key_view(k, None)))
+    }
+    .await;
+    audited(&st, Some(&who), "key.revoke", what, r)
 }
 
 /// `POST /admin/v1/pair`.
@@ -437,13 +519,26 @@ pub async fn pair(
     let who = who.map(|w| w.0);
     let name: String = req.name.chars().take(64).collect();
     let what = serde_json::json!({ "name": name });
+    if let Some(ip) = who.as_ref().and_then(|w| w.from)
+        && let Err(wait) = st.pair_attempts.attempt(ip)
+    {
+        // Not audited: the limit exists so a guesser cannot fill the log either.
+        tracing::info!(from = %ip, "pairing attempt over the limit");
+        return Err(ApiError::queue_full(
+            format!(
+                "Too many pairing attempts from {ip}: at most {PAIR_ATTEMPTS_PER_MINUTE} a minute"
+            ),
+            wait,
+        )
+        .with_code("rate_limit_exceeded"));
+    }
     let (keys, dir) = (st.keys.clone(), st.config.data_dir.clone());
     let code = req.code;
     let n = name.clone();
     let out = tokio::task::spawn_blocking(move || keys.pair(&dir, &code, &n))
         .await
-        .map_err(|e| ApiError::internal(e, "-"))?
-        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?;
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     let r = match out {
         Ok((record, token)) => {
             tracing::info!(id = %record.id, prefix = %record.prefix, "paired");
@@ -491,7 +586,7 @@ pub async fn pairing_code(
     let code = st
         .keys
         .new_pairing_code(&st.config.data_dir)
-        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?;
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     audit(&st, &who, "auth.pairing_code", "ok", serde_json::json!({}));
     Ok((
         StatusCode::CREATED,
@@ -652,6 +747,9 @@ pub struct AuditReport {
     pub chain_ok: bool,
     pub chain_error: Option<String>,
     pub entries_total: u64,
+    /// Whether the daemon's entries are reaching the log (a chain that holds says nothing
+    /// of entries that could not be written).
+    pub write: crate::audit::WriteHealth,
     #[schema(value_type = Vec<Object>)]
     pub data: Vec<serde_json::Value>,
 }
@@ -666,9 +764,11 @@ pub async fn audit_log(
     let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad audit query: {e}")))?;
     let limit = q.limit.unwrap_or(100).min(10_000);
     let dir = st.config.data_dir.clone();
+    let write = st.audit.health();
     let report = tokio::task::spawn_blocking(move || {
         let verdict = crate::audit::verify(&dir);
         AuditReport {
+            write,
             chain_ok: verdict.is_ok(),
             chain_error: verdict.as_ref().err().map(|e| format!("{e:#}")),
             entries_total: verdict.unwrap_or(0),
@@ -676,6 +776,6 @@ pub async fn audit_log(
         }
     })
     .await
-    .map_err(|e| ApiError::internal(e, "-"))?;
+    .map_err(ApiError::internal)?;
     Ok(Json(report))
 }

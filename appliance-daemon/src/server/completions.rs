@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::AppState;
 use super::auth::Principal;
 use super::catalog::ServedModel;
 use super::error::{ApiError, ErrorBody};
@@ -25,7 +25,6 @@ use super::extract::JsonBody;
 use super::openai::*;
 use super::validate::{self, Plan};
 use super::worker::{Event, Job, SubmitError};
-use super::{AppState, REQUEST_ID};
 use crate::store::{random_hex, unix_now};
 
 /// Which endpoint a request came in on.
@@ -45,23 +44,13 @@ enum Kind {
 pub async fn chat_completions(
     State(st): State<AppState>,
     who: Option<axum::Extension<Principal>>,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let served = st.model(&req.model)?;
     let plan = validate::chat(&req, &served.model, served.n_ctx)?;
     let who = who.map(|w| w.0);
-    start(
-        &st,
-        who.as_ref(),
-        served,
-        plan,
-        Kind::Chat,
-        &headers,
-        arrived,
-    )
-    .await
+    start(&st, who.as_ref(), served, plan, Kind::Chat, arrived).await
 }
 
 /// Complete a prompt.
@@ -74,34 +63,27 @@ pub async fn chat_completions(
 pub async fn completions(
     State(st): State<AppState>,
     who: Option<axum::Extension<Principal>>,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let served = st.model(&req.model)?;
     let plan = validate::completion(&req, &served.model, served.n_ctx)?;
     let who = who.map(|w| w.0);
-    start(
-        &st,
-        who.as_ref(),
-        served,
-        plan,
-        Kind::Text,
-        &headers,
-        arrived,
-    )
-    .await
+    start(&st, who.as_ref(), served, plan, Kind::Text, arrived).await
 }
 
-/// A key's model list and limits, checked before the request enters the engine.
+/// A key's model list and limits, checked before the request enters the engine. The
+/// request's worst case (its prompt and every choice's `max_tokens`) is reserved against the
+/// key's token limits; when less is left, the choices' `max_tokens` are lowered to fit (at
+/// least one token each, else 429). The reservation is settled when the answer ends.
 fn admit(
     st: &AppState,
     who: Option<&Principal>,
     served: &ServedModel,
-    plan: &Plan,
-) -> Result<(), ApiError> {
+    plan: &mut Plan,
+) -> Result<Option<crate::auth::Reservation>, ApiError> {
     let Some(key) = who.and_then(|w| w.key.as_ref()) else {
-        return Ok(());
+        return Ok(None);
     };
     if let Some(models) = &key.models
         && !models
@@ -119,19 +101,26 @@ fn admit(
         e.status = axum::http::StatusCode::FORBIDDEN;
         return Err(e);
     }
-    st.keys
-        .admit(key, plan.prompt_tokens_once() as u64)
-        .map_err(|o| {
-            let code = if o.limit.starts_with("tokens_per_") {
-                "insufficient_quota"
-            } else {
-                "rate_limit_exceeded"
-            };
-            tracing::info!(key = %key.id, limit = o.limit, "request over a limit");
-            ApiError::queue_full(o.message, o.retry_after)
-                .with_code(code)
-                .with_param(o.limit)
-        })
+    let prompt = plan.prompt_tokens_once() as u64;
+    let choices = plan.requests.len() as u64;
+    let wanted: u64 = plan.requests.iter().map(|r| r.max_tokens as u64).sum();
+    let reservation = st.keys.admit(key, prompt, choices, wanted).map_err(|o| {
+        let code = if o.limit.starts_with("tokens_per_") {
+            "insufficient_quota"
+        } else {
+            "rate_limit_exceeded"
+        };
+        tracing::info!(key = %key.id, limit = o.limit, "request over a limit");
+        ApiError::queue_full(o.message, o.retry_after)
+            .with_code(code)
+            .with_param(o.limit)
+    })?;
+    let cap = reservation.completion_cap(prompt);
+    if cap < wanted {
+        plan.cap_completion(cap as usize);
+        tracing::debug!(key = %key.id, cap, wanted, "max_tokens lowered to the key's remaining tokens");
+    }
+    Ok(Some(reservation))
 }
 
 async fn start(
@@ -140,21 +129,15 @@ async fn start(
     served: Arc<ServedModel>,
     mut plan: Plan,
     kind: Kind,
-    headers: &HeaderMap,
     arrived: Instant,
 ) -> Result<Response, ApiError> {
-    let request_id = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
     if st.is_draining() {
         return Err(ApiError::overloaded(
             "The server is shutting down",
             Duration::from_secs(5),
         ));
     }
-    admit(st, who, &served, &plan)?;
+    let reservation = admit(st, who, &served, &mut plan)?;
     let tenant = who
         .and_then(Principal::tenant)
         .map(str::to_string)
@@ -178,14 +161,18 @@ async fn start(
             ));
         }
         Err(SubmitError::Stopped) => {
-            return Err(ApiError::internal("engine thread stopped", &request_id));
+            return Err(ApiError::engine(&engine::EngineError::Stopped(format!(
+                "the engine of `{}` has stopped",
+                served.name
+            ))));
         }
     }
     tracing::debug!(model = %served.name, choices = plan.prompt_tokens.len(), user = ?plan.user, "queued");
     let key = who
         .and_then(|w| w.key.as_ref())
         .map_or_else(|| "anonymous".to_string(), |k| k.id.clone());
-    let answer = Answer::new(kind, served, &plan, request_id, st.clone(), arrived, key);
+    let mut answer = Answer::new(kind, served, &plan, st.clone(), arrived, key);
+    answer.metering.reservation = reservation;
     if plan.stream {
         Ok(stream(answer, rx).into_response())
     } else {
@@ -252,7 +239,6 @@ struct Answer {
     id: String,
     created: u64,
     fingerprint: String,
-    request_id: String,
     include_usage: bool,
     logprobs: Option<usize>,
     /// Prompt tokens counted once per prompt (not per choice), as OpenAI counts them.
@@ -276,15 +262,17 @@ struct Metering {
     prompt_tokens: u64,
     completion_tokens: u64,
     done: bool,
+    /// What the key's limits hold for this request until it ends.
+    reservation: Option<crate::auth::Reservation>,
 }
 
 impl Metering {
     fn record(&mut self, failed: bool) -> crate::metering::Record {
         self.done = true;
-        if self.key != "anonymous" {
+        if let Some(r) = self.reservation.take() {
             self.state
                 .keys
-                .used(&self.key, self.prompt_tokens, self.completion_tokens);
+                .settle(&r, self.prompt_tokens, self.completion_tokens);
         }
         crate::metering::Record {
             day: crate::auth::day_of(unix_now()),
@@ -336,7 +324,6 @@ impl Answer {
         kind: Kind,
         served: Arc<ServedModel>,
         plan: &Plan,
-        request_id: String,
         state: AppState,
         arrived: Instant,
         key: String,
@@ -363,7 +350,6 @@ impl Answer {
             served,
             id: format!("{prefix}{}", random_hex(12)),
             created: unix_now(),
-            request_id,
             include_usage: plan.include_usage,
             logprobs: plan.logprobs,
             prompt_tokens,
@@ -377,6 +363,7 @@ impl Answer {
                 prompt_tokens: prompt_tokens as u64,
                 completion_tokens: 0,
                 done: false,
+                reservation: None,
             },
             state,
             arrived,
@@ -482,7 +469,7 @@ impl Answer {
                 }
             }
             Event::Failed { error, .. } => {
-                return Err(ApiError::internal(error, &self.request_id));
+                return Err(ApiError::engine(&error));
             }
         }
         Ok(())
@@ -692,7 +679,7 @@ impl Answer {
             }
             Event::Failed { error, .. } => {
                 self.failed = true;
-                let err = ApiError::internal(error, &self.request_id);
+                let err = ApiError::engine(&error);
                 vec![Self::sse(&err.body()), SseEvent::default().data("[DONE]")]
             }
         }

@@ -261,7 +261,7 @@ async fn load_and_install(st: &AppState, d: DeploymentRecord) -> Result<Deployme
     let (store, config, rec, dep) = (st.store.clone(), st.config.clone(), record, d.clone());
     let served = tokio::task::spawn_blocking(move || catalog::serve(&store, &config, rec, dep))
         .await
-        .map_err(|e| ApiError::internal(e, "-"))?
+        .map_err(ApiError::internal)?
         .map_err(|e| {
             let mut err = ApiError::invalid(format!("cannot load model `{}`: {e:#}", d.model))
                 .with_param("model")

@@ -39,6 +39,22 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which a retry may succeed (429/503).
     pub retry_after: Option<Duration>,
+    /// Answer with `Connection: close`: the request's body was not read to its end, so
+    /// the connection cannot carry another request.
+    pub close_connection: bool,
+}
+
+tokio::task_local! {
+    /// The request id of the request being handled (set by the router's outer
+    /// middleware), so a 500 can name it wherever it is made.
+    pub static REQUEST_ID: String;
+}
+
+/// The id of the request this task is handling, or `-` outside one.
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_string())
 }
 
 impl ApiError {
@@ -50,6 +66,7 @@ impl ApiError {
             param: None,
             message: message.into(),
             retry_after: None,
+            close_connection: false,
         }
     }
 
@@ -127,13 +144,16 @@ impl ApiError {
     }
 
     /// 413: the body is larger than the configured bound.
+    /// The rest of the body is not read, so the connection closes after the answer.
     pub fn too_large(limit: usize) -> ApiError {
-        Self::new(
+        let mut e = Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
             format!("The request body is larger than the limit of {limit} bytes"),
         )
-        .with_code("request_too_large")
+        .with_code("request_too_large");
+        e.close_connection = true;
+        e
     }
 
     /// 415: the body is not JSON.
@@ -174,8 +194,25 @@ impl ApiError {
         .with_code("timeout")
     }
 
-    /// 500: a bug. The cause is logged; the client gets the request id to report.
-    pub fn internal(cause: impl std::fmt::Display, request_id: &str) -> ApiError {
+    /// 408: a request body stopped arriving.
+    pub fn body_timeout(idle: Duration) -> ApiError {
+        let mut e = Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "The request body sent nothing for {} s, the limit",
+                idle.as_secs()
+            ),
+        )
+        .with_code("body_timeout");
+        e.close_connection = true;
+        e
+    }
+
+    /// 500: a bug. The cause is logged with the request id; the client gets the id to
+    /// report.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        let request_id = current_request_id();
         tracing::error!(request_id, error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -183,6 +220,27 @@ impl ApiError {
             format!("Internal error; report request id {request_id}"),
         )
         .with_code("internal_error")
+    }
+
+    /// The one mapping of engine errors to HTTP: what the request asked for and the
+    /// engine cannot do is the client's (400), an engine that has stopped is 503, and
+    /// anything else is a bug (500).
+    pub fn engine(e: &engine::EngineError) -> ApiError {
+        use engine::ErrorClass;
+        match e.class() {
+            ErrorClass::Request => ApiError::invalid(e.to_string()).with_code("invalid_request"),
+            ErrorClass::Unavailable => {
+                let mut err = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    format!("The model cannot serve now: {e}"),
+                )
+                .with_code("model_unavailable");
+                err.retry_after = Some(Duration::from_secs(5));
+                err
+            }
+            ErrorClass::Internal => ApiError::internal(e),
+        }
     }
 
     /// The JSON body, for places that build responses by hand (SSE error events).
@@ -201,6 +259,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if self.close_connection {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(after) = self.retry_after {
             let secs = after.as_secs().max(1);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -213,6 +275,59 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
-        ApiError::internal(e, "-")
+        ApiError::internal(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 16, finding 7): engine errors had no single mapping, so one the
+    /// request caused ("the prompt needs N cache blocks") came back as 500.
+    #[test]
+    fn engine_errors_map_by_whose_fault_they_are() {
+        use engine::EngineError;
+        let status = |e: EngineError| ApiError::engine(&e).status;
+        assert_eq!(
+            status(EngineError::InvalidRequest(
+                "the prompt needs 9 cache blocks but the pool has 4".into()
+            )),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(EngineError::NoTokenizer { model: "m".into() }),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(EngineError::Stopped("engine stopped".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(EngineError::KvCacheFull { blocks: 4 }),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(EngineError::Internal("ranks disagree".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let e = ApiError::engine(&EngineError::InvalidRequest("bad".into()));
+        assert_eq!(e.message, "bad");
+        assert!(
+            ApiError::engine(&EngineError::Stopped("x".into()))
+                .retry_after
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_internal_error_names_the_request_it_happened_in() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e =
+            rt.block_on(REQUEST_ID.scope("req-42".into(), async { ApiError::internal("boom") }));
+        assert!(e.message.contains("req-42"), "{}", e.message);
+        assert!(ApiError::internal("boom").message.contains("id -"));
     }
 }

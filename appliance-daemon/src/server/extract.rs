@@ -1,7 +1,6 @@
 //! The JSON body extractor: content type, size, UTF-8 and shape checked in that order,
 //! each failure an OpenAI error naming what is wrong (and, for a bad field, which one).
 
-use axum::body::to_bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use serde::de::DeserializeOwned;
@@ -26,11 +25,47 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             Some(ct) => return Err(ApiError::unsupported_media_type(ct)),
             None => return Err(ApiError::unsupported_media_type("none")),
         }
-        let limit = state.config.max_body_bytes;
-        let bytes = to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| ApiError::too_large(limit))?;
+        let bytes = read_body(
+            req.into_body(),
+            state.config.max_body_bytes,
+            state.config.idle_timeout,
+        )
+        .await?;
         parse(&bytes).map(JsonBody)
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes; 413 beyond it, 408 when it sends nothing
+/// for `idle` (a client that trickles a body cannot hold a connection for ever).
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    idle: std::time::Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    use futures_util::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(c))) => c,
+            Ok(None) => return Ok(out.into()),
+            Ok(Some(Err(e))) => {
+                // The length layer's own refusal, or a body cut short.
+                if std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                {
+                    return Err(ApiError::too_large(limit));
+                }
+                let mut err = ApiError::invalid(format!("the request body was cut short: {e}"));
+                err.close_connection = true;
+                return Err(err);
+            }
+            Err(_) => return Err(ApiError::body_timeout(idle)),
+        };
+        if out.len() + chunk.len() > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        out.extend_from_slice(&chunk);
     }
 }
 

@@ -53,12 +53,12 @@ pub async fn model_fit(
             let record = st
                 .store
                 .get_model(&id)
-                .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?
+                .map_err(|e| ApiError::internal(format!("{e:#}")))?
                 .ok_or(not_served)?;
             let path = record.path.clone();
             let loaded = tokio::task::spawn_blocking(move || engine::Model::load(&path))
                 .await
-                .map_err(|e| ApiError::internal(e, "-"))?;
+                .map_err(ApiError::internal)?;
             let model = loaded.map_err(|e| {
                 let mut err = ApiError::invalid(format!(
                     "cannot open `{id}` ({}) to size it: {e:#}",

@@ -280,6 +280,12 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         "# HELP oasis_uptime_seconds Seconds since the daemon started.\n# TYPE oasis_uptime_seconds gauge\noasis_uptime_seconds {}",
         st.started.elapsed().as_secs_f64()
     );
+    let audit = st.audit.health();
+    let _ = writeln!(
+        out,
+        "# HELP oasis_audit_write_failures_total Audit log appends that failed.\n# TYPE oasis_audit_write_failures_total counter\noasis_audit_write_failures_total {}\n# HELP oasis_audit_entries_pending Audit entries not yet in the log (admin changes are refused while there are any).\n# TYPE oasis_audit_entries_pending gauge\noasis_audit_entries_pending {}",
+        audit.write_failures_total, audit.entries_pending
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod experts;
 pub mod extract;
 pub mod fit;
+pub mod http;
 pub mod metrics;
 pub mod models;
 pub mod openai;
@@ -78,6 +79,11 @@ pub struct Inner {
     pub meter: crate::metering::Meter,
     /// The TLS certificate's fingerprint, when serving HTTPS.
     pub tls_fingerprint: Option<String>,
+    /// The audit log's writer: entries that could not be written wait here, and admin
+    /// changes are refused until they are.
+    pub audit: crate::audit::AuditLog,
+    /// Pairing attempts per source address.
+    pub pair_attempts: auth::AttemptLimiter,
     /// Held while a deployment is created, changed or removed, and while a model is
     /// deleted: one change to what is served at a time.
     pub deploy_lock: AsyncMutex<()>,
@@ -116,7 +122,10 @@ impl AppState {
             meter,
             tls_fingerprint,
         } = services;
+        let audit = crate::audit::AuditLog::new(&config.data_dir);
         AppState(Arc::new(Inner {
+            audit,
+            pair_attempts: auth::AttemptLimiter::new(auth::PAIR_ATTEMPTS_PER_MINUTE),
             config,
             catalog,
             settings,
@@ -284,9 +293,16 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Gives error responses made outside our handlers (the timeout, hyper) OpenAI's JSON body.
+/// Gives error responses made outside our handlers (the timeout, hyper) OpenAI's JSON body,
+/// and runs the request with its id at hand for [`ApiError::internal`].
 async fn openai_error_bodies(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let resp = error::REQUEST_ID.scope(id, next.run(req)).await;
     let status = resp.status();
     let is_json = resp
         .headers()
@@ -318,12 +334,7 @@ async fn openai_error_bodies(State(st): State<AppState>, req: Request, next: Nex
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(mut config: ServeConfig) -> Result<()> {
     let started = Instant::now();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    crate::paths::restrict(&config.data_dir)?;
     let store = Store::open(&config.data_dir.join("state"))?;
     let settings = store.record_start()?;
     tracing::info!(data_dir = %config.data_dir.display(), instance = %settings.instance_id, starts = settings.starts, "state opened");
@@ -424,11 +435,21 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
             t.fingerprint
         );
     }
+    // The code goes to a terminal only: a redirected stdout is a log file, which others
+    // may read (the installer's console service shows the 0600 file instead).
     if let Some(code) = &pairing {
-        println!(
-            "oasis: pairing code {code} (one use, 24 h; also in {})",
-            data_dir.join(crate::auth::PAIRING_FILE).display()
-        );
+        let file = data_dir.join(crate::auth::PAIRING_FILE);
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            println!(
+                "oasis: pairing code {code} (one use, 24 h; also in {})",
+                file.display()
+            );
+        } else {
+            println!(
+                "oasis: a one-time pairing code is in {} (readable by this user only; `oasis pair-code` makes a new one)",
+                file.display()
+            );
+        }
     }
     match &state.config.console_dir {
         Some(dir) => println!(
@@ -441,9 +462,10 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
     }
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, models = ?state.catalog.served_ids(), "serving");
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut deadline_rx = stop_rx.clone();
     let shutdown_state = state.clone();
-    let shutdown = async move {
+    tokio::spawn(async move {
         shutdown_signal().await;
         shutdown_state.draining.store(true, Ordering::Relaxed);
         tracing::info!(
@@ -451,29 +473,25 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
             "shutting down: finishing in-flight requests"
         );
         let _ = stop_tx.send(true);
+    });
+    let limits = http::ConnLimits {
+        header_read_timeout: state.config.header_read_timeout,
+        max_connections: http::fit_connection_cap(state.config.max_connections),
     };
-    let service = app(state).into_make_service_with_connect_info::<crate::tls::Peer>();
-    let server = async move {
-        match tls {
-            Some(t) => {
-                let listener = crate::tls::TlsListener::new(listener, t.config)?;
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            None => {
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        }
-    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout_s = limits.header_read_timeout.as_secs(),
+        idle_timeout_s = state.config.idle_timeout.as_secs(),
+        "connection limits"
+    );
+    let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
+    let server = http::serve(listener, acceptor, app(state), limits, stop_rx);
     let deadline = async move {
-        let _ = stop_rx.wait_for(|v| *v).await;
+        let _ = deadline_rx.wait_for(|v| *v).await;
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        r = server => r.context("the HTTP server failed")?,
+        () = server => {}
         () = deadline => tracing::warn!("grace period over: closing the remaining connections"),
     }
     tracing::info!("stopped");

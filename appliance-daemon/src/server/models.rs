@@ -161,8 +161,8 @@ pub async fn remove(
         let rec = r.clone();
         tokio::task::spawn_blocking(move || crate::import::remove_stored(&root, &rec))
             .await
-            .map_err(|e| ApiError::internal(e, "-"))?
-            .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?;
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
         tracing::info!(model = %id, freed_bytes = freed, "model deleted");
         Ok(Json(Deleted {
             deleted: id,
@@ -192,7 +192,8 @@ fn submit_error(e: SubmitError) -> ApiError {
     match e {
         SubmitError::Invalid(m) => ApiError::invalid(m),
         SubmitError::Conflict(m) => ApiError::conflict(m),
-        SubmitError::Internal(m) => ApiError::internal(m, "-"),
+        SubmitError::NoSpace(m) => ApiError::insufficient_storage(m),
+        SubmitError::Internal(m) => ApiError::internal(m),
     }
 }
 
@@ -223,7 +224,7 @@ pub async fn import(
             jobs.submit_import(None, PathBuf::from(req.path), req.name, req.in_place, false)
         })
         .await
-        .map_err(|e| ApiError::internal(e, "-"))?
+        .map_err(ApiError::internal)?
         .map_err(submit_error)?;
         Ok(accepted(view))
     }
@@ -260,55 +261,18 @@ pub async fn upload(
         Err(_) => serde_json::json!({}),
     };
     let r: Result<Response, ApiError> = async {
-        let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad upload query: {e}")))?;
-        let plain = FsPath::new(&q.filename)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-        if plain.as_deref() != Some(q.filename.as_str())
-            || q.filename.starts_with('.')
-            || !(q.filename.ends_with(".gguf") || q.filename.ends_with(".tar"))
-        {
-            return Err(ApiError::invalid_param(
-                "filename",
-                format!(
-                    "`filename` must be a plain file name ending in .gguf or .tar, got `{}`",
-                    q.filename
-                ),
-            ));
-        }
-        let id = q
-            .name
-            .clone()
-            .unwrap_or_else(|| crate::import::id_from_path(FsPath::new(&q.filename)));
-        crate::import::check_id(&id).map_err(|m| ApiError::invalid_param("name", m))?;
-        if q.name.is_some()
-            && (st.store.get_model(&id)?.is_some() || st.jobs.importing().contains(&id))
-        {
-            return Err(ApiError::conflict(format!(
-                "a model named `{id}` is already in the catalog or being imported"
-            )));
-        }
+        let checked = check_upload(&st, query, &headers);
+        let (q, _id) = match checked {
+            Ok(x) => x,
+            // Refused before the body was read: read a little of it, so that a client still
+            // sending gets the answer (and its connection stays usable), else close.
+            Err(e) => return Err(after_draining(body, e).await),
+        };
         let root = store_root(&st.config.data_dir);
-        let length = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(len) = length {
-            let _ = std::fs::create_dir_all(&root);
-            if let Some(vol) = super::storage::volume(&root)
-                && len > vol.free_bytes
-            {
-                return Err(ApiError::insufficient_storage(format!(
-                    "the upload has {len} bytes; the volume holding {} has {} free",
-                    root.display(),
-                    vol.free_bytes
-                )));
-            }
-        }
         let job_id = Jobs::new_id();
         let dir = root.join(format!(".upload-{job_id}"));
         let path = dir.join(&q.filename);
-        receive(body, &dir, &path).await?;
+        receive(body, &dir, &path, st.config.idle_timeout).await?;
         tracing::info!(job = %job_id, file = %q.filename, "upload received");
         let jobs = st.jobs.clone();
         let name = q.name.clone();
@@ -317,7 +281,7 @@ pub async fn upload(
             jobs.submit_import(Some(job_id), submit_path, name, false, true)
         })
         .await
-        .map_err(|e| ApiError::internal(e, "-"))?;
+        .map_err(ApiError::internal)?;
         match view {
             Ok(v) => Ok(accepted(v)),
             Err(e) => {
@@ -330,13 +294,103 @@ pub async fn upload(
     super::auth::audited(&st, who.as_ref(), "model.upload", what, r)
 }
 
+/// Longest upload file name, in bytes (a file name on Linux has at most 255; the store
+/// adds nothing to it).
+const MAX_FILENAME_BYTES: usize = 200;
+
+/// The checks an upload passes before its body is read: the query, the file name, the
+/// model name, and room on the volume for the announced length.
+fn check_upload(
+    st: &AppState,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<(UploadQuery, String), ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad upload query: {e}")))?;
+    let plain = FsPath::new(&q.filename)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let shown = crate::logging::escape_controls(&q.filename);
+    if q.filename.len() > MAX_FILENAME_BYTES
+        || q.filename.chars().any(char::is_control)
+        || plain.as_deref() != Some(q.filename.as_str())
+        || q.filename.starts_with('.')
+        || !(q.filename.ends_with(".gguf") || q.filename.ends_with(".tar"))
+    {
+        return Err(ApiError::invalid_param(
+            "filename",
+            format!(
+                "`filename` must be a plain file name of at most {MAX_FILENAME_BYTES} bytes without control characters, ending in .gguf or .tar, got `{shown}`"
+            ),
+        ));
+    }
+    let id = q
+        .name
+        .clone()
+        .unwrap_or_else(|| crate::import::id_from_path(FsPath::new(&q.filename)));
+    crate::import::check_id(&id).map_err(|m| ApiError::invalid_param("name", m))?;
+    if q.name.is_some() && (st.store.get_model(&id)?.is_some() || st.jobs.importing().contains(&id))
+    {
+        return Err(ApiError::conflict(format!(
+            "a model named `{id}` is already in the catalog or being imported"
+        )));
+    }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = length {
+        let root = store_root(&st.config.data_dir);
+        crate::import::check_space(&root, len).map_err(ApiError::insufficient_storage)?;
+    }
+    Ok((q, id))
+}
+
+/// Most of a refused upload's body read (and dropped) before answering.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops up to 1 MiB (2 s) of a body that will not be used, then answers `e`:
+/// a client still sending would otherwise have its connection reset before it reads the
+/// answer. When more was left, the answer closes the connection, which cannot be reused.
+pub async fn after_draining(body: Body, mut e: ApiError) -> ApiError {
+    let drained = tokio::time::timeout(DRAIN_TIME, async {
+        let mut stream = body.into_data_stream();
+        let mut n = 0usize;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => {
+                    n += b.len();
+                    if n > DRAIN_BYTES {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    })
+    .await;
+    if drained != Ok(true) {
+        e.close_connection = true;
+    }
+    e
+}
+
 /// Streams `body` into `path` through a writer thread (a small bounded queue between them,
 /// so memory stays flat whatever the size); removes `dir` on any failure.
-async fn receive(body: Body, dir: &FsPath, path: &FsPath) -> Result<(), ApiError> {
+async fn receive(body: Body, dir: &FsPath, path: &FsPath, idle: Duration) -> Result<(), ApiError> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display()), "-"))?;
-    let file = std::fs::File::create(path)
-        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", path.display()), "-"))?;
+        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
+    let file = match std::fs::File::create(path) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(ApiError::internal(format!(
+                "cannot create {}: {e}",
+                path.display()
+            )));
+        }
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(8);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
         use std::io::Write as _;
@@ -352,7 +406,15 @@ async fn receive(body: Body, dir: &FsPath, path: &FsPath) -> Result<(), ApiError
     });
     let mut stream = body.into_data_stream();
     let mut failed: Option<ApiError> = None;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(_) => {
+                failed = Some(ApiError::body_timeout(idle));
+                break;
+            }
+        };
         match chunk {
             Ok(bytes) => {
                 if tx.send(bytes).await.is_err() {
@@ -375,7 +437,7 @@ async fn receive(body: Body, dir: &FsPath, path: &FsPath) -> Result<(), ApiError
             "cannot write the upload to {}: {e}",
             path.display()
         ))),
-        (None, Err(e)) => Err(ApiError::internal(e, "-")),
+        (None, Err(e)) => Err(ApiError::internal(e)),
     };
     if out.is_err() {
         let _ = std::fs::remove_dir_all(dir);

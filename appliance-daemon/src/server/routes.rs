@@ -103,6 +103,8 @@ pub struct StatusReport {
     pub data_dir: String,
     pub listen: String,
     pub models: Vec<ModelStatus>,
+    /// Whether admin actions are reaching the audit log.
+    pub audit: crate::audit::WriteHealth,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -179,6 +181,7 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
         data_dir: st.config.data_dir.display().to_string(),
         listen: st.config.listen.to_string(),
         models,
+        audit: st.audit.health(),
     })
 }
 

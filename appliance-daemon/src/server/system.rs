@@ -218,7 +218,7 @@ fn set_silence(
     let alert = st
         .telemetry
         .silence(key, until_ms, by)
-        .map_err(|e| ApiError::internal(format!("{e:#}"), "-"))?
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "no alert `{key}` (GET /admin/v1/alerts lists them)"
@@ -315,7 +315,7 @@ pub async fn gpu_history(
         let t = t.clone();
         tokio::task::spawn_blocking(move || t.gpu_history(gpu, from, to, step))
             .await
-            .map_err(|e| ApiError::internal(e, ""))?
+            .map_err(ApiError::internal)?
     };
     Ok(Json(HistoryReport {
         gpu,

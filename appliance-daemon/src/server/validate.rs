@@ -46,6 +46,18 @@ impl Plan {
     pub fn prompt_tokens_once(&self) -> usize {
         self.prompt_tokens.iter().step_by(self.n.max(1)).sum()
     }
+
+    /// Lowers the choices' `max_tokens` so that together they produce at most `cap`
+    /// tokens (shared evenly; each keeps at least one when `cap` allows).
+    pub fn cap_completion(&mut self, cap: usize) {
+        let count = self.requests.len().max(1);
+        let (each, extra) = (cap / count, cap % count);
+        for (i, r) in self.requests.iter_mut().enumerate() {
+            let share = each + usize::from(i < extra);
+            r.max_tokens = r.max_tokens.min(share);
+            r.min_tokens = r.min_tokens.min(r.max_tokens);
+        }
+    }
 }
 
 /// Fields both endpoints share, borrowed from either request.

@@ -146,7 +146,7 @@ fn take_in(group: &RankGroup, job: Job, stats: &WorkerStats) {
         };
         if let Err(sub) = group.submit(sub) {
             let mut sink = sub.sink;
-            sink.failed(EngineError::InvalidRequest("the engine has stopped".into()));
+            sink.failed(EngineError::Stopped("the engine has stopped".into()));
         }
     }
     // Counted as waiting until the ranks hold it (their own counters then do).

@@ -290,7 +290,7 @@ impl Model {
         let cfg = &self.config;
         let n: usize = seqs.iter().map(|q| q.tokens.len()).sum();
         if n == 0 || seqs.iter().any(|q| q.tokens.is_empty()) {
-            return Err(EngineError::InvalidRequest("no tokens to run".into()));
+            return Err(EngineError::Internal("no tokens to run".into()));
         }
         for q in seqs.iter_mut() {
             if let Some(bad) = q.tokens.iter().find(|t| **t as usize >= cfg.vocab_size) {

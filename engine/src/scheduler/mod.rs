@@ -172,15 +172,13 @@ impl Scheduler {
     pub fn fail_all(&mut self, why: &str) {
         for mut e in self.running.drain(..) {
             e.seq.release(&mut self.kv);
-            e.sink.failed(EngineError::InvalidRequest(format!(
-                "engine stopped: {why}"
-            )));
+            e.sink
+                .failed(EngineError::Stopped(format!("engine stopped: {why}")));
         }
         while let Some((_, mut e)) = self.waiting.pop() {
             e.seq.release(&mut self.kv);
-            e.sink.failed(EngineError::InvalidRequest(format!(
-                "engine stopped: {why}"
-            )));
+            e.sink
+                .failed(EngineError::Stopped(format!("engine stopped: {why}")));
         }
         self.publish();
     }
@@ -402,13 +400,12 @@ impl Scheduler {
             drop(batch);
             if let Err(e) = result {
                 // A failed pass leaves these sequences' caches unknown: fail them.
-                let msg = e.to_string();
                 let mut failed: Vec<usize> = picked.iter().map(|p| p.0).collect();
                 failed.sort_unstable_by(|a, b| b.cmp(a));
                 for i in failed {
                     let mut entry = self.running.swap_remove(i);
                     entry.seq.release(&mut self.kv);
-                    entry.sink.failed(EngineError::InvalidRequest(msg.clone()));
+                    entry.sink.failed(e.for_each_sequence());
                 }
                 self.publish();
                 return Err(e);

@@ -89,7 +89,7 @@ impl HfModel {
                     .and_then(|c| c.iter().find(|x| x.0 == e))
                     .map(|x| x.1);
             let (Some(w), Some(y)) = (w, back[src].vals.get(j * d..(j + 1) * d)) else {
-                return Err(EngineError::InvalidRequest(format!(
+                return Err(EngineError::Internal(format!(
                     "rank {} got an output for token {t}, expert {e} it did not send",
                     ep.rank
                 )));
@@ -142,7 +142,7 @@ impl HfModel {
                 let bad = experts.len() != k as usize
                     || experts.iter().any(|(e, _)| *e >= ne || !held.contains(e));
                 let Some(row) = row.filter(|_| !bad) else {
-                    return Err(EngineError::InvalidRequest(format!(
+                    return Err(EngineError::Internal(format!(
                         "rank {} got a malformed dispatch from rank {src} in layer {li}",
                         ep.rank
                     )));
@@ -225,7 +225,7 @@ impl HfModel {
 }
 
 fn comm_err(e: crate::parallel::CommError) -> EngineError {
-    EngineError::InvalidRequest(e.to_string())
+    EngineError::Stopped(e.to_string())
 }
 
 #[cfg(test)]

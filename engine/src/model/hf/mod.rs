@@ -221,7 +221,7 @@ impl HfModel {
         let d = self.cfg.hidden;
         let embed = self.w.embed.view(&self.ck)?;
         let LinearView::Dense(embed) = embed else {
-            return Err(crate::EngineError::InvalidRequest(
+            return Err(crate::EngineError::Internal(
                 "FP8 embeddings are not supported".into(),
             ));
         };
