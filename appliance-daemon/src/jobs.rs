@@ -52,6 +52,8 @@ pub struct JobView {
 struct Entry {
     view: Mutex<JobView>,
     progress: Arc<Progress>,
+    /// Deleted: its thread, if still running, must not write its record back.
+    forgotten: std::sync::atomic::AtomicBool,
 }
 
 impl Entry {
@@ -196,6 +198,7 @@ impl Jobs {
                 Arc::new(Entry {
                     view: Mutex::new(view),
                     progress: Arc::new(Progress::default()),
+                    forgotten: Default::default(),
                 }),
             );
         }
@@ -240,6 +243,15 @@ impl Jobs {
             )));
         }
         import::check_source(&source).map_err(SubmitError::Invalid)?;
+        // The store's files belong to their models: one deleted would take the in-place
+        // reference with it.
+        let canonical = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or(p.to_path_buf());
+        if in_place && canonical(&source).starts_with(canonical(&self.dir.root)) {
+            return Err(SubmitError::Invalid(format!(
+                "{} is inside the model store; import it without `in_place` (a copy)",
+                source.display()
+            )));
+        }
         if !in_place && !consume {
             let need = import::space_needed(&source)
                 .map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
@@ -304,6 +316,7 @@ impl Jobs {
         let entry = Arc::new(Entry {
             view: Mutex::new(view.clone()),
             progress: Arc::new(Progress::default()),
+            forgotten: Default::default(),
         });
         jobs.insert(job_id.clone(), entry.clone());
         drop(jobs);
@@ -362,6 +375,21 @@ impl Jobs {
             }
             e.progress.set_phase(Phase::Cancelled);
             self.lane.changed.notify_all();
+        }
+        Some(view)
+    }
+
+    /// Deletes a job: cancels it first if it has not finished, then forgets its record
+    /// (the files it wrote are removed as for a cancel). Returns its last view.
+    pub fn forget(&self, id: &str) -> Option<JobView> {
+        let view = self.cancel(id)?;
+        let mut jobs = self.jobs.lock().ok()?;
+        let e = jobs.remove(id)?;
+        // Under the view's lock, so a thread finishing now does not write it back.
+        let _guard = e.view.lock();
+        e.forgotten.store(true, Ordering::Release);
+        if let Err(err) = self.store.remove_job(id) {
+            tracing::error!(job = id, error = %err, "cannot forget the job's record");
         }
         Some(view)
     }
@@ -439,13 +467,14 @@ fn run(store: &Store, dir: &StoreDir, lane: &Lane, spec: &ImportSpec, job: &str,
             tracing::warn!(job, error = %format!("{e:#}"), "import failed");
         }
     }
-    if view.state != Phase::Ready
-        && let Err(e) = store.put_job(job, &view)
-    {
-        tracing::error!(job, error = %e, "cannot record the job's end");
-    }
     let state = view.state;
     if let Ok(mut v) = entry.view.lock() {
+        if view.state != Phase::Ready
+            && !entry.forgotten.load(Ordering::Acquire)
+            && let Err(e) = store.put_job(job, &view)
+        {
+            tracing::error!(job, error = %e, "cannot record the job's end");
+        }
         *v = view;
     }
     progress.set_phase(state);

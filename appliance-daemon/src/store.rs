@@ -312,6 +312,13 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a job's record, durably.
+    pub fn remove_job(&self, id: &str) -> Result<()> {
+        self.jobs.remove(id.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Every job record in id order (corrupt ones as errors next to the good ones).
     pub fn jobs<J: for<'de> Deserialize<'de>>(&self) -> Result<Vec<Result<J>>> {
         let mut out = Vec::new();

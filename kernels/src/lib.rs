@@ -6,6 +6,7 @@
 //! matrix products, attention and row operations built on them. This is the only crate with
 //! `unsafe` code.
 
+pub mod alloc_probe;
 pub mod attention;
 pub mod attention_rows;
 mod error;

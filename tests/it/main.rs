@@ -4,11 +4,16 @@
 // Test helpers: a failed unwrap is a failed test, with the value that broke it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Records each thread's largest allocation, for the parser fuzzing in `fuzz`.
+#[global_allocator]
+static ALLOC: kernels::alloc_probe::PeakAlloc = kernels::alloc_probe::PeakAlloc;
+
 mod cli_errors;
 mod cli_run;
 mod console;
 mod eplb;
 mod fit;
+mod fuzz;
 mod hardening;
 mod models;
 mod moe;

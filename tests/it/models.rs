@@ -522,13 +522,25 @@ fn broken_models_are_refused_and_leave_nothing_behind() {
             String::from_utf8_lossy(&r.body)
         );
     }
-    // A finished job cannot be cancelled.
+    // A finished job cannot be cancelled; deleted, it is gone.
     let (_, jobs) = d.get("/admin/v1/jobs");
     let id = jobs["data"][0]["id"].as_str().unwrap();
     assert_eq!(
-        raw_request(&d.addr, "DELETE", &format!("/admin/v1/jobs/{id}"), &[], b"").status,
+        raw_request(
+            &d.addr,
+            "POST",
+            &format!("/admin/v1/jobs/{id}/cancel"),
+            &[],
+            b""
+        )
+        .status,
         409
     );
+    assert_eq!(
+        raw_request(&d.addr, "DELETE", &format!("/admin/v1/jobs/{id}"), &[], b"").status,
+        200
+    );
+    assert_eq!(d.get(&format!("/admin/v1/jobs/{id}")).0, 404);
 }
 
 #[test]
@@ -577,7 +589,13 @@ fn kill_9_during_an_import_leaves_no_partial_model_and_cancel_cleans_up() {
     );
     let id = job["id"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(800));
-    let r = raw_request(&d.addr, "DELETE", &format!("/admin/v1/jobs/{id}"), &[], b"");
+    let r = raw_request(
+        &d.addr,
+        "POST",
+        &format!("/admin/v1/jobs/{id}/cancel"),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let j = wait_job(&d, &id);
     assert_eq!(j["state"], "cancelled", "{j}");

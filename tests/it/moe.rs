@@ -374,7 +374,7 @@ fn byte_char(b: u8) -> char {
 
 /// A Qwen2-style byte-level BPE `tokenizer.json` + `tokenizer_config.json`: the 256 bytes,
 /// merges building "hello" (id 259), and `<|im_end|>` (id 300) as end of turn.
-fn write_tokenizer(dir: &Path) {
+pub(crate) fn write_tokenizer(dir: &Path) {
     let mut vocab = serde_json::Map::new();
     for b in 0..=255u8 {
         vocab.insert(byte_char(b).to_string(), json!(b));

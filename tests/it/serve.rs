@@ -427,14 +427,7 @@ fn bad_input_gets_openai_errors_and_the_daemon_keeps_serving() {
 
 #[test]
 fn the_official_openai_python_client_works_unchanged() {
-    let python = std::env::var("OASIS_TEST_PYTHON").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_default();
-        format!("{home}/.cache/oasis/pyenv/bin/python")
-    });
-    assert!(
-        std::path::Path::new(&python).exists(),
-        "no Python with the openai package at {python}: run scripts/setup-host"
-    );
+    let python = tests::test_python();
     let dir = tempfile::tempdir().unwrap();
     let d = start(&dir.path().join("data"));
     let id = model_id(&d);

@@ -144,3 +144,20 @@ pub fn stdout_ok(out: &Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The test venv's Python (`OASIS_TEST_PYTHON`, else `~/.cache/oasis/pyenv/bin/python`,
+/// which `scripts/setup-host` makes): it has the `openai` package and schemathesis.
+pub fn test_python() -> PathBuf {
+    let python = std::env::var("OASIS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            PathBuf::from(home).join(".cache/oasis/pyenv/bin/python")
+        });
+    assert!(
+        python.exists(),
+        "no test Python at {}: run scripts/setup-host",
+        python.display()
+    );
+    python
+}

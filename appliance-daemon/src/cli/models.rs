@@ -358,7 +358,7 @@ pub fn job(cmd: &JobCommand) -> Result<()> {
         JobCommand::Cancel(a) => {
             let doc = a
                 .daemon
-                .send("DELETE", &format!("/admin/v1/jobs/{}", a.id), None)?;
+                .send("POST", &format!("/admin/v1/jobs/{}/cancel", a.id), None)?;
             if a.daemon.json {
                 println!("{doc}");
             } else {

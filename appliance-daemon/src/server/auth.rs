@@ -254,29 +254,40 @@ fn changes_state(need: Need, method: &Method, path: &str) -> bool {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    /// 1 to 128 characters (spaces around it are dropped unless nothing else is left).
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub owner: Option<String>,
     /// `user` (inference, the default), `viewer` (read-only admin) or `admin`.
     #[serde(default)]
+    #[schema(pattern = "^(user|viewer|admin)$")]
     pub role: Option<String>,
     /// Served names it may use [default: all].
     #[serde(default)]
+    #[schema(max_items = 1024)]
     pub models: Option<Vec<String>>,
     /// Requests per minute.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000u64)]
     pub rpm: Option<u64>,
     /// Tokens (prompt + completion) per minute.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000u64)]
     pub tpm: Option<u64>,
     /// Tokens per UTC day.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000u64)]
     pub tokens_per_day: Option<u64>,
     /// Tokens per UTC month.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000u64)]
     pub tokens_per_month: Option<u64>,
-    /// Seconds since the epoch after which it stops working.
+    /// Seconds since the epoch after which it stops working (a time past gives a key that
+    /// is already expired), at most the end of year 9999.
     #[serde(default)]
+    #[schema(maximum = 253_402_300_799u64)]
     pub expires_at: Option<u64>,
 }
 
@@ -370,6 +381,11 @@ pub fn audited<T>(
     r
 }
 
+/// Largest rate or quota a key may have.
+const MAX_LIMIT: u64 = 1_000_000_000_000_000;
+/// The last second of year 9999.
+const MAX_EXPIRES_AT: u64 = 253_402_300_799;
+
 /// Creates a key; the answer holds its token, shown this once.
 #[utoipa::path(post, path = "/admin/v1/keys", request_body = CreateKey,
     responses((status = 201, body = KeyView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -378,11 +394,27 @@ pub async fn create_key(
     axum::Extension(who): axum::Extension<Principal>,
     JsonBody(req): JsonBody<CreateKey>,
 ) -> Result<Response, ApiError> {
-    let name = req.name.trim().to_string();
-    if name.is_empty() || name.len() > 128 {
+    let count = req.name.chars().count();
+    if !(1..=128).contains(&count) {
         return Err(ApiError::invalid_param(
             "name",
-            "`name` must have 1 to 128 characters",
+            format!("`name` must have 1 to 128 characters, got {count}"),
+        ));
+    }
+    let name = match req.name.trim() {
+        "" => req.name.clone(),
+        trimmed => trimmed.to_string(),
+    };
+    if req.owner.as_ref().is_some_and(|o| o.chars().count() > 256) {
+        return Err(ApiError::invalid_param(
+            "owner",
+            "`owner` must have at most 256 characters",
+        ));
+    }
+    if req.models.as_ref().is_some_and(|m| m.len() > 1024) {
+        return Err(ApiError::invalid_param(
+            "models",
+            "`models` may name at most 1024 models",
         ));
     }
     let role = match req.role.as_deref() {
@@ -406,19 +438,17 @@ pub async fn create_key(
         ("tokens_per_day", limits.tokens_per_day),
         ("tokens_per_month", limits.tokens_per_month),
     ] {
-        if v == Some(0) {
+        if v.is_some_and(|v| !(1..=MAX_LIMIT).contains(&v)) {
             return Err(ApiError::invalid_param(
                 param,
-                format!("`{param}` must be at least 1 (leave it out for no limit)"),
+                format!("`{param}` must be between 1 and {MAX_LIMIT} (leave it out for no limit)"),
             ));
         }
     }
-    if let Some(t) = req.expires_at
-        && t <= unix_now()
-    {
+    if req.expires_at.is_some_and(|t| t > MAX_EXPIRES_AT) {
         return Err(ApiError::invalid_param(
             "expires_at",
-            "`expires_at` is in the past",
+            format!("`expires_at` must be at most {MAX_EXPIRES_AT} (the end of year 9999)"),
         ));
     }
     let token = crate::auth::new_token();
@@ -465,7 +495,8 @@ pub async fn list_keys(State(st): State<AppState>) -> Json<KeyList> {
 
 /// Revokes a key: the next request with it gets 401.
 #[utoipa::path(delete, path = "/admin/v1/keys/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The box's local admin credential")))]
 pub async fn revoke_key(
     State(st): State<AppState>,
     axum::Extension(who): axum::Extension<Principal>,
@@ -503,7 +534,8 @@ pub async fn revoke_key(
 pub struct PairRequest {
     /// The one-time code the daemon printed (`XXXX-XXXX-XXXX-XXXX`).
     pub code: String,
-    /// What is pairing (the admin's machine), for the key's name.
+    /// What is pairing (the admin's machine), for the key's name (its first 64
+    /// characters are kept).
     pub name: String,
 }
 
@@ -601,15 +633,20 @@ pub async fn pairing_code(
 
 /// `GET /admin/v1/usage` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// `key`, `model` or `day` [default: key].
+    #[param(pattern = "^(key|model|day)$")]
     pub group_by: Option<String>,
-    /// First day, `YYYY-MM-DD` [default: 30 days ago].
+    /// First day, `YYYY-MM-DD`, not after `to` [default: 30 days ago].
+    #[param(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub from: Option<String>,
     /// Last day, `YYYY-MM-DD` [default: today].
+    #[param(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub to: Option<String>,
     /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
 }
 
@@ -653,7 +690,8 @@ fn check_day(param: &str, v: &str) -> Result<(), ApiError> {
 
 /// Tokens and requests by key, model or day over a range of days (UTC), as JSON or CSV.
 #[utoipa::path(get, path = "/admin/v1/usage", params(UsageQuery),
-    responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody)))]
+    responses((status = 200, content((UsageReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ErrorBody)))]
 pub async fn usage(
     State(st): State<AppState>,
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
@@ -735,9 +773,11 @@ pub async fn usage(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// The newest entries to return [default: 100, at most 10000].
+    /// The newest entries to return [default: 100].
+    #[param(minimum = 1, maximum = 10_000)]
     pub limit: Option<usize>,
 }
 
@@ -762,7 +802,13 @@ pub async fn audit_log(
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditReport>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad audit query: {e}")))?;
-    let limit = q.limit.unwrap_or(100).min(10_000);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::invalid_param(
+            "limit",
+            format!("`limit` must be between 1 and 10000, got {limit}"),
+        ));
+    }
     let dir = st.config.data_dir.clone();
     let write = st.audit.health();
     let report = tokio::task::spawn_blocking(move || {

@@ -24,23 +24,34 @@ use crate::store::{DeploymentRecord, ModelRecord, unix_now};
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     /// The catalog id of the model to serve.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub model: String,
     /// The served name [default: the model's id].
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub name: Option<String>,
     /// Other names that reach it.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<DeploymentName>)]
     pub aliases: Vec<String>,
     /// Engine ranks (expert parallelism) [default: the daemon's].
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
     pub ranks: Option<usize>,
     /// Context limit per sequence [default: the daemon's].
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub context_length: Option<usize>,
     /// Sequences batched at once [default: the daemon's].
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_sequences: Option<usize>,
 }
+
+/// A served name: letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+#[derive(Debug, ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+pub struct DeploymentName(pub String);
 
 /// `PATCH /admin/v1/deployments/{name}`: the fields to change.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -48,14 +59,19 @@ pub struct CreateDeployment {
 pub struct ChangeDeployment {
     /// Serve this catalog model instead (a new version under the same name).
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub model: Option<String>,
     #[serde(default)]
+    #[schema(inline, value_type = Option<Vec<DeploymentName>>)]
     pub aliases: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
     pub ranks: Option<usize>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub context_length: Option<usize>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_sequences: Option<usize>,
 }
 
@@ -191,10 +207,10 @@ fn check(st: &AppState, d: &DeploymentRecord) -> Result<(), ApiError> {
     for a in &d.aliases {
         crate::import::check_id(a).map_err(|m| ApiError::invalid_param("aliases", m))?;
         if *a == d.name {
-            return Err(ApiError::invalid_param(
-                "aliases",
-                format!("`{a}` is the deployment's own name"),
-            ));
+            return Err(ApiError::conflict(format!(
+                "the alias `{a}` is the deployment's own name"
+            ))
+            .with_param("aliases"));
         }
     }
     let bound = |param: &str, v: Option<usize>, lo: usize, hi: usize| match v {

@@ -95,6 +95,7 @@ pub async fn experts(State(st): State<AppState>) -> Json<ExpertsReport> {
 pub struct RebalanceRequest {
     /// The model; may be left out when one model runs expert-parallel.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub model: Option<String>,
 }
 
@@ -112,7 +113,8 @@ pub struct RebalanceReport {
 /// Recomputes the expert placement with EPLB from the recent loads; the running engine
 /// switches to it at its next step boundary.
 #[utoipa::path(post, path = "/admin/v1/engine/rebalance", request_body = RebalanceRequest,
-    responses((status = 200, body = RebalanceReport), (status = 400, body = super::error::ErrorBody)))]
+    responses((status = 200, body = RebalanceReport), (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn rebalance(
     State(st): State<AppState>,
     axum::Extension(who): axum::Extension<super::auth::Principal>,
@@ -150,14 +152,13 @@ fn rebalance_model(
             None => return Err(ApiError::model_not_found(id, &st.catalog.served_ids())),
         },
         None if parallel.len() == 1 => &parallel[0],
+        // Nothing or several to choose from: the daemon's state decides, not the body.
         None => {
-            return Err(ApiError::invalid_param(
-                "model",
-                format!(
-                    "name the model: {} models run expert-parallel",
-                    parallel.len()
-                ),
-            ));
+            return Err(ApiError::conflict(format!(
+                "name the model: {} models run expert-parallel",
+                parallel.len()
+            ))
+            .with_param("model"));
         }
     };
     let Some(ep) = &m.worker.ep else {
@@ -172,7 +173,7 @@ fn rebalance_model(
     let n_group = m.model.hf().map_or(1, |h| h.cfg.moe.n_group());
     let report = ep
         .rebalance(n_group)
-        .map_err(|e| ApiError::invalid(format!("cannot rebalance `{}`: {e}", m.name)))?;
+        .map_err(|e| ApiError::conflict(format!("cannot rebalance `{}`: {e}", m.name)))?;
     tracing::info!(model = %m.name, before = ?report.before, after = ?report.after, "expert rebalance proposed");
     Ok(Json(RebalanceReport {
         model: m.name.clone(),

@@ -69,6 +69,27 @@ pub async fn read_body(
     }
 }
 
+/// JSON does not tell `2.0` from `2`, and JSON Schema counts both as integers: numbers
+/// with no fractional part (within i64) become integers, so `"max_tokens": 64.0` is read
+/// as 64. Floats fields take integers as they are.
+fn integral_floats_to_ints(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f >= i64::MIN as f64
+                && f < i64::MAX as f64
+            {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_ints),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_ints),
+        _ => {}
+    }
+}
+
 fn is_json(content_type: &str) -> bool {
     let mime = content_type
         .split(';')
@@ -92,13 +113,16 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body is empty; send a JSON object",
         ));
     }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let mut raw: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}")))?;
+    if !raw.is_object() {
+        // serde would read a struct from a list of its fields in order.
+        return Err(ApiError::invalid("the request body must be a JSON object"));
+    }
+    integral_floats_to_ints(&mut raw);
+    let value: T = serde_path_to_error::deserialize(raw).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::invalid(format!("the request body is not valid JSON: {inner}"));
-        }
         let msg = inner.to_string();
         if let Some(field) = missing_field(&msg) {
             let full = if path == "." {
@@ -114,8 +138,6 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::invalid_param(path.clone(), format!("`{path}`: {msg}"))
         }
     })?;
-    de.end()
-        .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}")))?;
     Ok(value)
 }
 

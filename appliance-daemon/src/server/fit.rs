@@ -12,9 +12,11 @@ use super::error::ApiError;
 
 /// The sequence length to size for.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FitQuery {
     /// Tokens per sequence, prompt and output [default: 4096].
+    #[param(minimum = 1, maximum = 10_000_000)]
     pub context: Option<u64>,
 }
 

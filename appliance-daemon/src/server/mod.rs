@@ -172,6 +172,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/v1/jobs"),
     ("GET", "/admin/v1/jobs/{id}"),
     ("DELETE", "/admin/v1/jobs/{id}"),
+    ("POST", "/admin/v1/jobs/{id}/cancel"),
     ("GET", "/admin/v1/jobs/{id}/events"),
     ("POST", "/admin/v1/pair"),
     ("POST", "/admin/v1/pairing-code"),
@@ -236,8 +237,9 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/jobs", get(models::jobs))
         .route(
             "/admin/v1/jobs/{id}",
-            get(models::job).delete(models::cancel_job),
+            get(models::job).delete(models::delete_job),
         )
+        .route("/admin/v1/jobs/{id}/cancel", post(models::cancel_job))
         .route("/admin/v1/jobs/{id}/events", get(models::job_events))
         .route("/admin/v1/pair", post(auth::pair))
         .route("/admin/v1/pairing-code", post(auth::pairing_code))

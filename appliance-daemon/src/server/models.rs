@@ -179,9 +179,11 @@ pub async fn remove(
 pub struct ImportRequest {
     /// A `.gguf` file, a Hugging Face checkpoint folder or a `.tar` bundle, as a path on
     /// the box (absolute).
+    #[schema(pattern = "^/")]
     pub path: String,
     /// The catalog id [default: from the file or folder name].
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub name: Option<String>,
     /// Use the files where they lie instead of copying them into the store.
     #[serde(default)]
@@ -234,11 +236,18 @@ pub async fn import(
 
 /// `POST /admin/v1/models/upload` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
-    /// The file's name: `NAME.gguf` or `NAME.tar` (a bundle).
+    /// The file's name: `NAME.gguf` or `NAME.tar` (a bundle): a plain name of at most 200
+    /// bytes, not starting with `.`, without `/` or control characters.
+    #[param(
+        pattern = r"^[^./\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]{0,194}\.(gguf|tar)$",
+        max_length = 200
+    )]
     pub filename: String,
     /// The catalog id [default: from the file name].
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub name: Option<String>,
 }
 
@@ -472,8 +481,22 @@ pub async fn job(
     st.jobs.get(&id).map(Json).ok_or_else(|| no_job(&id))
 }
 
-/// Cancels a job that has not finished (409 for one that has).
+/// Deletes a job: cancels it if it has not finished, then forgets it (404 afterwards).
 #[utoipa::path(delete, path = "/admin/v1/jobs/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = JobView, description = "The job's last state"), (status = 404, body = ErrorBody)))]
+pub async fn delete_job(
+    State(st): State<AppState>,
+    who: Option<axum::Extension<super::auth::Principal>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let who = who.map(|w| w.0);
+    let what = serde_json::json!({ "job": id });
+    let r = st.jobs.forget(&id).map(Json).ok_or_else(|| no_job(&id));
+    super::auth::audited(&st, who.as_ref(), "job.delete", what, r)
+}
+
+/// Cancels a job that has not finished (409 for one that has); the job stays, cancelled.
+#[utoipa::path(post, path = "/admin/v1/jobs/{id}/cancel", params(("id" = String, Path)),
     responses((status = 202, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel_job(
     State(st): State<AppState>,

@@ -18,40 +18,57 @@ pub struct ChatCompletionRequest {
     /// A model id from `GET /v1/models`.
     pub model: String,
     /// The conversation so far: `system`, `developer`, `user` and `assistant` messages.
+    #[schema(min_items = 1)]
     pub messages: Vec<ChatMessageIn>,
-    /// The most tokens to generate [default: what the context leaves].
+    /// The most tokens to generate, at most the model's context [default: what the
+    /// context leaves].
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub max_tokens: Option<i64>,
     /// Newer name for `max_tokens`; wins when both are given.
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub max_completion_tokens: Option<i64>,
-    /// 0..=2; 0 is greedy [default 1].
+    /// 0 is greedy [default 1].
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
-    /// (0, 1] [default 1].
+    /// Nucleus sampling [default 1].
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
     /// Keep the k most likely tokens; 0 or -1 = off.
+    #[schema(minimum = -1, maximum = 2147483647)]
     pub top_k: Option<i64>,
-    /// 0..=1 [default 0].
+    /// [default 0].
+    #[schema(minimum = 0, maximum = 1)]
     pub min_p: Option<f64>,
-    /// -2..=2 [default 0].
+    /// [default 0].
+    #[schema(minimum = -2, maximum = 2)]
     pub presence_penalty: Option<f64>,
-    /// -2..=2 [default 0].
+    /// [default 0].
+    #[schema(minimum = -2, maximum = 2)]
     pub frequency_penalty: Option<f64>,
-    /// (0, 10] [default 1 = off] (vLLM's extension; llama.cpp's `repeat_penalty` too).
+    /// [default 1 = off] (vLLM's extension; llama.cpp's `repeat_penalty` too).
     #[serde(alias = "repeat_penalty")]
+    #[schema(exclusive_minimum = 0, maximum = 10)]
     pub repetition_penalty: Option<f64>,
     /// Keep generating past end-of-generation tokens (vLLM's extension, for benchmarks).
     pub ignore_eos: Option<bool>,
-    /// End-of-generation tokens are not sampled before this many tokens (vLLM's extension).
+    /// End-of-generation tokens are not sampled before this many tokens (vLLM's
+    /// extension); at most `max_tokens`.
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub min_tokens: Option<i64>,
     /// Same seed, same output.
+    #[schema(minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)]
     pub seed: Option<i64>,
-    /// Up to 4 strings that end the output (not included).
-    #[schema(value_type = Object)]
+    /// A string, or up to 4, that end the output (not included); each of 1 to 64
+    /// characters.
+    #[schema(schema_with = stop_schema)]
     pub stop: Option<Value>,
     /// Return the log-probability of each output token.
     pub logprobs: Option<bool>,
-    /// With `logprobs`, also the most likely alternatives at each position (0..=20).
+    /// With `logprobs`, also the most likely alternatives at each position.
+    #[schema(minimum = 0, maximum = 20)]
     pub top_logprobs: Option<i64>,
-    /// Choices to generate per prompt (1..=16).
+    /// Choices to generate per prompt.
+    #[schema(minimum = 1, maximum = 16)]
     pub n: Option<i64>,
     /// Stream the output as server-sent events.
     pub stream: Option<bool>,
@@ -64,42 +81,59 @@ pub struct ChatCompletionRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     pub model: String,
-    /// A string, a list of strings, a list of token ids, or a list of lists of token ids.
-    #[schema(value_type = Object)]
+    /// A string, a list of strings, a list of token ids, or a list of lists of token ids
+    /// (at most 64 prompts).
+    #[schema(schema_with = prompt_schema)]
     pub prompt: Value,
-    /// The most tokens to generate [default: 16, as OpenAI].
+    /// The most tokens to generate, at most the model's context [default: 16, as OpenAI].
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub max_tokens: Option<i64>,
-    /// 0..=2; 0 is greedy [default 1].
+    /// 0 is greedy [default 1].
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
-    /// (0, 1] [default 1].
+    /// Nucleus sampling [default 1].
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
     /// Keep the k most likely tokens; 0 or -1 = off.
+    #[schema(minimum = -1, maximum = 2147483647)]
     pub top_k: Option<i64>,
-    /// 0..=1 [default 0].
+    /// [default 0].
+    #[schema(minimum = 0, maximum = 1)]
     pub min_p: Option<f64>,
-    /// -2..=2 [default 0].
+    /// [default 0].
+    #[schema(minimum = -2, maximum = 2)]
     pub presence_penalty: Option<f64>,
-    /// -2..=2 [default 0].
+    /// [default 0].
+    #[schema(minimum = -2, maximum = 2)]
     pub frequency_penalty: Option<f64>,
-    /// (0, 10] [default 1 = off] (vLLM's extension; llama.cpp's `repeat_penalty` too).
+    /// [default 1 = off] (vLLM's extension; llama.cpp's `repeat_penalty` too).
     #[serde(alias = "repeat_penalty")]
+    #[schema(exclusive_minimum = 0, maximum = 10)]
     pub repetition_penalty: Option<f64>,
     /// Keep generating past end-of-generation tokens (vLLM's extension, for benchmarks).
     pub ignore_eos: Option<bool>,
-    /// End-of-generation tokens are not sampled before this many tokens (vLLM's extension).
+    /// End-of-generation tokens are not sampled before this many tokens (vLLM's
+    /// extension); at most `max_tokens`.
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub min_tokens: Option<i64>,
     /// Same seed, same output.
+    #[schema(minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)]
     pub seed: Option<i64>,
-    /// Up to 4 strings that end the output (not included).
-    #[schema(value_type = Object)]
+    /// A string, or up to 4, that end the output (not included); each of 1 to 64
+    /// characters.
+    #[schema(schema_with = stop_schema)]
     pub stop: Option<Value>,
-    /// Return log-probabilities of the output tokens and this many alternatives (0..=5).
+    /// Return log-probabilities of the output tokens and this many alternatives (not with
+    /// `echo`).
+    #[schema(minimum = 0, maximum = 5)]
     pub logprobs: Option<i64>,
     /// Prepend the prompt to the completion text.
     pub echo: Option<bool>,
     /// Text after the completion (insertion); not supported, must be absent or empty.
+    #[schema(max_length = 0)]
     pub suffix: Option<String>,
-    /// Choices to generate per prompt (1..=16).
+    /// Choices to generate per prompt.
+    #[schema(minimum = 1, maximum = 16)]
     pub n: Option<i64>,
     /// Stream the output as server-sent events.
     pub stream: Option<bool>,
@@ -117,10 +151,95 @@ pub struct StreamOptions {
 /// One input message. `content` is a string or a list of `{"type": "text", "text"}` parts.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatMessageIn {
+    #[schema(pattern = "^(system|developer|user|assistant)$")]
     pub role: String,
-    #[schema(value_type = Object)]
+    /// A string, a list of text parts, or null (empty).
+    #[schema(schema_with = content_schema)]
     pub content: Option<Value>,
     pub name: Option<String>,
+}
+
+/// Most characters in a stop string (at most 256 bytes of UTF-8).
+pub const MAX_STOP_CHARS: usize = 64;
+
+fn string_schema(min_length: Option<usize>, max_length: Option<usize>) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .min_length(min_length)
+        .max_length(max_length)
+        .build()
+}
+
+fn int_schema(min: i64, max: i64) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .minimum(Some(min))
+        .maximum(Some(max))
+        .build()
+}
+
+fn array_schema(
+    item: impl Into<utoipa::openapi::Schema>,
+    min: usize,
+    max: Option<usize>,
+) -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(utoipa::openapi::RefOr::T(item.into()))
+        .min_items(Some(min))
+        .max_items(max)
+        .build()
+}
+
+fn null_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Null)
+        .build()
+}
+
+/// `stop`: null, a string, or a list of at most 4 strings of 1 to 64 characters.
+fn stop_schema() -> utoipa::openapi::Schema {
+    let one = || string_schema(Some(1), Some(MAX_STOP_CHARS));
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(null_schema())
+        .item(one())
+        .item(array_schema(one(), 0, Some(engine::sampling::MAX_STOPS)))
+        .build()
+        .into()
+}
+
+/// A message's `content`: null, a string, or text parts.
+fn content_schema() -> utoipa::openapi::Schema {
+    let part = utoipa::openapi::ObjectBuilder::new()
+        .property(
+            "type",
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .enum_values(Some(["text"])),
+        )
+        .property("text", string_schema(None, None))
+        .required("type")
+        .required("text")
+        .build();
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(null_schema())
+        .item(string_schema(None, None))
+        .item(array_schema(part, 0, None))
+        .build()
+        .into()
+}
+
+/// A completions `prompt`: a non-empty string, 1 to 64 strings, token ids, or 1 to 64
+/// lists of token ids.
+fn prompt_schema() -> utoipa::openapi::Schema {
+    let ids = || array_schema(int_schema(0, i64::from(u32::MAX)), 1, None);
+    let max = Some(super::validate::MAX_PROMPTS);
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(string_schema(Some(1), None))
+        .item(array_schema(string_schema(Some(1), None), 1, max))
+        .item(ids())
+        .item(array_schema(ids(), 1, max))
+        .build()
+        .into()
 }
 
 /// Tokens counted for a request.

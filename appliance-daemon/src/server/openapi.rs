@@ -37,6 +37,7 @@ use super::{
         models::jobs,
         models::job,
         models::cancel_job,
+        models::delete_job,
         models::job_events,
         auth::pair,
         auth::pairing_code,
@@ -58,9 +59,117 @@ use super::{
         completions::completions,
         openapi_json,
         metrics::metrics,
-    )
+    ),
+    modifiers(&CommonResponses)
 )]
 pub struct ApiDoc;
+
+/// Adds what every route of a kind can answer, whatever its handler does, so the document
+/// states every status the server sends: the bearer key and 401/403 on routes that need
+/// one, 400/408/413/415 for a body, 400 for a query, 503 while the audit log cannot be
+/// written on admin changes, 429/503/504 on inference.
+#[derive(Debug)]
+struct CommonResponses;
+
+/// Routes anyone may call.
+const OPEN: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/admin/v1/pair",
+];
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::SecurityRequirement;
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key or admin token: `Authorization: Bearer oasis-...`",
+                    ))
+                    .build(),
+            ),
+        );
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                ("GET", item.get.as_mut()),
+                ("POST", item.post.as_mut()),
+                ("PATCH", item.patch.as_mut()),
+                ("DELETE", item.delete.as_mut()),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op else { continue };
+                let open = OPEN.contains(&path.as_str());
+                let mut add: Vec<(&str, &str)> = Vec::new();
+                if !open {
+                    op.security = Some(vec![SecurityRequirement::new(
+                        "bearer",
+                        Vec::<String>::new(),
+                    )]);
+                    add.push((
+                        "401",
+                        "No key, or a key that is unknown, revoked or expired",
+                    ));
+                    add.push(("403", "The key's role may not use this route"));
+                }
+                if op.request_body.is_some() {
+                    add.push(("400", "The body is malformed or a value is out of bounds"));
+                    add.push(("408", "The body stopped arriving"));
+                    add.push(("413", "The body is larger than the limit"));
+                    let octets = op
+                        .request_body
+                        .as_ref()
+                        .is_some_and(|b| b.content.keys().any(|k| k == "application/octet-stream"));
+                    if !octets {
+                        add.push(("415", "The body is not JSON"));
+                    }
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    add.push(("400", "A parameter is malformed or out of bounds"));
+                }
+                let admin_change = path.starts_with("/admin/") && method != "GET";
+                if admin_change {
+                    add.push(("503", "The audit log cannot be written: admin changes wait"));
+                }
+                if path == "/admin/v1/pair" {
+                    add.push(("429", "Too many pairing attempts from this address"));
+                }
+                if path.starts_with("/v1/") && method == "POST" {
+                    add.push(("429", "A key's limit, or the model's waiting room, is full"));
+                    add.push(("503", "The daemon is stopping or the model cannot serve"));
+                    add.push(("504", "The request ran past the time limit"));
+                }
+                for (status, description) in add {
+                    if op.responses.responses.contains_key(status) {
+                        continue;
+                    }
+                    op.responses.responses.insert(
+                        status.to_string(),
+                        utoipa::openapi::RefOr::T(error_response(description)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    utoipa::openapi::ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+}
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]

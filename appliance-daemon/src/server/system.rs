@@ -153,7 +153,8 @@ pub async fn alerts(State(st): State<AppState>) -> Json<AlertsReport> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceRequest {
-    /// How long to hold the alert's notifications, in minutes (1 to 43200, 30 days).
+    /// How long to hold the alert's notifications, in minutes (at most 30 days).
+    #[schema(minimum = 1, maximum = 43_200)]
     pub minutes: u64,
 }
 
@@ -252,13 +253,16 @@ pub async fn profile(State(st): State<AppState>) -> Json<serde_json::Value> {
 
 /// `from`, `to` (ms since the Unix epoch) and `step` (ms) of a history query.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// Start, ms since the Unix epoch [default: an hour before `to`].
+    /// Start, ms since the Unix epoch, before `to` [default: an hour before `to`].
     pub from: Option<u64>,
     /// End [default: now].
     pub to: Option<u64>,
-    /// Bucket width in ms [default: 60000; at least the sampling interval].
+    /// Bucket width in ms [default: 60000; at least the sampling interval, and at most
+    /// 100000 buckets].
+    #[param(minimum = 1)]
     pub step: Option<u64>,
 }
 
@@ -275,7 +279,7 @@ pub struct HistoryReport {
 
 /// A GPU's readings over time: the last hour from memory at any step, older ranges from the
 /// minute aggregates kept for 30 days.
-#[utoipa::path(get, path = "/admin/v1/gpus/{index}/history", params(("index" = u32, Path), HistoryQuery),
+#[utoipa::path(get, path = "/admin/v1/gpus/{index}/history", params(("index" = u32, Path, minimum = 0, maximum = 2147483647), HistoryQuery),
     responses((status = 200, body = HistoryReport), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn gpu_history(
     State(st): State<AppState>,

@@ -125,7 +125,7 @@ pub fn chat(req: &ChatCompletionRequest, model: &Model, n_ctx: usize) -> Result<
                 ));
             }
         };
-        let content = message_text(m.content.as_ref(), i, role == "assistant")?;
+        let content = message_text(m.content.as_ref(), i)?;
         messages.push(ChatMessage::new(role, content));
     }
     let max_tokens = req.max_completion_tokens.or(req.max_tokens);
@@ -344,15 +344,12 @@ fn tokenize(model: &Model, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
 }
 
 /// The text of message `i`: a string or a list of text parts.
-fn message_text(content: Option<&Value>, i: usize, may_be_null: bool) -> Result<String, ApiError> {
+fn message_text(content: Option<&Value>, i: usize) -> Result<String, ApiError> {
     let param = format!("messages[{i}].content");
     match content {
         Some(Value::String(s)) => Ok(s.clone()),
-        None | Some(Value::Null) if may_be_null => Ok(String::new()),
-        None | Some(Value::Null) => Err(ApiError::invalid_param(
-            param.clone(),
-            format!("`{param}` is required"),
-        )),
+        // Absent or null: an empty message (the schema allows it for every role).
+        None | Some(Value::Null) => Ok(String::new()),
         Some(Value::Array(parts)) => {
             let mut text = String::new();
             for (j, part) in parts.iter().enumerate() {
@@ -468,6 +465,19 @@ fn stop_strings(stop: Option<&Value>) -> Result<Vec<String>, ApiError> {
         return Err(ApiError::invalid_param(
             "stop",
             format!("at most {MAX_STOP} stop strings, got {}", list.len()),
+        ));
+    }
+    if let Some(s) = list
+        .iter()
+        .find(|s| s.chars().count() > super::openai::MAX_STOP_CHARS)
+    {
+        return Err(ApiError::invalid_param(
+            "stop",
+            format!(
+                "stop strings may have at most {} characters, got {}",
+                super::openai::MAX_STOP_CHARS,
+                s.chars().count()
+            ),
         ));
     }
     if let Some(s) = list.iter().find(|s| s.len() > MAX_STOP_BYTES) {

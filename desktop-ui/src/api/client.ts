@@ -98,7 +98,7 @@ export class BoxApi {
     return this.get<JobView>(`/admin/v1/jobs/${enc(id)}`);
   }
   cancelJob(id: string) {
-    return this.call<JobView>('DELETE', `/admin/v1/jobs/${enc(id)}`);
+    return this.call<JobView>('POST', `/admin/v1/jobs/${enc(id)}/cancel`);
   }
   deployments() {
     return this.get<{ data: DeploymentView[] }>('/admin/v1/deployments');

@@ -301,6 +301,23 @@ impl HfConfig {
             .usize_opt("max_position_embeddings")?
             .unwrap_or(4096)
             .max(1);
+        // Sizes allocations are made from: bounded here, far above any real model, so a
+        // hostile config.json is refused before anything is sized from it.
+        for (key, v, max) in [
+            ("vocab_size", vocab_size, 1 << 24),
+            ("hidden_size", hidden, 1 << 18),
+            ("num_hidden_layers", n_layers, 1 << 12),
+            ("num_attention_heads", n_heads, 1 << 12),
+            ("intermediate_size", intermediate, 1 << 20),
+            ("max_position_embeddings", max_position, 1 << 24),
+        ] {
+            if !(1..=max).contains(&v) {
+                return Err(EngineError::hyper(
+                    key,
+                    format!("must be between 1 and {max}, got {v}"),
+                ));
+            }
+        }
         if let Some(act) = k.str_opt("hidden_act")?
             && act != "silu"
         {
@@ -359,6 +376,37 @@ impl HfConfig {
                 qk_norm: arch == HfArch::Qwen3Moe,
             }
         };
+        let attn_dims: Vec<(&str, usize)> = match &attn {
+            AttnKind::Mla {
+                q_lora_rank,
+                kv_lora_rank,
+                qk_nope_dim,
+                qk_rope_dim,
+                v_head_dim,
+            } => vec![
+                ("q_lora_rank", q_lora_rank.unwrap_or(1)),
+                ("kv_lora_rank", *kv_lora_rank),
+                ("qk_nope_head_dim", *qk_nope_dim),
+                ("qk_rope_head_dim", *qk_rope_dim),
+                ("v_head_dim", *v_head_dim),
+            ],
+            AttnKind::Standard {
+                n_kv_heads,
+                head_dim,
+                ..
+            } => vec![
+                ("num_key_value_heads", *n_kv_heads),
+                ("head_dim", *head_dim),
+            ],
+        };
+        for (key, v) in attn_dims {
+            if !(1..=1 << 16).contains(&v) {
+                return Err(EngineError::hyper(
+                    key,
+                    format!("must be between 1 and 65536, got {v}"),
+                ));
+            }
+        }
         let rope = rope(&k, arch, &attn, max_position)?;
         let moe = moe(&k, arch, n_layers)?;
         let fp8_block = fp8_block(&k)?;
@@ -500,6 +548,18 @@ fn moe(k: &Keys<'_>, arch: HfArch, n_layers: usize) -> Result<MoeConfig> {
             k.usize("moe_intermediate_size")?,
         ),
     };
+    for (key, v, max) in [
+        ("num_experts", n_experts, 1 << 16),
+        ("moe_intermediate_size", expert_ffn, 1 << 20),
+        ("num_experts_per_tok", top_k, 1 << 16),
+    ] {
+        if !(1..=max).contains(&v) {
+            return Err(EngineError::hyper(
+                key,
+                format!("must be between 1 and {max}, got {v}"),
+            ));
+        }
+    }
     if top_k > n_experts {
         return Err(EngineError::hyper(
             "num_experts_per_tok",
@@ -536,6 +596,12 @@ fn moe(k: &Keys<'_>, arch: HfArch, n_layers: usize) -> Result<MoeConfig> {
             }
             if arch == HfArch::Qwen2Moe {
                 cfg.shared_ffn = k.usize_opt("shared_expert_intermediate_size")?.unwrap_or(0);
+                if cfg.shared_ffn > 1 << 20 {
+                    return Err(EngineError::hyper(
+                        "shared_expert_intermediate_size",
+                        format!("must be at most {}, got {}", 1 << 20, cfg.shared_ffn),
+                    ));
+                }
                 cfg.shared_gate = cfg.shared_ffn > 0;
             }
         }
@@ -543,7 +609,14 @@ fn moe(k: &Keys<'_>, arch: HfArch, n_layers: usize) -> Result<MoeConfig> {
             let v3 = arch == HfArch::DeepseekV3;
             cfg.norm_topk = k.bool_or("norm_topk_prob", v3)?;
             cfg.routed_scaling = k.f64_opt("routed_scaling_factor")?.unwrap_or(1.0) as f32;
-            cfg.shared_ffn = k.usize_opt("n_shared_experts")?.unwrap_or(0) * expert_ffn;
+            let shared = k.usize_opt("n_shared_experts")?.unwrap_or(0);
+            if shared > 1 << 10 {
+                return Err(EngineError::hyper(
+                    "n_shared_experts",
+                    format!("must be at most {}, got {shared}", 1 << 10),
+                ));
+            }
+            cfg.shared_ffn = shared * expert_ffn;
             let n_group = k.usize_opt("n_group")?.unwrap_or(1).max(1);
             let topk_group = k.usize_opt("topk_group")?.unwrap_or(n_group).max(1);
             if n_experts % n_group != 0 || topk_group > n_group {

@@ -270,7 +270,8 @@ impl HfWeights {
                 problem: "FP8 token embeddings are not supported".into(),
             });
         }
-        let mut layers = Vec::with_capacity(cfg.n_layers);
+        // Grown as the layers' tensors are found, never sized from the config alone.
+        let mut layers = Vec::new();
         for i in 0..cfg.n_layers {
             let p = format!("model.layers.{i}");
             let attn = match cfg.attn {
