@@ -11,7 +11,7 @@
 //!   and slow heads are closed alike);
 //! - at most `max_connections` are open (held below the open-file limit at start); when
 //!   all are taken, the connection idle the longest (no request in flight, or still in its
-//!   TLS handshake or head) is closed to make room;
+//!   TLS handshake or head) is closed at once to make room;
 //! - when none is idle, a few more are accepted in an overflow mode that answers the
 //!   health routes and gives every other request 503 with `Retry-After`, then closes;
 //!   beyond that a new connection is closed at once.
@@ -55,8 +55,9 @@ pub struct ConnLimits {
 const OVERFLOW_CONNECTIONS: usize = 32;
 /// Head timeout of an overflow connection.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an evicted connection gets to close by itself before it is dropped.
-const EVICT_GRACE: Duration = Duration::from_millis(250);
+/// Connections asked to leave that may still hold their descriptor while newcomers take
+/// their places: a burst of connections cannot outrun the closing of the evicted ones.
+const EVICTING_SLACK: usize = 32;
 
 /// File descriptors kept free for everything that is not a client connection: the state
 /// database, model files, imports, logs, telemetry.
@@ -81,7 +82,7 @@ pub fn fit_connection_cap(wanted: usize) -> usize {
     };
     let room = files
         .saturating_sub(FD_RESERVE)
-        .saturating_sub(OVERFLOW_CONNECTIONS as u64);
+        .saturating_sub((OVERFLOW_CONNECTIONS + EVICTING_SLACK) as u64);
     let cap = usize::try_from(room)
         .unwrap_or(usize::MAX)
         .clamp(16, wanted.max(16));
@@ -187,7 +188,8 @@ impl Registry {
             .filter(|c| c.evicting.load(Ordering::Relaxed))
             .count();
         if t.normal.len() - leaving >= self.max {
-            // Full: make room by closing the connection idle the longest.
+            // Full: make room by closing the connection idle the longest (unless too many
+            // are already on their way out).
             let victim = t
                 .normal
                 .values()
@@ -195,7 +197,8 @@ impl Registry {
                     !c.evicting.load(Ordering::Relaxed) && c.busy.load(Ordering::Relaxed) == 0
                 })
                 .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
-                .cloned();
+                .cloned()
+                .filter(|_| leaving < EVICTING_SLACK);
             match victim {
                 Some(v) => {
                     v.evicting.store(true, Ordering::Relaxed);
@@ -434,7 +437,6 @@ async fn serve_http<IO>(
         hyper_util::service::TowerToHyperService::new(service),
     );
     tokio::pin!(conn);
-    let mut evict_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -444,14 +446,15 @@ async fn serve_http<IO>(
                 }
                 return;
             }
-            () = slot.conn.evict.notified(), if evict_deadline.is_none() => {
-                tracing::debug!(%peer, "closing an idle connection to make room");
+            () = slot.conn.evict.notified(), if !stopping => {
+                // Idle (between requests, or still sending a head): closed at once, which
+                // gives its descriptor back. A request that began meanwhile finishes first.
+                if slot.conn.busy.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(%peer, "closed an idle connection to make room");
+                    return;
+                }
+                stopping = true;
                 conn.as_mut().graceful_shutdown();
-                evict_deadline = Some(Box::pin(tokio::time::sleep(EVICT_GRACE)));
-            }
-            () = async { if let Some(d) = evict_deadline.as_mut() { d.await } else { std::future::pending().await } } => {
-                // Still reading a slow head: drop it.
-                return;
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
                 stopping = true;
