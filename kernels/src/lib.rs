@@ -7,17 +7,15 @@
 //! `unsafe` code.
 
 pub mod alloc_probe;
-pub mod attention;
-pub mod attention_rows;
+pub mod cpu;
+pub mod cuda;
 mod error;
-pub mod fp8;
 pub mod ggml_type;
-pub mod matmul;
 pub mod mmap;
-pub mod ops;
-pub mod pool;
-pub mod quant;
-pub mod vmath;
+
+// The CPU kernels keep their paths (`kernels::ops`, `kernels::matmul`, ...): they are what
+// the engine has always called.
+pub use cpu::{attention, attention_rows, fp8, matmul, ops, pool, quant, vmath};
 
 pub use attention::{AttnItem, AttnShape, KV_PAD, KvView, attention, attention_multi, f16_bytes};
 pub use attention_rows::{RowAttn, RowItem, RowView, attention_rows};

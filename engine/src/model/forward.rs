@@ -84,26 +84,22 @@ pub struct ForwardCtx<'a> {
     pub scratch: &'a mut Scratch,
 }
 
-/// After the layers: advances every sequence past its tokens, and copies the rows that
-/// get logits into `s.h`, normalised with `norm`. Returns their count (logits cleared when
-/// there are none).
+/// After the layers: copies the rows that get logits into `s.h`, normalised with `norm`.
+/// Returns their count (logits cleared when there are none).
 pub(crate) fn finish_rows(
     s: &mut Scratch,
-    seqs: &mut [BatchSeq<'_>],
+    logit_rows: &[usize],
     d: usize,
     norm: &[f32],
     eps: f32,
 ) -> Result<usize> {
-    for q in seqs.iter_mut() {
-        q.kv.advance(q.tokens.len());
-    }
-    let rows = s.logit_rows.len();
+    let rows = logit_rows.len();
     if rows == 0 {
         s.logits.clear();
         return Ok(0);
     }
     let h = resize(&mut s.h, rows * d);
-    for (dst, &r) in h.chunks_exact_mut(d).zip(&s.logit_rows) {
+    for (dst, &r) in h.chunks_exact_mut(d).zip(logit_rows) {
         dst.copy_from_slice(&s.x[r * d..(r + 1) * d]);
     }
     ops::rms_norm(h, norm, eps)?;
@@ -183,6 +179,416 @@ fn run_targets(
     Ok(())
 }
 
+/// A buffer of the dense forward pass, by its role (each backend keeps one of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The residual stream, `tokens x d_model`.
+    X,
+    /// A normalised copy of it.
+    H,
+    Q,
+    K,
+    V,
+    /// Attention's output, `tokens x q_dim`.
+    Attn,
+    /// A projection's output added back into `X`.
+    O,
+    Gate,
+    Up,
+}
+
+/// A layer's weight matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerMat {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+/// A layer's RMSNorm weights: before attention and the feed-forward block, and Qwen3's per
+/// head on the queries and keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerNorm {
+    Attn,
+    Ffn,
+    QHeads,
+    KHeads,
+}
+
+/// What a batch's host bookkeeping decided, for the backends: each token's sequence and
+/// position, and the rows that get logits.
+#[derive(Debug)]
+pub(crate) struct Layout<'a> {
+    pub(crate) tokens: usize,
+    pub(crate) row_seq: &'a [usize],
+    pub(crate) row_pos: &'a [usize],
+    pub(crate) logit_rows: &'a [usize],
+}
+
+/// The operations of the dense (Llama-family) forward pass, one implementation per device
+/// (the CPU's in this file, the GPU's in `cuda.rs`). [`dense_forward`] is the forward pass,
+/// written once against them.
+pub(crate) trait DenseOps {
+    /// `X` = the embedding rows of the batch's tokens, in batch order.
+    fn embed(&mut self, seqs: &[BatchSeq<'_>], l: &Layout<'_>) -> Result<()>;
+    /// `dst` = rmsnorm(`src`) * the layer's `norm` weights (row width from the weights).
+    fn norm(
+        &mut self,
+        layer: usize,
+        norm: LayerNorm,
+        src: Role,
+        dst: Role,
+        l: &Layout<'_>,
+    ) -> Result<()>;
+    /// Each `(mat, out)`: `out` = `input` x `mat`ᵀ, over the batch's tokens.
+    fn project(
+        &mut self,
+        layer: usize,
+        input: Role,
+        outs: &[(LayerMat, Role)],
+        l: &Layout<'_>,
+    ) -> Result<()>;
+    /// Adds the layer's bias of `mat`, if it has one, to `buf`.
+    fn bias(&mut self, layer: usize, mat: LayerMat, buf: Role, l: &Layout<'_>) -> Result<()>;
+    /// Rotates `Q` and `K`, writes `K` and `V` into the cache at each token's position, and
+    /// leaves attention's output in `Attn`.
+    fn attend(
+        &mut self,
+        layer: usize,
+        kv: &mut KvPool,
+        seqs: &mut [BatchSeq<'_>],
+        l: &Layout<'_>,
+    ) -> Result<()>;
+    /// `Gate` = silu(`Gate`) * `Up`.
+    fn swiglu(&mut self, l: &Layout<'_>) -> Result<()>;
+    /// `X` += `O`.
+    fn residual(&mut self, l: &Layout<'_>) -> Result<()>;
+    /// The final norm and the output head on the rows that get logits, into the host's
+    /// logits (`rows x vocab`); returns the row count.
+    fn head(&mut self, l: &Layout<'_>) -> Result<usize>;
+}
+
+/// Does this layer carry the given bias or norm (the architecture decides)?
+pub(crate) fn has_qk_norm(w: &super::weights::Weights) -> bool {
+    w.layers
+        .first()
+        .is_some_and(|l| l.q_norm.is_some() && l.k_norm.is_some())
+}
+
+/// The dense forward pass: embeddings, each layer's attention and feed-forward blocks,
+/// the head. The same on every device.
+pub(crate) fn dense_forward<B: DenseOps>(
+    b: &mut B,
+    n_layers: usize,
+    qk_norm: bool,
+    kv: &mut KvPool,
+    seqs: &mut [BatchSeq<'_>],
+    l: &Layout<'_>,
+) -> Result<usize> {
+    b.embed(seqs, l)?;
+    for li in 0..n_layers {
+        b.norm(li, LayerNorm::Attn, Role::X, Role::H, l)?;
+        b.project(
+            li,
+            Role::H,
+            &[
+                (LayerMat::Q, Role::Q),
+                (LayerMat::K, Role::K),
+                (LayerMat::V, Role::V),
+            ],
+            l,
+        )?;
+        b.bias(li, LayerMat::Q, Role::Q, l)?;
+        b.bias(li, LayerMat::K, Role::K, l)?;
+        b.bias(li, LayerMat::V, Role::V, l)?;
+        if qk_norm {
+            b.norm(li, LayerNorm::QHeads, Role::Q, Role::Q, l)?;
+            b.norm(li, LayerNorm::KHeads, Role::K, Role::K, l)?;
+        }
+        b.attend(li, kv, seqs, l)?;
+        b.project(li, Role::Attn, &[(LayerMat::O, Role::O)], l)?;
+        b.residual(l)?;
+        b.norm(li, LayerNorm::Ffn, Role::X, Role::H, l)?;
+        b.project(
+            li,
+            Role::H,
+            &[(LayerMat::Gate, Role::Gate), (LayerMat::Up, Role::Up)],
+            l,
+        )?;
+        b.swiglu(l)?;
+        b.project(li, Role::Gate, &[(LayerMat::Down, Role::O)], l)?;
+        b.residual(l)?;
+    }
+    for q in seqs.iter_mut() {
+        q.kv.advance(q.tokens.len());
+    }
+    b.head(l)
+}
+
+/// The CPU's dense operations: llama.cpp's arithmetic through the `kernels` CPU path.
+pub(crate) struct CpuDense<'a> {
+    pub(crate) model: &'a Model,
+    pub(crate) file: &'a GgufFile,
+    pub(crate) weights: &'a super::weights::Weights,
+    pub(crate) pool: &'a ThreadPool,
+    pub(crate) isa: Isa,
+    pub(crate) s: &'a mut Scratch,
+}
+
+impl CpuDense<'_> {
+    fn buf(&mut self, r: Role) -> &mut Vec<f32> {
+        let s = &mut *self.s;
+        match r {
+            Role::X => &mut s.x,
+            Role::H => &mut s.h,
+            Role::Q => &mut s.q,
+            Role::K => &mut s.k,
+            Role::V => &mut s.v,
+            Role::Attn => &mut s.attn,
+            Role::O => &mut s.o,
+            Role::Gate => &mut s.gate,
+            Role::Up => &mut s.up,
+        }
+    }
+}
+
+/// A layer's matrix by its name.
+pub(crate) fn mat_of(lw: &LayerWeights, m: LayerMat) -> &Mat {
+    match m {
+        LayerMat::Q => &lw.wq,
+        LayerMat::K => &lw.wk,
+        LayerMat::V => &lw.wv,
+        LayerMat::O => &lw.wo,
+        LayerMat::Gate => &lw.w_gate,
+        LayerMat::Up => &lw.w_up,
+        LayerMat::Down => &lw.w_down,
+    }
+}
+
+/// The width of a role's rows.
+pub(crate) fn width(cfg: &super::ModelConfig, r: Role) -> usize {
+    match r {
+        Role::X | Role::H | Role::O => cfg.d_model,
+        Role::Q | Role::Attn => cfg.q_dim(),
+        Role::K | Role::V => cfg.kv_dim(),
+        Role::Gate | Role::Up => cfg.ffn_dim,
+    }
+}
+
+/// A layer's norm weights and the width they normalise.
+pub(crate) fn norm_weights(l: &LayerWeights, norm: LayerNorm) -> Option<&[f32]> {
+    match norm {
+        LayerNorm::Attn => Some(&l.attn_norm),
+        LayerNorm::Ffn => Some(&l.ffn_norm),
+        LayerNorm::QHeads => l.q_norm.as_deref(),
+        LayerNorm::KHeads => l.k_norm.as_deref(),
+    }
+}
+
+/// A layer's bias of a matrix, if it has one.
+pub(crate) fn bias_of(l: &LayerWeights, m: LayerMat) -> Option<&[f32]> {
+    match m {
+        LayerMat::Q => l.bq.as_deref(),
+        LayerMat::K => l.bk.as_deref(),
+        LayerMat::V => l.bv.as_deref(),
+        _ => None,
+    }
+}
+
+impl DenseOps for CpuDense<'_> {
+    fn embed(&mut self, seqs: &[BatchSeq<'_>], l: &Layout<'_>) -> Result<()> {
+        let cfg = &self.model.config;
+        let d = cfg.d_model;
+        let embd = self.weights.tok_embd.view(self.file)?;
+        let x = resize(&mut self.s.x, l.tokens * d);
+        let all_tokens = seqs.iter().flat_map(|q| q.tokens.iter());
+        for (t, row) in all_tokens.zip(x.chunks_exact_mut(d)) {
+            kernels::dequantize_row(embd.ty(), embd.row(*t as usize), row)?;
+        }
+        self.s.rope.resize_with(l.tokens, RopeCache::default);
+        for (rc, pos) in self.s.rope.iter_mut().zip(l.row_pos) {
+            rc.fill(&cfg.rope, *pos);
+        }
+        Ok(())
+    }
+
+    fn norm(
+        &mut self,
+        layer: usize,
+        norm: LayerNorm,
+        src: Role,
+        dst: Role,
+        l: &Layout<'_>,
+    ) -> Result<()> {
+        let cfg = &self.model.config;
+        let n = l.tokens * width(cfg, src);
+        let weights = self.weights;
+        let Some(w) = norm_weights(&weights.layers[layer], norm) else {
+            return Ok(());
+        };
+        if src != dst {
+            let input = std::mem::take(self.buf(src));
+            let out = resize(self.buf(dst), n);
+            out.copy_from_slice(&input[..n]);
+            *self.buf(src) = input;
+        }
+        ops::rms_norm(&mut self.buf(dst)[..n], w, cfg.rms_eps)?;
+        Ok(())
+    }
+
+    fn project(
+        &mut self,
+        layer: usize,
+        input: Role,
+        outs: &[(LayerMat, Role)],
+        l: &Layout<'_>,
+    ) -> Result<()> {
+        // At most three outputs (Q, K, V): fixed arrays, so a step allocates nothing.
+        let k = outs.len().min(3);
+        let lw = &self.weights.layers[layer];
+        let pick = |i: usize| mat_of(lw, outs.get(i).map_or(outs[0].0, |o| o.0));
+        let mats = [pick(0), pick(1), pick(2)];
+        let x = std::mem::take(self.buf(input));
+        let cols = width(&self.model.config, input);
+        let mut taken: [Vec<f32>; 3] = Default::default();
+        for (slot, (_, r)) in taken.iter_mut().zip(outs) {
+            *slot = std::mem::take(self.buf(*r));
+        }
+        let result = {
+            let [a, b, c] = &mut taken;
+            let mut refs = [a, b, c];
+            project(
+                self.pool,
+                self.isa,
+                self.file,
+                &mut self.s.acts,
+                &x[..l.tokens * cols],
+                l.tokens,
+                &mats[..k],
+                &mut refs[..k],
+            )
+        };
+        for (v, (_, r)) in taken.into_iter().zip(outs) {
+            *self.buf(*r) = v;
+        }
+        *self.buf(input) = x;
+        result
+    }
+
+    fn bias(&mut self, layer: usize, mat: LayerMat, buf: Role, l: &Layout<'_>) -> Result<()> {
+        let weights = self.weights;
+        let Some(b) = bias_of(&weights.layers[layer], mat) else {
+            return Ok(());
+        };
+        let w = width(&self.model.config, buf);
+        for row in self.buf(buf)[..l.tokens * w].chunks_exact_mut(w) {
+            ops::add_assign(row, b)?;
+        }
+        Ok(())
+    }
+
+    fn attend(
+        &mut self,
+        li: usize,
+        kv: &mut KvPool,
+        seqs: &mut [BatchSeq<'_>],
+        l: &Layout<'_>,
+    ) -> Result<()> {
+        let cfg = &self.model.config;
+        let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+        let n = l.tokens;
+        let s = &mut *self.s;
+        for t in 0..n {
+            let rope = &s.rope[t];
+            rope.apply(cfg.rope.style, &mut s.q[t * qd..(t + 1) * qd], hd);
+            rope.apply(cfg.rope.style, &mut s.k[t * kvd..(t + 1) * kvd], hd);
+            kv.write(
+                seqs[l.row_seq[t]].kv,
+                li,
+                l.row_pos[t],
+                &s.k[t * kvd..(t + 1) * kvd],
+                &s.v[t * kvd..(t + 1) * kvd],
+            );
+        }
+        let shape = AttnShape {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: hd,
+        };
+        let scale = 1.0 / (hd as f32).sqrt();
+        let attn = resize(&mut s.attn, n * qd);
+        let mut row0 = 0;
+        let items: Vec<AttnItem<'_>> = seqs
+            .iter()
+            .map(|q| {
+                let item = AttnItem {
+                    kv: kv.view(q.kv, li),
+                    row0,
+                    pos0: q.kv.len(),
+                    tokens: q.tokens.len(),
+                    batched_order: q.batched_order,
+                };
+                row0 += q.tokens.len();
+                item
+            })
+            .collect();
+        attention_multi(
+            self.pool,
+            self.isa,
+            shape,
+            &items,
+            &s.q[..n * qd],
+            scale,
+            attn,
+        )?;
+        Ok(())
+    }
+
+    fn swiglu(&mut self, l: &Layout<'_>) -> Result<()> {
+        let n = l.tokens * self.model.config.ffn_dim;
+        kernels::vmath::swiglu(self.isa, &mut self.s.gate[..n], &self.s.up[..n]);
+        Ok(())
+    }
+
+    fn residual(&mut self, l: &Layout<'_>) -> Result<()> {
+        let n = l.tokens * self.model.config.d_model;
+        ops::add_assign(&mut self.s.x[..n], &self.s.o[..n])?;
+        Ok(())
+    }
+
+    fn head(&mut self, l: &Layout<'_>) -> Result<usize> {
+        let cfg = &self.model.config;
+        let d = cfg.d_model;
+        let rows = finish_rows(
+            self.s,
+            l.logit_rows,
+            d,
+            &self.weights.output_norm,
+            cfg.rms_eps,
+        )?;
+        if rows == 0 {
+            return Ok(0);
+        }
+        let head = &self.weights.output;
+        let s = &mut *self.s;
+        project(
+            self.pool,
+            self.isa,
+            self.file,
+            &mut s.acts,
+            &s.h[..rows * d],
+            rows,
+            &[head],
+            &mut [&mut s.logits],
+        )?;
+        Ok(rows)
+    }
+}
+
 impl Model {
     /// Runs `tokens` (the sequence's next tokens) through the model, appending them to
     /// `ctx.cache`, and leaves the requested logits in `ctx.scratch.logits`.
@@ -242,46 +648,50 @@ impl Model {
             super::Source::Gguf { file, weights } => (file, weights),
             super::Source::Hf(hf) => return hf.forward(pool, isa, s, kv, seqs, n, ep),
         };
-        let cfg = &self.config;
-        let d = cfg.d_model;
-
-        // Token embeddings.
-        let embd = weights.tok_embd.view(file)?;
-        let x = resize(&mut s.x, n * d);
-        let all_tokens = seqs.iter().flat_map(|q| q.tokens.iter());
-        for (t, row) in all_tokens.zip(x.chunks_exact_mut(d)) {
-            kernels::dequantize_row(embd.ty(), embd.row(*t as usize), row)?;
-        }
-        s.rope.resize_with(n, RopeCache::default);
-        for (rc, pos) in s.rope.iter_mut().zip(&s.row_pos) {
-            rc.fill(&cfg.rope, *pos);
-        }
-        for (li, layer) in weights.layers.iter().enumerate() {
-            self.attention_block(file, pool, isa, kv, seqs, s, li, layer, n)?;
-            self.ffn_block(file, pool, isa, s, layer, n)?;
-        }
-        // Final norm and output head on the rows asked for.
-        let rows = finish_rows(s, seqs, d, &weights.output_norm, cfg.rms_eps)?;
-        if rows == 0 {
-            return Ok(());
-        }
-        let head = &weights.output;
-        project(
+        let (row_seq, row_pos, logit_rows) = (
+            std::mem::take(&mut s.row_seq),
+            std::mem::take(&mut s.row_pos),
+            std::mem::take(&mut s.logit_rows),
+        );
+        let layout = Layout {
+            tokens: n,
+            row_seq: &row_seq,
+            row_pos: &row_pos,
+            logit_rows: &logit_rows,
+        };
+        let mut cpu = CpuDense {
+            model: self,
+            file,
+            weights,
             pool,
             isa,
-            file,
-            &mut s.acts,
-            &s.h[..rows * d],
-            rows,
-            &[head],
-            &mut [&mut s.logits],
-        )?;
+            s,
+        };
+        let out = dense_forward(
+            &mut cpu,
+            weights.layers.len(),
+            has_qk_norm(weights),
+            kv,
+            seqs,
+            &layout,
+        );
+        let rows = match out {
+            Ok(r) => r,
+            Err(e) => {
+                (s.row_seq, s.row_pos, s.logit_rows) = (row_seq, row_pos, logit_rows);
+                return Err(e);
+            }
+        };
+        if rows == 0 {
+            s.logits.clear();
+        }
+        (s.row_seq, s.row_pos, s.logit_rows) = (row_seq, row_pos, logit_rows);
         Ok(())
     }
 
     /// Checks the batch, reserves its cache blocks and lays out its rows in `s`; returns
     /// the number of tokens.
-    fn prepare(
+    pub(crate) fn prepare(
         &self,
         s: &mut Scratch,
         kv: &mut KvPool,
@@ -316,138 +726,5 @@ impl Model {
         }
 
         Ok(n)
-    }
-
-    #[allow(clippy::too_many_arguments)] // one layer's worth of context; bundling would only rename it
-    fn attention_block(
-        &self,
-        file: &GgufFile,
-        pool: &ThreadPool,
-        isa: Isa,
-        kv: &mut KvPool,
-        seqs: &mut [BatchSeq<'_>],
-        s: &mut Scratch,
-        li: usize,
-        l: &LayerWeights,
-        n: usize,
-    ) -> Result<()> {
-        let cfg = &self.config;
-        let (d, hd) = (cfg.d_model, cfg.head_dim);
-        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
-        let h = resize(&mut s.h, n * d);
-        h.copy_from_slice(&s.x[..n * d]);
-        ops::rms_norm(h, &l.attn_norm, cfg.rms_eps)?;
-        project(
-            pool,
-            isa,
-            file,
-            &mut s.acts,
-            &s.h[..n * d],
-            n,
-            &[&l.wq, &l.wk, &l.wv],
-            &mut [&mut s.q, &mut s.k, &mut s.v],
-        )?;
-        for (bias, buf, width) in [
-            (&l.bq, &mut s.q, qd),
-            (&l.bk, &mut s.k, kvd),
-            (&l.bv, &mut s.v, kvd),
-        ] {
-            if let Some(b) = bias {
-                for row in buf[..n * width].chunks_exact_mut(width) {
-                    ops::add_assign(row, b)?;
-                }
-            }
-        }
-        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-            ops::rms_norm(&mut s.q[..n * qd], qn, cfg.rms_eps)?;
-            ops::rms_norm(&mut s.k[..n * kvd], kn, cfg.rms_eps)?;
-        }
-        for t in 0..n {
-            let rope = &s.rope[t];
-            rope.apply(cfg.rope.style, &mut s.q[t * qd..(t + 1) * qd], hd);
-            rope.apply(cfg.rope.style, &mut s.k[t * kvd..(t + 1) * kvd], hd);
-            kv.write(
-                seqs[s.row_seq[t]].kv,
-                li,
-                s.row_pos[t],
-                &s.k[t * kvd..(t + 1) * kvd],
-                &s.v[t * kvd..(t + 1) * kvd],
-            );
-        }
-        let shape = AttnShape {
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: hd,
-        };
-        let scale = 1.0 / (hd as f32).sqrt();
-        let attn = resize(&mut s.attn, n * qd);
-        let mut row0 = 0;
-        let items: Vec<AttnItem<'_>> = seqs
-            .iter()
-            .map(|q| {
-                let item = AttnItem {
-                    kv: kv.view(q.kv, li),
-                    row0,
-                    pos0: q.kv.len(),
-                    tokens: q.tokens.len(),
-                    batched_order: q.batched_order,
-                };
-                row0 += q.tokens.len();
-                item
-            })
-            .collect();
-        attention_multi(pool, isa, shape, &items, &s.q[..n * qd], scale, attn)?;
-        project(
-            pool,
-            isa,
-            file,
-            &mut s.acts,
-            &s.attn[..n * qd],
-            n,
-            &[&l.wo],
-            &mut [&mut s.o],
-        )?;
-        ops::add_assign(&mut s.x[..n * d], &s.o[..n * d])?;
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)] // as above
-    fn ffn_block(
-        &self,
-        file: &GgufFile,
-        pool: &ThreadPool,
-        isa: Isa,
-        s: &mut Scratch,
-        l: &LayerWeights,
-        n: usize,
-    ) -> Result<()> {
-        let cfg = &self.config;
-        let (d, ff) = (cfg.d_model, cfg.ffn_dim);
-        let h = resize(&mut s.h, n * d);
-        h.copy_from_slice(&s.x[..n * d]);
-        ops::rms_norm(h, &l.ffn_norm, cfg.rms_eps)?;
-        project(
-            pool,
-            isa,
-            file,
-            &mut s.acts,
-            &s.h[..n * d],
-            n,
-            &[&l.w_gate, &l.w_up],
-            &mut [&mut s.gate, &mut s.up],
-        )?;
-        kernels::vmath::swiglu(isa, &mut s.gate[..n * ff], &s.up[..n * ff]);
-        project(
-            pool,
-            isa,
-            file,
-            &mut s.acts,
-            &s.gate[..n * ff],
-            n,
-            &[&l.w_down],
-            &mut [&mut s.o],
-        )?;
-        ops::add_assign(&mut s.x[..n * d], &s.o[..n * d])?;
-        Ok(())
     }
 }

@@ -264,7 +264,13 @@ impl HfModel {
                 }
             }
         }
-        let rows = finish_rows(s, seqs, d, &self.w.norm, self.cfg.rms_eps)?;
+        for q in seqs.iter_mut() {
+            q.kv.advance(q.tokens.len());
+        }
+        let logit_rows = std::mem::take(&mut s.logit_rows);
+        let rows = finish_rows(s, &logit_rows, d, &self.w.norm, self.cfg.rms_eps);
+        s.logit_rows = logit_rows;
+        let rows = rows?;
         if rows == 0 {
             return Ok(());
         }
