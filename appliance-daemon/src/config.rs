@@ -90,6 +90,8 @@ pub struct FileConfig {
     pub idle_timeout_s: Option<u64>,
     /// Open client connections at most.
     pub max_connections: Option<usize>,
+    /// Where models run: `auto` (a GPU when one can be used), `cpu`, `cuda` or `cuda:N`.
+    pub device: Option<String>,
 }
 
 impl FileConfig {
@@ -150,6 +152,7 @@ pub struct Overrides {
     pub header_read_timeout_s: Option<u64>,
     pub idle_timeout_s: Option<u64>,
     pub max_connections: Option<usize>,
+    pub device: Option<String>,
 }
 
 /// What a box that fails its profile's compliance check does to the daemon's start.
@@ -272,6 +275,15 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// Bound on open client connections (lowered at start to fit the open-file limit).
     pub max_connections: usize,
+    /// Where models should run, as asked.
+    pub device_choice: engine::device::DeviceChoice,
+    /// Where they run, decided at start from `device_choice` and the hardware (the CPU
+    /// until then).
+    pub device: engine::device::Selection,
+    /// On a GPU, the share of its memory left after the weights that a model's cache
+    /// takes (the profile's KV fraction over the models, else 0.9); `None` keeps
+    /// `kv_cache_bytes`.
+    pub gpu_kv_fraction: Option<f64>,
     /// Where `ranks`, `kv_cache_bytes`, `max_batch_tokens` and `max_running` came from;
     /// the profile's plan fills those still at their defaults.
     pub origins: EngineOrigins,
@@ -460,6 +472,12 @@ impl ServeConfig {
             DEFAULT_MAX_CONNECTIONS,
             16..=1_000_000,
         )?;
+        let device_choice: engine::device::DeviceChoice = match over.device.or(file.device) {
+            Some(d) => d
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("`device`: {e}"))?,
+            None => engine::device::DeviceChoice::Auto,
+        };
         let alert_webhooks = if over.alert_webhooks.is_empty() {
             file.alert_webhooks.unwrap_or_default()
         } else {
@@ -500,6 +518,12 @@ impl ServeConfig {
             header_read_timeout: Duration::from_secs(header_read_timeout_s),
             idle_timeout: Duration::from_secs(idle_timeout_s),
             max_connections,
+            device_choice,
+            device: engine::device::Selection {
+                spec: engine::device::DeviceSpec::Cpu,
+                why: "not decided yet".into(),
+            },
+            gpu_kv_fraction: None,
             alert_webhooks,
             log_format,
             profile,

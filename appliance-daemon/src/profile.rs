@@ -258,9 +258,15 @@ fn fill_engine(
                     if models > 1 { "s" } else { "" }
                 ));
             } else {
+                // On the GPU: the fraction of the memory left once a model's weights are
+                // loaded, shared by the models.
+                config.gpu_kv_fraction = Some(plan.kv_cache_fraction / models.max(1) as f64);
+                o.kv_cache_bytes = from(&p.id);
                 kv_note = Some(format!(
-                    "the profile gives {} bytes of GPU memory ({} of {}); the engine runs on the CPU in this build, so the built-in size stands",
-                    plan.kv_cache_bytes, plan.kv_cache_fraction, plan.kv_basis
+                    "on a GPU, {} of the memory free after each model's weights, shared by {} model{} (on the CPU the built-in size)",
+                    plan.kv_cache_fraction,
+                    models.max(1),
+                    if models > 1 { "s" } else { "" }
                 ));
             }
         }

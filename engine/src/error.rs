@@ -60,6 +60,10 @@ pub enum EngineError {
     /// requests it held fail, and it serves no more.
     #[error("{0}")]
     Stopped(String),
+    /// The device asked for cannot be used (no driver, no GPU, a missing library, an
+    /// error on the GPU).
+    #[error("{0}")]
+    Device(String),
     /// Something the engine's own parts should never do (ranks disagreeing, an empty
     /// batch): a bug.
     #[error("{0}")]
@@ -85,7 +89,9 @@ impl EngineError {
             | EngineError::NoTokenizer { .. }
             | EngineError::Sampling(_)
             | EngineError::Tokenizer(_) => ErrorClass::Request,
-            EngineError::Stopped(_) | EngineError::KvCacheFull { .. } => ErrorClass::Unavailable,
+            EngineError::Stopped(_) | EngineError::KvCacheFull { .. } | EngineError::Device(_) => {
+                ErrorClass::Unavailable
+            }
             EngineError::Gguf(_)
             | EngineError::Kernel(_)
             | EngineError::UnsupportedArchitecture { .. }

@@ -9,11 +9,11 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kernels::{Isa, ThreadPool};
+use kernels::Isa;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::model::{BatchSeq, ForwardCtx, KvPool, Logits, Model, Scratch, SeqKv, blocks_for};
+use crate::model::{BatchSeq, Exec, KvBudget, KvPool, Logits, Model, SeqKv, blocks_for};
 use crate::sampling::SamplingParams;
 use crate::scheduler::{Progress, Sequence};
 use crate::tokenizer::ChatMessage;
@@ -25,6 +25,8 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Context limit in tokens; the model's training context when `None`.
     pub max_context: Option<usize>,
+    /// Where the model runs.
+    pub device: crate::device::DeviceSpec,
 }
 
 impl Default for EngineOptions {
@@ -32,6 +34,7 @@ impl Default for EngineOptions {
         EngineOptions {
             threads: default_threads(),
             max_context: None,
+            device: crate::device::DeviceSpec::Cpu,
         }
     }
 }
@@ -122,14 +125,13 @@ pub struct GenerateOutput {
 pub struct Engine {
     /// Shared with whoever tokenizes and checks requests for this engine.
     model: Arc<Model>,
-    pool: ThreadPool,
-    isa: Isa,
+    /// The model's state on its device.
+    exec: Exec,
     /// Blocks for one sequence of the full context.
     kv: KvPool,
     /// The sequence of [`Engine::forward`].
     seq: SeqKv,
     n_ctx: usize,
-    scratch: Scratch,
 }
 
 impl Engine {
@@ -141,15 +143,20 @@ impl Engine {
                 "the context limit must be at least 1 token".into(),
             ));
         }
-        let kv = model.new_kv_pool(blocks_for(n_ctx));
+        let exec = Exec::new(
+            &model,
+            &options.device,
+            options.threads,
+            KvBudget::Blocks(blocks_for(n_ctx)),
+            n_ctx,
+        )?;
+        let kv = exec.kv_pool(&model);
         Ok(Engine {
             model,
-            pool: ThreadPool::new(options.threads),
-            isa: Isa::active(),
+            exec,
             kv,
             seq: SeqKv::new(n_ctx),
             n_ctx,
-            scratch: Scratch::default(),
         })
     }
 
@@ -159,12 +166,17 @@ impl Engine {
 
     /// Compute threads in use.
     pub fn threads(&self) -> usize {
-        self.pool.threads()
+        self.exec.threads()
     }
 
-    /// The instruction set the kernels run on.
-    pub fn isa(&self) -> Isa {
-        self.isa
+    /// The CPU instruction set the kernels run on (none on a GPU).
+    pub fn isa(&self) -> Option<Isa> {
+        self.exec.isa()
+    }
+
+    /// `cpu` or `cuda:N`.
+    pub fn device_name(&self) -> String {
+        self.exec.device_name()
     }
 
     /// The context limit in tokens.
@@ -185,15 +197,15 @@ impl Engine {
     /// Appends `tokens` to the current sequence and returns the logits asked for
     /// (`rows x vocab`, row-major).
     pub fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<&[f32]> {
-        let mut ctx = ForwardCtx {
-            pool: &self.pool,
-            isa: self.isa,
-            kv: &mut self.kv,
-            seq: &mut self.seq,
-            scratch: &mut self.scratch,
-        };
-        self.model.forward(&mut ctx, tokens, logits)?;
-        Ok(&self.scratch.logits)
+        let mut batch = [BatchSeq {
+            kv: &mut self.seq,
+            tokens,
+            batched_order: tokens.len() >= 2,
+            logits,
+        }];
+        self.exec
+            .forward_batch(&self.model, &mut self.kv, &mut batch, None)?;
+        Ok(self.exec.logits())
     }
 
     /// Runs `request` from a fresh sequence, calling `on_token` for every generated token;
@@ -241,19 +253,14 @@ impl Engine {
                 batched_order: input.batched_order,
                 logits: Logits::Last,
             }];
-            self.model.forward_batch(
-                &self.pool,
-                self.isa,
-                &mut self.scratch,
-                &mut self.kv,
-                &mut batch,
-            )?;
+            self.exec
+                .forward_batch(&self.model, &mut self.kv, &mut batch, None)?;
             let prefill = *prefill_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
             let done = |f| {
                 let decode_ms = started.elapsed().as_secs_f64() * 1e3 - prefill;
                 Ok((f, prefill, decode_ms))
             };
-            match seq.on_logits(&self.model, &self.scratch.logits, on_token) {
+            match seq.on_logits(&self.model, self.exec.logits(), on_token) {
                 Progress::Running => {}
                 Progress::Finished(f) => return done(f),
                 // The consumer left: what it received ends like a stop.

@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)] // `unsafe` lives only in `kernels` (ARCHITECTURE.md)
 
+pub mod bench;
+pub mod device;
 pub mod eplb;
 pub mod error;
 pub mod fit;
@@ -18,6 +20,7 @@ pub mod parallel;
 pub mod safetensors;
 pub mod sampling;
 pub mod scheduler;
+pub mod serve;
 pub mod tokenizer;
 
 pub use error::{EngineError, ErrorClass, Result};

@@ -76,7 +76,7 @@ fn every_architecture_matches_transformers() {
             model,
             &EngineOptions {
                 threads: 2,
-                max_context: None,
+                ..EngineOptions::default()
             },
         )
         .unwrap();
@@ -450,7 +450,7 @@ struct Collect {
     seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl engine::scheduler::SeqSink for Collect {
+impl engine::serve::SeqSink for Collect {
     fn started(&mut self, _: usize) -> std::ops::ControlFlow<()> {
         std::ops::ControlFlow::Continue(())
     }
@@ -511,22 +511,21 @@ fn run_group_rebalancing(
     max_tokens: usize,
     rebalance: bool,
 ) -> (Vec<Vec<u32>>, Option<DispatchStats>) {
-    let cfg = engine::parallel::RankGroupConfig {
+    let cfg = engine::serve::EngineConfig {
+        device: engine::device::DeviceSpec::Cpu,
+        threads: 2,
         ranks,
         redundant_experts: redundant,
-        scheduler: engine::scheduler::SchedulerConfig {
-            threads: 2,
-            n_ctx: 512,
-            max_batch_tokens: 64,
-            max_running: 8,
-            kv_blocks: 64,
-        },
+        n_ctx: 512,
+        max_batch_tokens: 64,
+        max_running: 8,
+        kv: engine::model::KvBudget::Blocks(64),
     };
-    let group = engine::parallel::RankGroup::spawn(model.clone(), cfg, "test").unwrap();
+    let group = engine::serve::spawn(model.clone(), cfg, "test").unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for (index, p) in prompts.iter().enumerate() {
-        let sub = engine::scheduler::Submission {
+        let sub = engine::serve::Submission {
             request: greedy_request(p.clone(), max_tokens),
             tenant: format!("t{}", index % 3),
             sink: Box::new(Collect {

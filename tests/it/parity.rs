@@ -26,7 +26,7 @@ fn engine() -> &'static Mutex<Engine> {
                 model,
                 &EngineOptions {
                     threads: 2,
-                    max_context: None,
+                    ..EngineOptions::default()
                 },
             )
             .expect("engine"),

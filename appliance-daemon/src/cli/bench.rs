@@ -15,10 +15,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use engine::bench::{Tokens, median, phase_seconds};
 use engine::model::hf::Phase;
-use engine::model::{BatchSeq, KvPool, Scratch, SeqKv, blocks_for};
-use engine::{Logits, Model};
-use kernels::{Isa, ThreadPool};
 
 use super::ModelArgs;
 
@@ -59,132 +57,52 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// llama-bench's token stream: deterministic here (a fixed LCG), any in-vocabulary ids.
-struct Tokens(u64);
-
-impl Tokens {
-    fn next(&mut self, vocab: usize) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % vocab as u64) as u32
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.ranks > 1 {
         return bench_ranks(args);
     }
-    if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.reps == 0 {
-        bail!("--prompt-tokens, --gen-tokens, --reps and --batch must be at least 1");
-    }
-    let needed = args.prompt_tokens.max(args.gen_tokens);
-    let mut engine = args.model.engine(None)?;
-    if needed > engine.context_len() {
-        bail!(
-            "the model's context holds {} tokens; the benchmark needs {needed}",
-            engine.context_len()
-        );
-    }
-    let vocab = engine.model().config.vocab_size;
-    let first = match engine.model().tokenizer_opt() {
-        Some(tok) if tok.add_bos() => tok.bos_id(),
-        _ => None,
-    };
-    let mut rng = Tokens(42);
-    let mut prompt: Vec<u32> = (0..args.prompt_tokens).map(|_| rng.next(vocab)).collect();
-    if let Some(bos) = first {
-        prompt[0] = bos;
-    }
-
-    let mut prefill = Vec::with_capacity(args.reps);
-    let mut decode = Vec::with_capacity(args.reps);
-    let batch = Batch::new(
-        engine.model(),
-        engine.threads(),
-        args.batch,
-        args.gen_tokens,
+    let model = args.model.load()?;
+    let device = args.model.device_for(&model)?;
+    let r = engine::bench::run(
+        &model,
+        &engine::bench::BenchConfig {
+            prompt_tokens: args.prompt_tokens,
+            gen_tokens: args.gen_tokens,
+            reps: args.reps,
+            batch: args.batch,
+            threads: args.model.threads(),
+            device,
+        },
     )?;
-    let mut phases = vec![0f64; Phase::ALL.len()];
-    let mut decode_secs = 0f64;
-    for rep in 0..=args.reps {
-        engine.reset();
-        let t = Instant::now();
-        engine.forward(&prompt, Logits::Last)?;
-        let pp = args.prompt_tokens as f64 / t.elapsed().as_secs_f64();
-
-        let before = phase_seconds(engine.model());
-        let t = Instant::now();
-        if let Some(b) = &batch {
-            b.run(engine.model(), engine.isa(), first, &mut rng)?;
-        } else {
-            engine.reset();
-            let mut token = first.unwrap_or_else(|| rng.next(vocab));
-            for _ in 0..args.gen_tokens {
-                engine.forward(&[token], Logits::Last)?;
-                token = rng.next(vocab);
-            }
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let tg = (args.gen_tokens * args.batch) as f64 / secs;
-        if rep > 0 {
-            // Rep 0 is the warm-up (page faults, caches), as in llama-bench.
-            prefill.push(pp);
-            decode.push(tg);
-            decode_secs += secs;
-            for ((sum, after), before) in phases
-                .iter_mut()
-                .zip(phase_seconds(engine.model()))
-                .zip(before)
-            {
-                *sum += after - before;
-            }
-        }
-    }
-    let split: Vec<(&str, f64)> = match engine.model().hf() {
-        Some(_) => Phase::ALL
-            .iter()
-            .zip(&phases)
-            .map(|(p, s)| (p.name(), s / decode_secs))
-            .collect(),
-        None => Vec::new(),
-    };
-    let (pp, tg) = (median(prefill), median(decode));
+    let isa = r.isa.unwrap_or("gpu");
     if args.json {
         let doc = serde_json::json!({
-            "prefill_tok_s": (pp * 100.0).round() / 100.0,
-            "decode_tok_s": (tg * 100.0).round() / 100.0,
-            "threads": engine.threads(),
+            "prefill_tok_s": (r.prefill_tok_s * 100.0).round() / 100.0,
+            "decode_tok_s": (r.decode_tok_s * 100.0).round() / 100.0,
+            "threads": r.threads,
+            "device": r.device,
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "reps": args.reps,
             "batch": args.batch,
-            "isa": engine.isa().name(),
-            "decode_time_fraction": split.iter().map(|(n, f)| (n.to_string(), serde_json::json!((f * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
+            "isa": isa,
+            "decode_time_fraction": r.decode_time_fraction.iter().map(|(n, f)| (n.to_string(), serde_json::json!((f * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{doc}");
     } else {
         println!(
-            "{}: prefill {pp:.2} tok/s (pp{}), decode {tg:.2} tok/s (tg{} x batch {}), {} threads, {}, median of {}",
-            engine.model().name(),
+            "{}: prefill {:.2} tok/s (pp{}), decode {:.2} tok/s (tg{} x batch {}), {} on {} threads, {isa}, median of {}",
+            model.name(),
+            r.prefill_tok_s,
             args.prompt_tokens,
+            r.decode_tok_s,
             args.gen_tokens,
             args.batch,
-            engine.threads(),
-            engine.isa().name(),
+            r.device,
+            r.threads,
             args.reps
         );
+        let split = &r.decode_time_fraction;
         if !split.is_empty() {
             let parts: Vec<String> = split
                 .iter()
@@ -201,74 +119,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Seconds per phase of a checkpoint's forward pass so far (empty for GGUF models).
-fn phase_seconds(model: &Model) -> Vec<f64> {
-    match model.hf() {
-        Some(hf) => hf.phase_seconds().into_iter().map(|(_, s)| s).collect(),
-        None => vec![0.0; Phase::ALL.len()],
-    }
-}
-
-/// The batched decode test: `size` sequences stepping together.
-struct Batch {
-    pool: ThreadPool,
-    size: usize,
-    steps: usize,
-    max_len: usize,
-    kv: std::cell::RefCell<KvPool>,
-}
-
-impl Batch {
-    /// None for a batch of one (the engine's own single-sequence path runs it).
-    fn new(model: &Model, threads: usize, size: usize, steps: usize) -> Result<Option<Batch>> {
-        if size <= 1 {
-            return Ok(None);
-        }
-        let max_len = steps + 1;
-        Ok(Some(Batch {
-            pool: ThreadPool::new(threads),
-            size,
-            steps,
-            max_len,
-            kv: std::cell::RefCell::new(model.new_kv_pool(size * blocks_for(max_len))),
-        }))
-    }
-
-    fn run(&self, model: &Model, isa: Isa, first: Option<u32>, rng: &mut Tokens) -> Result<()> {
-        let vocab = model.config.vocab_size;
-        let mut kv = self.kv.borrow_mut();
-        let mut seqs: Vec<SeqKv> = (0..self.size).map(|_| SeqKv::new(self.max_len)).collect();
-        let mut tokens: Vec<[u32; 1]> = (0..self.size)
-            .map(|_| [first.unwrap_or_else(|| rng.next(vocab))])
-            .collect();
-        let mut scratch = Scratch::default();
-        for _ in 0..self.steps {
-            let mut batch: Vec<BatchSeq<'_>> = seqs
-                .iter_mut()
-                .zip(&tokens)
-                .map(|(kv, t)| BatchSeq {
-                    kv,
-                    tokens: t,
-                    batched_order: false,
-                    logits: Logits::Last,
-                })
-                .collect();
-            model.forward_batch(&self.pool, isa, &mut scratch, &mut kv, &mut batch)?;
-            for t in &mut tokens {
-                t[0] = rng.next(vocab);
-            }
-        }
-        for s in &mut seqs {
-            kv.release(s);
-        }
-        Ok(())
-    }
-}
-
 /// Reports a request's end to the bench.
 struct DoneSink(std::sync::mpsc::Sender<Result<(), String>>);
 
-impl engine::scheduler::SeqSink for DoneSink {
+impl engine::serve::SeqSink for DoneSink {
     fn started(&mut self, _: usize) -> std::ops::ControlFlow<()> {
         std::ops::ControlFlow::Continue(())
     }
@@ -305,23 +159,22 @@ fn bench_ranks(args: &BenchArgs) -> Result<()> {
             model.config.n_ctx_train
         );
     }
-    let cfg = engine::parallel::RankGroupConfig {
+    let cfg = engine::serve::EngineConfig {
+        device: engine::device::DeviceSpec::Cpu,
+        threads: args.model.threads(),
         ranks: args.ranks,
         redundant_experts: args.redundant_experts,
-        scheduler: engine::scheduler::SchedulerConfig {
-            threads: args.model.threads(),
-            n_ctx,
-            max_batch_tokens: 512,
-            max_running: args.batch,
-            kv_blocks: blocks_for(n_ctx) * args.batch,
-        },
+        n_ctx,
+        max_batch_tokens: 512,
+        max_running: args.batch,
+        kv: engine::model::KvBudget::Sequences(args.batch),
     };
-    let group = engine::parallel::RankGroup::spawn(model.clone(), cfg, "bench")?;
+    let group = engine::serve::spawn(model.clone(), cfg, "bench")?;
     let Some(ep) = group.ep().cloned() else {
         bail!("the group has one rank");
     };
     let vocab = model.config.vocab_size;
-    let mut rng = Tokens(42);
+    let mut rng = Tokens::new(42);
     let (mut rates, mut imbalance) = (Vec::new(), Vec::new());
     let mut phases = vec![0f64; Phase::ALL.len()];
     let mut rank_secs = 0f64;
@@ -352,7 +205,7 @@ fn bench_ranks(args: &BenchArgs) -> Result<()> {
                 min_tokens: 0,
                 logprobs: None,
             };
-            let sub = engine::scheduler::Submission {
+            let sub = engine::serve::Submission {
                 request,
                 tenant: String::new(),
                 sink: Box::new(DoneSink(tx.clone())),

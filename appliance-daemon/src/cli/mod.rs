@@ -77,6 +77,15 @@ pub struct ModelArgs {
     /// Compute threads [default: one per core].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+    /// Where the model runs: `auto` (a GPU when one can be used, else the CPU), `cpu`,
+    /// `cuda` or `cuda:N` [default: auto].
+    #[arg(
+        long,
+        env = "OASIS_DEVICE",
+        value_name = "DEVICE",
+        default_value = "auto"
+    )]
+    pub device: engine::device::DeviceChoice,
 }
 
 impl ModelArgs {
@@ -104,14 +113,33 @@ impl ModelArgs {
             .map_or_else(engine::generate::default_threads, usize::from)
     }
 
+    /// Where `model` runs: the device asked for (a missing GPU behind `cuda` is an error
+    /// naming what is missing), the CPU for what the GPU cannot run yet; the choice and the
+    /// reason go to stderr.
+    pub fn device_for(&self, model: &engine::Model) -> Result<engine::device::DeviceSpec> {
+        let cache = Some(crate::paths::data_dir().join("cache").join("kernels"));
+        let sel = engine::device::select(self.device, cache)?;
+        let (spec, fallback) = sel.spec.for_model(model);
+        match fallback {
+            Some(why) => eprintln!("oasis: device cpu ({why})"),
+            None if self.device == engine::device::DeviceChoice::Auto && spec.is_cuda() => {
+                eprintln!("oasis: device {} ({})", spec.describe(), sel.why);
+            }
+            None => {}
+        }
+        Ok(spec)
+    }
+
     /// Loads the model and starts an engine for it.
     pub fn engine(&self, max_context: Option<usize>) -> Result<engine::Engine> {
         let model = self.load()?;
+        let device = self.device_for(&model)?;
         Ok(engine::Engine::new(
             model,
             &engine::EngineOptions {
                 threads: self.threads(),
                 max_context,
+                device,
             },
         )?)
     }

@@ -150,7 +150,7 @@ enum Out {
 
 struct ChannelSink(std::sync::mpsc::Sender<Out>);
 
-impl engine::scheduler::SeqSink for ChannelSink {
+impl engine::serve::SeqSink for ChannelSink {
     fn started(&mut self, _: usize) -> ControlFlow<()> {
         ControlFlow::Continue(())
     }
@@ -183,21 +183,20 @@ fn run_ranked(args: &RunArgs, request: GenerateRequest) -> Result<()> {
         );
     }
     let ranks = usize::from(args.ranks);
-    let cfg = engine::parallel::RankGroupConfig {
+    let device = args.model.device_for(&model)?;
+    let cfg = engine::serve::EngineConfig {
+        device,
+        threads: args.model.threads(),
         ranks,
         redundant_experts: args.redundant_experts,
-        scheduler: engine::scheduler::SchedulerConfig {
-            threads: args.model.threads(),
-            n_ctx,
-            max_batch_tokens: 512,
-            max_running: 1,
-            kv_blocks: engine::model::blocks_for(n_ctx) * ranks,
-        },
+        n_ctx,
+        max_batch_tokens: 512,
+        max_running: 1,
+        kv: engine::model::KvBudget::Sequences(ranks),
     };
-    let group = engine::parallel::RankGroup::spawn(model, cfg, "run")
-        .context("cannot start the engine ranks")?;
+    let group = engine::serve::spawn(model, cfg, "run").context("cannot start the engine ranks")?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let sub = engine::scheduler::Submission {
+    let sub = engine::serve::Submission {
         request: GenerateRequest {
             prompt: Prompt::Tokens(prompt_ids.clone()),
             ..request

@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// Open client connections at most; held below the open-file limit [default: 4096].
     #[arg(long, env = "OASIS_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Where models run: `auto` (a GPU when a driver, the CUDA libraries and a GPU are
+    /// there, else the CPU), `cpu`, `cuda` or `cuda:N` [default: auto].
+    #[arg(long, env = "OASIS_DEVICE", value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 impl ServeArgs {
@@ -171,6 +175,7 @@ impl ServeArgs {
                 header_read_timeout_s: self.header_read_timeout_s,
                 idle_timeout_s: self.idle_timeout_s,
                 max_connections: self.max_connections,
+                device: self.device.clone(),
             },
         )
     }

@@ -15,9 +15,8 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use engine::Model;
-use engine::model::{BLOCK_POSITIONS, blocks_for};
-use engine::parallel::RankGroupConfig;
-use engine::scheduler::SchedulerConfig;
+use engine::model::KvBudget;
+use engine::serve::EngineConfig;
 
 use super::worker::WorkerHandle;
 use crate::config::ServeConfig;
@@ -294,33 +293,41 @@ pub fn serve(
         .unwrap_or(DEFAULT_SERVE_CONTEXT)
         .min(n_ctx_train)
         .max(1);
-    let bytes_per_block = (model.kv_bytes_per_position() * BLOCK_POSITIONS).max(1);
-    // At least one full-context sequence fits.
-    let kv_blocks = (config.kv_cache_bytes / bytes_per_block).max(blocks_for(n_ctx));
-    let group = RankGroupConfig {
+    // The device the daemon chose, unless this model cannot run there yet.
+    let (device, fallback) = config.device.spec.for_model(&model);
+    if let Some(why) = fallback {
+        tracing::warn!(model = %record.id, "serving on the CPU: {why}");
+    }
+    // The cache: the configured bytes, or on a GPU the configured share of its memory
+    // left once the weights are loaded. At least one full-context sequence fits.
+    let kv = match (&device, config.gpu_kv_fraction) {
+        (engine::device::DeviceSpec::Cuda { .. }, Some(f)) => KvBudget::GpuFraction(f),
+        _ => KvBudget::Bytes(config.kv_cache_bytes),
+    };
+    let engine_config = EngineConfig {
+        device,
+        threads: config
+            .threads
+            .unwrap_or_else(engine::generate::default_threads),
         ranks: d.ranks.unwrap_or(config.ranks),
         redundant_experts: config.redundant_experts,
-        scheduler: SchedulerConfig {
-            threads: config
-                .threads
-                .unwrap_or_else(engine::generate::default_threads),
-            n_ctx,
-            max_batch_tokens: config.max_batch_tokens,
-            max_running: d.max_sequences.unwrap_or(config.max_running),
-            kv_blocks,
-        },
+        n_ctx,
+        max_batch_tokens: config.max_batch_tokens,
+        max_running: d.max_sequences.unwrap_or(config.max_running),
+        kv,
     };
-    let worker = WorkerHandle::spawn(model.clone(), group, &d.name, config.max_waiting)
-        .context("cannot start the engine threads")?;
+    let worker = WorkerHandle::spawn(model.clone(), engine_config, &d.name, config.max_waiting)
+        .context("cannot start the engine")?;
+    tracing::info!(model = %record.id, device = %worker.device_detail, kv_blocks = worker.kv_blocks, kv_bytes = worker.kv_bytes, "engine started");
     Ok(ServedModel {
         name: d.name.clone(),
         deployment: d,
-        kv_bytes: kv_blocks * bytes_per_block,
+        kv_bytes: worker.kv_bytes,
+        kv_blocks: worker.kv_blocks,
         record,
         model,
         worker,
         n_ctx,
-        kv_blocks,
     })
 }
 

@@ -48,6 +48,10 @@ use self::error::ApiError;
 use crate::config::ServeConfig;
 use crate::store::{Settings, Store};
 
+/// The share of a GPU's memory left after the weights that the caches take when neither
+/// the configuration nor a profile says (vLLM's `gpu_memory_utilization` default).
+const DEFAULT_GPU_KV_FRACTION: f64 = 0.9;
+
 /// The request-id header, set when the client did not send one and echoed back.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -340,6 +344,14 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
     let store = Store::open(&config.data_dir.join("state"))?;
     let settings = store.record_start()?;
     tracing::info!(data_dir = %config.data_dir.display(), instance = %settings.instance_id, starts = settings.starts, "state opened");
+    // Where models run: a GPU when one can be used (`auto`), said in the log with why.
+    let kernel_cache = Some(config.data_dir.join("cache").join("kernels"));
+    let choice = config.device_choice;
+    config.device =
+        tokio::task::spawn_blocking(move || engine::device::select(choice, kernel_cache))
+            .await
+            .context("the device check stopped")??;
+    tracing::info!(device = %config.device.spec.describe(), why = %config.device.why, "device");
     // The profile first: its engine plan sets the defaults the models load with.
     let models = store.models()?.len().max(config.models.len()).max(1);
     let (config_out, profile) = tokio::task::spawn_blocking(move || {
@@ -350,6 +362,12 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
     .context("the profile check stopped")?;
     config = config_out;
     let profile = profile?;
+    if config.device.spec.is_cuda()
+        && config.gpu_kv_fraction.is_none()
+        && config.origins.kv_cache_bytes == crate::config::Origin::Default
+    {
+        config.gpu_kv_fraction = Some(DEFAULT_GPU_KV_FRACTION / models as f64);
+    }
     let catalog = {
         let (store, config) = (store.clone(), config.clone());
         tokio::task::spawn_blocking(move || catalog::load(&store, &config))

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use engine::Model;
-use engine::parallel::{EpShared, RankGroup, RankGroupConfig};
-use engine::scheduler::{SchedulerStats, SeqSink, Submission};
+use engine::parallel::EpShared;
+use engine::serve::{EngineConfig, Handle, SchedulerStats, SeqSink, Submission};
 use engine::{EngineError, FinishReason, GenerateRequest, TokenEvent};
 use tokio::sync::mpsc;
 
@@ -75,6 +75,12 @@ pub struct WorkerHandle {
     pub ranks: usize,
     /// Expert-parallel state (placement, loads) when the group has several ranks.
     pub ep: Option<Arc<EpShared>>,
+    /// Where the engine runs: `cpu` or `cuda:N`, and its description.
+    pub device: String,
+    pub device_detail: String,
+    /// Blocks of the engine's key/value cache (all ranks) and their bytes.
+    pub kv_blocks: usize,
+    pub kv_bytes: usize,
 }
 
 /// Why a job was not queued.
@@ -89,12 +95,14 @@ impl WorkerHandle {
     /// wait for the batch.
     pub fn spawn(
         model: Arc<Model>,
-        config: RankGroupConfig,
+        config: EngineConfig,
         id: &str,
         max_waiting: usize,
-    ) -> std::io::Result<WorkerHandle> {
+    ) -> anyhow::Result<WorkerHandle> {
         let (queue, rx) = mpsc::unbounded_channel();
-        let group = RankGroup::spawn(model, config, id)?;
+        let group = engine::serve::spawn(model, config, id)?;
+        let (device, device_detail) = (group.device().name(), group.device().describe());
+        let (kv_blocks, kv_bytes) = (group.kv_blocks(), group.kv_bytes());
         let stats = Arc::new(WorkerStats {
             queued: AtomicUsize::new(0),
             engine: group.stats(),
@@ -110,6 +118,10 @@ impl WorkerHandle {
             stats,
             ranks,
             ep,
+            device,
+            device_detail,
+            kv_blocks,
+            kv_bytes,
         })
     }
 
@@ -126,7 +138,7 @@ impl WorkerHandle {
     }
 }
 
-fn run(group: RankGroup, mut rx: mpsc::UnboundedReceiver<Job>, stats: &WorkerStats) {
+fn run(group: Handle, mut rx: mpsc::UnboundedReceiver<Job>, stats: &WorkerStats) {
     while let Some(job) = rx.blocking_recv() {
         take_in(&group, job, stats);
     }
@@ -134,7 +146,7 @@ fn run(group: RankGroup, mut rx: mpsc::UnboundedReceiver<Job>, stats: &WorkerSta
     drop(group);
 }
 
-fn take_in(group: &RankGroup, job: Job, stats: &WorkerStats) {
+fn take_in(group: &Handle, job: Job, stats: &WorkerStats) {
     for (choice, request) in job.requests.into_iter().enumerate() {
         let sub = Submission {
             request,

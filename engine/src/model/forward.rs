@@ -73,17 +73,6 @@ pub struct Scratch {
     pub logits: Vec<f32>,
 }
 
-/// What a forward pass needs besides the model: threads, instruction set, the cache pool
-/// and the sequence's blocks in it, and scratch memory.
-#[derive(Debug)]
-pub struct ForwardCtx<'a> {
-    pub pool: &'a ThreadPool,
-    pub isa: Isa,
-    pub kv: &'a mut KvPool,
-    pub seq: &'a mut SeqKv,
-    pub scratch: &'a mut Scratch,
-}
-
 /// After the layers: copies the rows that get logits into `s.h`, normalised with `norm`.
 /// Returns their count (logits cleared when there are none).
 pub(crate) fn finish_rows(
@@ -590,21 +579,9 @@ impl DenseOps for CpuDense<'_> {
 }
 
 impl Model {
-    /// Runs `tokens` (the sequence's next tokens) through the model, appending them to
-    /// `ctx.cache`, and leaves the requested logits in `ctx.scratch.logits`.
-    pub fn forward(&self, ctx: &mut ForwardCtx<'_>, tokens: &[u32], logits: Logits) -> Result<()> {
-        let mut seq = [BatchSeq {
-            kv: &mut *ctx.seq,
-            tokens,
-            batched_order: tokens.len() >= 2,
-            logits,
-        }];
-        self.forward_batch(ctx.pool, ctx.isa, ctx.scratch, ctx.kv, &mut seq)
-    }
-
     /// A step of an expert-parallel group in which this rank has no tokens: it still takes
     /// part in every layer's exchanges and computes the experts it holds for the others.
-    pub fn idle_step_ep(
+    pub(crate) fn idle_step_ep(
         &self,
         pool: &ThreadPool,
         isa: Isa,
@@ -617,24 +594,13 @@ impl Model {
         }
     }
 
-    /// Runs each sequence's next tokens through the model in one pass, appending them to
-    /// their blocks in `kv` (reserving blocks as needed: [`EngineError::KvCacheFull`] when
-    /// the pool runs out), and leaves the requested logits in `scratch.logits`: one row
-    /// per requested position, sequences in order.
-    pub fn forward_batch(
-        &self,
-        pool: &ThreadPool,
-        isa: Isa,
-        s: &mut Scratch,
-        kv: &mut KvPool,
-        seqs: &mut [BatchSeq<'_>],
-    ) -> Result<()> {
-        self.forward_batch_ep(pool, isa, s, kv, seqs, None)
-    }
-
-    /// [`Model::forward_batch`] as one rank of an expert-parallel group: the routed experts
-    /// of MoE layers run where `ep`'s placement puts them (dense models ignore `ep`).
-    pub fn forward_batch_ep(
+    /// Runs each sequence's next tokens through the model in one pass on the CPU, appending
+    /// them to their blocks in `kv` (reserving blocks as needed: [`EngineError::KvCacheFull`]
+    /// when the pool runs out), and leaves the requested logits in `s.logits`: one row per
+    /// requested position, sequences in order. As one rank of an expert-parallel group,
+    /// the routed experts of MoE layers run where `ep`'s placement puts them (dense models
+    /// ignore `ep`).
+    pub(crate) fn forward_batch_ep(
         &self,
         pool: &ThreadPool,
         isa: Isa,

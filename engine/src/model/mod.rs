@@ -6,17 +6,21 @@
 //! After loading, the forward pass (`forward.rs`, `hf/`) cannot meet a malformed file.
 
 pub mod config;
-pub mod forward;
+pub(crate) mod cuda;
+pub(crate) mod exec;
+pub(crate) mod forward;
 pub mod hf;
-pub mod kv_cache;
+pub(crate) mod kv_cache;
 pub mod weights;
 
 use std::path::Path;
 
 pub use config::{Arch, ModelConfig};
-pub use forward::{BatchSeq, ForwardCtx, Logits, Scratch};
+pub use exec::{Exec, KvBudget};
+pub use forward::Logits;
+pub(crate) use forward::{BatchSeq, Scratch};
 pub use hf::HfModel;
-pub use kv_cache::{BLOCK_POSITIONS, KvPool, SeqKv, blocks_for, chain_hash};
+pub(crate) use kv_cache::{BLOCK_POSITIONS, KvPool, SeqKv, blocks_for, chain_hash};
 pub use weights::Weights;
 
 use crate::error::Result;
@@ -165,6 +169,14 @@ impl Model {
         &self.name
     }
 
+    /// The GGUF file and the weights located in it, for a model loaded from one.
+    pub fn gguf(&self) -> Option<(&GgufFile, &Weights)> {
+        match &self.source {
+            Source::Gguf { file, weights } => Some((file, weights)),
+            Source::Hf(_) => None,
+        }
+    }
+
     /// The GGUF file, for a model loaded from one.
     pub fn file(&self) -> Option<&GgufFile> {
         match &self.source {
@@ -182,7 +194,7 @@ impl Model {
     }
 
     /// A key/value pool of `n_blocks` blocks for this model.
-    pub fn new_kv_pool(&self, n_blocks: usize) -> KvPool {
+    pub(crate) fn new_kv_pool(&self, n_blocks: usize) -> KvPool {
         match &self.source {
             Source::Gguf { .. } => {
                 KvPool::new(self.config.n_layers, self.config.kv_dim(), n_blocks)
@@ -191,6 +203,11 @@ impl Model {
                 KvPool::new_rows(self.config.n_layers, hf.cfg.cache_width(), n_blocks)
             }
         }
+    }
+
+    /// Bytes of cache per block of positions (every layer).
+    pub fn kv_bytes_per_block(&self) -> usize {
+        self.kv_bytes_per_position() * BLOCK_POSITIONS
     }
 
     /// Bytes of cache per position, every layer: keys and values in f16 for GGUF models,

@@ -36,6 +36,11 @@ impl Mat {
     pub fn info(&self) -> &TensorInfo {
         &self.info
     }
+
+    /// The matrix's bytes in `file` (as stored: quantized blocks, or floats).
+    pub fn bytes<'f>(&self, file: &'f GgufFile) -> &'f [u8] {
+        file.tensor_data(&self.info)
+    }
 }
 
 /// One transformer block's weights.
@@ -124,6 +129,17 @@ fn optional_vector(file: &GgufFile, name: &str, len: usize) -> Result<Option<Vec
 }
 
 impl Weights {
+    /// Every weight matrix: the embedding, each layer's seven, the output head.
+    pub fn matrices(&self) -> impl Iterator<Item = &Mat> {
+        std::iter::once(&self.tok_embd)
+            .chain(
+                self.layers
+                    .iter()
+                    .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]),
+            )
+            .chain(std::iter::once(&self.output))
+    }
+
     /// The vocabulary size, from the token embedding's shape.
     pub fn vocab_size(file: &GgufFile) -> Result<usize> {
         let info = tensor(file, "token_embd.weight")?;

@@ -67,12 +67,10 @@ pub struct RankGroup {
 }
 
 impl RankGroup {
-    /// Starts the ranks' threads (named `engine-{name}-{rank}`).
-    pub fn spawn(
-        model: Arc<Model>,
-        cfg: RankGroupConfig,
-        name: &str,
-    ) -> std::io::Result<RankGroup> {
+    /// Starts the ranks' threads (named `engine-{name}-{rank}`). Each rank sets up its
+    /// device state on its own thread (a GPU context belongs to the thread that uses it);
+    /// this returns once every rank is ready, or with the first rank's error.
+    pub fn spawn(model: Arc<Model>, cfg: RankGroupConfig, name: &str) -> crate::Result<RankGroup> {
         let moe = model.hf().map(|h| (h.cfg.n_layers, h.cfg.moe.n_experts));
         let ranks = if moe.is_some() { cfg.ranks.max(1) } else { 1 };
         let stats = Arc::new(SchedulerStats::default());
@@ -87,30 +85,78 @@ impl RankGroup {
         let mut senders = Vec::with_capacity(ranks);
         let mut load = Vec::with_capacity(ranks);
         let mut threads = Vec::with_capacity(ranks);
+        let (ready_tx, ready_rx) = mpsc::channel::<crate::Result<()>>();
         for rank in 0..ranks {
             let mut sc = cfg.scheduler.clone();
             sc.threads = (sc.threads / ranks).max(1);
-            sc.kv_blocks = (sc.kv_blocks / ranks).max(crate::model::blocks_for(sc.n_ctx));
-            let scheduler = Scheduler::with_stats(model.clone(), sc, stats.clone());
+            sc.kv = match sc.kv {
+                crate::model::KvBudget::Blocks(b) => crate::model::KvBudget::Blocks(b / ranks),
+                crate::model::KvBudget::Bytes(b) => crate::model::KvBudget::Bytes(b / ranks),
+                crate::model::KvBudget::Sequences(n) => {
+                    crate::model::KvBudget::Sequences(n.div_ceil(ranks))
+                }
+                f => f,
+            };
             let (tx, rx) = mpsc::channel();
             let l = Arc::new(AtomicUsize::new(0));
-            let rank_state = Rank {
-                rank,
-                scheduler,
-                rx,
-                wake: wake.clone(),
-                ep: ep.clone(),
-                load: l.clone(),
-                model: model.clone(),
-                stats: stats.clone(),
-            };
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("engine-{name}-{rank}"))
-                    .spawn(move || rank_state.run())?,
+            let (m, w, e, ll, st, ready) = (
+                model.clone(),
+                wake.clone(),
+                ep.clone(),
+                l.clone(),
+                stats.clone(),
+                ready_tx.clone(),
             );
+            let spawned = std::thread::Builder::new()
+                .name(format!("engine-{name}-{rank}"))
+                .spawn(move || {
+                    let scheduler = match Scheduler::with_stats(m.clone(), sc, st.clone()) {
+                        Ok(s) => s,
+                        Err(err) => {
+                            let _ = ready.send(Err(err));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    Rank {
+                        rank,
+                        scheduler,
+                        rx,
+                        wake: w,
+                        ep: e,
+                        load: ll,
+                        model: m,
+                        stats: st,
+                    }
+                    .run();
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(err) => {
+                    return Err(crate::EngineError::Internal(format!(
+                        "cannot start an engine thread: {err}"
+                    )));
+                }
+            }
             senders.push(tx);
             load.push(l);
+        }
+        drop(ready_tx);
+        for _ in 0..ranks {
+            let ready = ready_rx.recv().unwrap_or_else(|_| {
+                Err(crate::EngineError::Internal(
+                    "an engine rank stopped while starting".into(),
+                ))
+            });
+            if let Err(err) = ready {
+                // The started ranks see their queues close and leave.
+                senders.clear();
+                wake.bump();
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(err);
+            }
         }
         Ok(RankGroup {
             senders,
@@ -206,6 +252,12 @@ impl Rank {
                 if busy {
                     if let Err(e) = self.scheduler.step() {
                         tracing_error(self.rank, &e.to_string());
+                        if let crate::EngineError::Device(why) = &e {
+                            // The GPU failed: its cache and buffers are in doubt. The rank
+                            // fails what it holds and stops; the model reports why.
+                            let _ = self.stats.broken.set(why.clone());
+                            return self.scheduler.fail_all(&format!("the GPU failed: {why}"));
+                        }
                     }
                 } else if closed {
                     return;

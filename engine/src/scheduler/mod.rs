@@ -21,13 +21,11 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use kernels::{Isa, ThreadPool};
-
 pub use self::fair::FairQueue;
 pub use self::sequence::{Progress, Sequence};
 use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateRequest, TokenEvent};
-use crate::model::{BatchSeq, KvPool, Logits, Model, Scratch, blocks_for};
+use crate::model::{BatchSeq, Exec, KvPool, Logits, Model, blocks_for};
 
 /// Limits of one scheduler.
 #[derive(Debug, Clone)]
@@ -40,8 +38,10 @@ pub struct SchedulerConfig {
     pub max_batch_tokens: usize,
     /// Sequences running at once.
     pub max_running: usize,
-    /// Blocks of [`crate::model::BLOCK_POSITIONS`] positions in the key/value pool.
-    pub kv_blocks: usize,
+    /// The key/value cache (at least one sequence of `n_ctx` fits).
+    pub kv: crate::model::KvBudget,
+    /// Where the model runs.
+    pub device: crate::device::DeviceSpec,
 }
 
 /// Where a request's results go.
@@ -92,6 +92,9 @@ pub struct SchedulerStats {
     pub prompt_tokens_total: AtomicU64,
     pub completion_tokens_total: AtomicU64,
     pub cancelled_total: AtomicU64,
+    /// Set once the device failed under the engine (a GPU error mid-step): the engine has
+    /// stopped and the model is unavailable, for this reason.
+    pub broken: std::sync::OnceLock<String>,
 }
 
 /// A sequence with its consumer, waiting or running.
@@ -108,9 +111,8 @@ struct Entry {
 /// The batching loop's state.
 pub struct Scheduler {
     model: Arc<Model>,
-    pool: ThreadPool,
-    isa: Isa,
-    scratch: Scratch,
+    /// The model's state on its device: threads and scratch, or weights and cache on a GPU.
+    exec: Exec,
     config: SchedulerConfig,
     kv: KvPool,
     waiting: FairQueue<Entry>,
@@ -134,7 +136,7 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(model: Arc<Model>, config: SchedulerConfig) -> Scheduler {
+    pub fn new(model: Arc<Model>, config: SchedulerConfig) -> Result<Scheduler> {
         Self::with_stats(model, config, Arc::new(SchedulerStats::default()))
     }
 
@@ -143,16 +145,21 @@ impl Scheduler {
         model: Arc<Model>,
         config: SchedulerConfig,
         stats: Arc<SchedulerStats>,
-    ) -> Scheduler {
-        let kv = model.new_kv_pool(config.kv_blocks.max(1));
+    ) -> Result<Scheduler> {
+        let exec = Exec::new(
+            &model,
+            &config.device,
+            config.threads,
+            config.kv,
+            config.n_ctx,
+        )?;
+        let kv = exec.kv_pool(&model);
         stats
             .kv_blocks_total
             .fetch_add(kv.n_blocks(), Ordering::Relaxed);
-        Scheduler {
+        Ok(Scheduler {
             model,
-            pool: ThreadPool::new(config.threads.max(1)),
-            isa: Isa::active(),
-            scratch: Scratch::default(),
+            exec,
             config,
             kv,
             waiting: FairQueue::default(),
@@ -160,7 +167,7 @@ impl Scheduler {
             admissions: 0,
             stats,
             published: [0; 6],
-        }
+        })
     }
 
     /// Requests held, waiting or running.
@@ -362,9 +369,7 @@ impl Scheduler {
         self.publish();
         if plan.is_empty() {
             if let Some(ep) = ep {
-                return self
-                    .model
-                    .idle_step_ep(&self.pool, self.isa, &mut self.scratch, ep);
+                return self.exec.idle_step(&self.model, ep);
             }
             return Ok(());
         }
@@ -389,14 +394,9 @@ impl Scheduler {
                     },
                 });
             }
-            let result = self.model.forward_batch_ep(
-                &self.pool,
-                self.isa,
-                &mut self.scratch,
-                &mut self.kv,
-                &mut batch,
-                ep,
-            );
+            let result = self
+                .exec
+                .forward_batch(&self.model, &mut self.kv, &mut batch, ep);
             drop(batch);
             if let Err(e) = result {
                 // A failed pass leaves these sequences' caches unknown: fail them.
@@ -427,7 +427,7 @@ impl Scheduler {
             if !wants_logits {
                 continue;
             }
-            let logits = &self.scratch.logits[row * vocab..(row + 1) * vocab];
+            let logits = &self.exec.logits()[row * vocab..(row + 1) * vocab];
             row += 1;
             let sink = &mut e.sink;
             let progress = e

@@ -367,6 +367,12 @@ impl CudaDevice {
         &self.info
     }
 
+    /// Bytes of device memory free now.
+    pub fn memory_free(&self) -> Result<u64, KernelError> {
+        let (free, _) = self.ctx.mem_get_info().map_err(cuda_err("query"))?;
+        Ok(free as u64)
+    }
+
     fn func(&self, name: &str) -> Result<&CudaFunction, KernelError> {
         self.funcs.get(name).ok_or_else(|| KernelError::Cuda {
             op: "launch",
@@ -600,6 +606,32 @@ impl CudaDevice {
         };
         // SAFETY: one block per row, each reading and writing n values of its row; the
         // lengths are checked above.
+        unsafe { b.launch(cfg) }.map_err(cuda_err("rms_norm"))?;
+        Ok(())
+    }
+
+    /// [`CudaDevice::rms_norm`] with the output over the input (each row is read whole
+    /// before it is written).
+    pub fn rms_norm_in_place(
+        &self,
+        x: &mut Floats,
+        w: &Floats,
+        rows: usize,
+        n: usize,
+        eps: f32,
+    ) -> Result<(), KernelError> {
+        check_len("rms_norm", "input", x.buf.len(), rows * n)?;
+        check_len("rms_norm", "weight", w.buf.len(), n)?;
+        let nn = as_i32("rms_norm", n)?;
+        let mut b = self.stream.launch_builder(self.func("rms_norm_inplace")?);
+        b.arg(&mut x.buf).arg(&w.buf).arg(&nn).arg(&eps);
+        let cfg = LaunchConfig {
+            grid_dim: (rows.max(1) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as `rms_norm`; the kernel reads a row's values (the sum, then each value
+        // right before writing it at the same index), so in and out may be the same.
         unsafe { b.launch(cfg) }.map_err(cuda_err("rms_norm"))?;
         Ok(())
     }

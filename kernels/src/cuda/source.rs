@@ -77,6 +77,7 @@ mod tests {
             "embed_q8_0",
             "f32_to_bf16",
             "rms_norm",
+            "rms_norm_inplace",
             "rope",
             "swiglu",
             "add_assign",

@@ -60,6 +60,9 @@ impl CudaDevice {
     pub fn info(&self) -> &DeviceInfo {
         match self.0 {}
     }
+    pub fn memory_free(&self) -> Result<u64, KernelError> {
+        match self.0 {}
+    }
     pub fn upload_weight(
         &self,
         _: GgmlType,
@@ -111,6 +114,16 @@ impl CudaDevice {
         _: usize,
         _: f32,
         _: &mut Floats,
+    ) -> Result<(), KernelError> {
+        match self.0 {}
+    }
+    pub fn rms_norm_in_place(
+        &self,
+        _: &mut Floats,
+        _: &Floats,
+        _: usize,
+        _: usize,
+        _: f32,
     ) -> Result<(), KernelError> {
         match self.0 {}
     }

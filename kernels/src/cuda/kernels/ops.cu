@@ -2,13 +2,11 @@
 // additions, all in f32.
 #include "common.cuh"
 
-// x (rows x n) -> out = x * rsqrt(mean(x^2) + eps) * w. One block of 256 threads per row.
-extern "C" __global__ void __launch_bounds__(256)
-    rms_norm(const float* __restrict__ x, const float* __restrict__ w, int n, float eps,
-             float* __restrict__ out) {
+// out = x * rsqrt(mean(x^2) + eps) * w for one row of n (256 threads). `x` and `out` may be
+// the same row: the sum is taken before any value is written, and each value is read right
+// before its own index is written.
+DEV void rms_norm_row(const float* xr, const float* w, int n, float eps, float* orow) {
   __shared__ float part[8];
-  const float* xr = x + (u64)blockIdx.x * n;
-  float* orow = out + (u64)blockIdx.x * n;
   float s = 0.f;
   for (int i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
   s = warp_sum(s);
@@ -22,6 +20,19 @@ extern "C" __global__ void __launch_bounds__(256)
   __syncthreads();
   float scale = 1.0f / sqrtf(part[0] / n + eps);
   for (int i = threadIdx.x; i < n; i += blockDim.x) orow[i] = (xr[i] * scale) * w[i];
+}
+
+// One block of 256 threads per row of x (rows x n).
+extern "C" __global__ void __launch_bounds__(256)
+    rms_norm(const float* __restrict__ x, const float* __restrict__ w, int n, float eps,
+             float* __restrict__ out) {
+  rms_norm_row(x + (u64)blockIdx.x * n, w, n, eps, out + (u64)blockIdx.x * n);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    rms_norm_inplace(float* x, const float* __restrict__ w, int n, float eps) {
+  float* row = x + (u64)blockIdx.x * n;
+  rms_norm_row(row, w, n, eps, row);
 }
 
 // Rotates the first n_rot dimensions of every head of row t (n_heads heads of head_dim) by
