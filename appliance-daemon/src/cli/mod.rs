@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod eplb;
 mod fit;
+pub mod gpu;
 mod keys;
 mod models;
 mod profile;
@@ -65,6 +66,9 @@ pub enum Command {
     /// Firmware profiles: which one fits this box, its compliance check, its settings.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
+    /// GPUs: which ones the engine can use; the CUDA kernels compiled for an architecture.
+    #[command(subcommand)]
+    Gpu(gpu::GpuCommand),
 }
 
 /// Options shared by the commands that load a model.
@@ -163,5 +167,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eplb(args) => eplb::eplb(&args),
         Command::Telemetry(cmd) => telemetry::telemetry(&cmd),
         Command::Profile(cmd) => profile::profile(&cmd),
+        Command::Gpu(cmd) => gpu::gpu(&cmd),
     }
 }

@@ -283,8 +283,9 @@ fn render_status(url: &str, doc: &Value) -> String {
         if m["state"] == "ready" {
             let _ = writeln!(
                 out,
-                "  {}  ready  {}  {} params  ctx {}  waiting {}  running {}  requests {}  tokens in/out {}/{}",
+                "  {}  ready  {}  {}  {} params  ctx {}  waiting {}  running {}  requests {}  tokens in/out {}/{}",
                 s(&m["id"]),
+                s(&m["device_detail"]),
                 s(&m["architecture"]),
                 count(n(&m["parameters"])),
                 n(&m["context_length"]),

@@ -110,8 +110,12 @@ pub struct StatusReport {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelStatus {
     pub id: String,
-    /// `ready` or `unavailable`.
+    /// `ready` or `unavailable` (not loaded, or its engine's device failed).
     pub state: &'static str,
+    /// Where its engine runs: `cpu` or `cuda:N`.
+    pub device: Option<String>,
+    /// The device in words (the GPU's name, architecture and memory).
+    pub device_detail: Option<String>,
     pub path: Option<String>,
     /// Why an unavailable model could not be loaded.
     pub error: Option<String>,
@@ -135,11 +139,18 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
         .iter()
         .map(|m| {
             let s = &m.worker.stats;
+            let broken = s.engine.broken.get().cloned();
             ModelStatus {
                 id: m.name.clone(),
-                state: "ready",
+                state: if broken.is_some() {
+                    "unavailable"
+                } else {
+                    "ready"
+                },
+                device: Some(m.worker.device.clone()),
+                device_detail: Some(m.worker.device_detail.clone()),
                 path: Some(m.record.path.display().to_string()),
-                error: None,
+                error: broken.map(|b| format!("the engine stopped: {b}")),
                 architecture: Some(m.record.architecture.clone()),
                 parameters: Some(m.record.parameters),
                 context_length: Some(m.n_ctx),
@@ -154,6 +165,8 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
     models.extend(st.catalog.unavailable().iter().map(|u| ModelStatus {
         id: u.id.clone(),
         state: "unavailable",
+        device: None,
+        device_detail: None,
         path: u.path.as_ref().map(|p| p.display().to_string()),
         error: Some(u.error.clone()),
         architecture: None,
