@@ -99,7 +99,7 @@ pub fn parse_ptxas(text: &str, arch: &str) -> Vec<KernelReport> {
     let num_before = |line: &str, unit: &str| -> u64 {
         line.split(',')
             .find(|p| p.trim().ends_with(unit))
-            .and_then(|p| p.trim().split_whitespace().next())
+            .and_then(|p| p.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
