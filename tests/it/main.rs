@@ -14,6 +14,7 @@ mod console;
 mod eplb;
 mod fit;
 mod fuzz;
+mod gpu_build;
 mod hardening;
 mod models;
 mod moe;

@@ -235,7 +235,7 @@ fn the_daemon_takes_its_engine_defaults_from_the_profile() {
         engine,
         [
             "ranks = 8 (profile hgx-h200-8)",
-            "kv_cache_bytes = 2147483648 (built-in default)",
+            "kv_cache_bytes = 2147483648 (profile hgx-h200-8)",
             "max_batch_tokens = 16384 (profile hgx-h200-8)",
             "max_running = 4 (flag or OASIS_* variable)",
             "weight_precision = \"fp8\" (profile hgx-h200-8)",
@@ -245,7 +245,7 @@ fn the_daemon_takes_its_engine_defaults_from_the_profile() {
         doc["engine"][1]["note"]
             .as_str()
             .unwrap()
-            .contains("the engine runs on the CPU in this build"),
+            .contains("on a GPU, 0.85 of the memory free after each model's weights"),
         "{}",
         doc["engine"][1]
     );

@@ -8,12 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The workspace root.
+/// The workspace root: where this crate was built, or, for a test binary carried to
+/// another machine (the GPU suite), the current directory when that path is not there.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if built.join("tests/fixtures").is_dir() {
+        return built;
+    }
+    std::env::current_dir().unwrap_or(built)
 }
 
 /// File name of the default model.
@@ -54,10 +59,19 @@ pub fn fixture_json(rel: &str) -> serde_json::Value {
 }
 
 /// The `oasis` binary of this build profile, built once per test process so the tests
-/// always run the current code.
+/// always run the current code; `$OASIS_BIN` instead, or `.device/tools/oasis` where a
+/// test binary was carried to a GPU machine without cargo.
 pub fn oasis_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("OASIS_BIN") {
+            return PathBuf::from(bin);
+        }
+        // Carried by scripts/stage-gpu, and run where there is no cargo.
+        let staged = workspace_root().join(".device/tools/oasis");
+        if std::env::var_os("CARGO").is_none() && staged.is_file() {
+            return staged;
+        }
         // The test binary is target/<profile>/deps/it-<hash>; the binary goes to
         // target/<profile>/oasis.
         let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));

@@ -18,6 +18,18 @@ pub enum GpuCommand {
     /// Compile every CUDA kernel with nvcc for an architecture and report registers,
     /// spills and shared memory per kernel (exit 1 on a spill).
     Kernels(KernelsArgs),
+    /// Measure this GPU's ceilings: device-to-device copy bandwidth and cuBLAS bf16 GEMM
+    /// rate (what the benchmarks are read against).
+    Ceilings(CeilingsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CeilingsArgs {
+    /// The GPU [default: 0].
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub gpu: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -44,7 +56,33 @@ pub fn gpu(cmd: &GpuCommand) -> Result<()> {
     match cmd {
         GpuCommand::Status(a) => status(a),
         GpuCommand::Kernels(a) => kernels(a),
+        GpuCommand::Ceilings(a) => ceilings(a),
     }
+}
+
+fn ceilings(a: &CeilingsArgs) -> Result<()> {
+    let dev = kernels::cuda::CudaDevice::open(a.gpu, None)?;
+    let c = dev.ceilings()?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "gpu": dev.info().describe(),
+                "copy_bytes_per_s": c.copy_bytes_per_s,
+                "gemm_bf16_flop_per_s": c.gemm_bf16_flop_per_s,
+                "gemm_size": c.gemm_size,
+            })
+        );
+    } else {
+        println!(
+            "{}: device-to-device copy {:.0} GB/s (read + write), bf16 GEMM {:.0} TFLOP/s ({n}x{n}x{n})",
+            dev.info().describe(),
+            c.copy_bytes_per_s / 1e9,
+            c.gemm_bf16_flop_per_s / 1e12,
+            n = c.gemm_size
+        );
+    }
+    Ok(())
 }
 
 fn status(a: &StatusArgs) -> Result<()> {

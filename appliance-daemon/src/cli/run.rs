@@ -56,7 +56,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Engine ranks (expert parallelism for MoE checkpoints: the experts spread over the
-    /// ranks, tokens exchanged at each MoE layer; the answer is the same) [default: 1].
+    /// ranks, tokens exchanged at each MoE layer; the answer is the same).
     #[arg(long, default_value_t = 1, value_name = "R", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub ranks: u16,
     /// Extra expert slots per MoE layer with `--ranks` (replicas).

@@ -28,7 +28,25 @@ const DEQUANT_CHUNK_VALUES: usize = 64 << 20;
 fn cuda_err(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> KernelError {
     move |e| KernelError::Cuda {
         op,
-        detail: format!("{e:?}"),
+        detail: describe_driver_error(&e),
+    }
+}
+
+/// The driver's error, with the plain words an operator looks for first.
+fn describe_driver_error(e: &cudarc::driver::DriverError) -> String {
+    use cudarc::driver::sys::CUresult;
+    let plain = match e.0 {
+        CUresult::CUDA_ERROR_OUT_OF_MEMORY => "the GPU is out of memory",
+        CUresult::CUDA_ERROR_ECC_UNCORRECTABLE => "the GPU reported an uncorrectable ECC error",
+        CUresult::CUDA_ERROR_LAUNCH_FAILED | CUresult::CUDA_ERROR_ILLEGAL_ADDRESS => {
+            "a kernel failed on the GPU (see the driver's Xid in the kernel log)"
+        }
+        _ => "",
+    };
+    if plain.is_empty() {
+        format!("{e:?}")
+    } else {
+        format!("{plain} ({e:?})")
     }
 }
 
@@ -697,8 +715,14 @@ impl CudaDevice {
                     .map_err(cuda_err("allocate"))?,
             );
         }
-        let chunk_rows = (DEQUANT_CHUNK_VALUES / k).clamp(1, w.rows);
-        let wlen = chunk_rows * k;
+        // BF16 weights are what cuBLAS reads: one GEMM over all rows, no copy.
+        let direct = w.ty == GgmlType::BF16;
+        let chunk_rows = if direct {
+            w.rows
+        } else {
+            (DEQUANT_CHUNK_VALUES / k).clamp(1, w.rows)
+        };
+        let wlen = if direct { 1 } else { chunk_rows * k };
         if scratch.weights.as_ref().is_none_or(|a| a.len() < wlen) {
             scratch.weights = Some(
                 self.stream
@@ -724,7 +748,7 @@ impl CudaDevice {
         let mut row0 = 0;
         while row0 < w.rows {
             let n_rows = chunk_rows.min(w.rows - row0);
-            {
+            if !direct {
                 let (r0, nr) = (as_i32("matmul", row0)?, as_i32("matmul", n_rows)?);
                 let mut b = self.stream.launch_builder(deq);
                 b.arg(&w.data).arg(&r0).arg(&nr).arg(&kk).arg(&mut *wbuf);
@@ -735,42 +759,68 @@ impl CudaDevice {
             // n_tok, ld = w.rows) = W (k x rows, transposed) x X (k x n_tok).
             let (m, n, kdim) = (as_i32("matmul", n_rows)?, as_i32("matmul", n_tok)?, kk);
             let ldc = as_i32("matmul", w.rows)?;
-            let alpha: f32 = 1.0;
-            let beta: f32 = 0.0;
-            let (pw, _gw) = wbuf.device_ptr(&self.stream);
+            let (pw, _gw) = if direct {
+                w.data.device_ptr(&self.stream)
+            } else {
+                wbuf.device_ptr(&self.stream)
+            };
             let (px, _gx) = acts.device_ptr(&self.stream);
             let (po, _go) = out.buf.device_ptr_mut(&self.stream);
             let po = po + (row0 * std::mem::size_of::<f32>()) as u64;
-            // SAFETY: W is n_rows x k bf16 (lda = k), X is n_tok x k bf16 (ldb = k), and the
+            // SAFETY: W is n_rows x k bf16 (lda = k; the weight itself when it is BF16, all
+            // of its rows in one call), X is n_tok x k bf16 (ldb = k), and the
             // output column block starts at row0 of an n_tok x w.rows f32 matrix (ldc =
             // w.rows); every pointer stays alive (guards above) until the call is queued.
-            unsafe {
-                cudarc::cublas::result::gemm_ex(
-                    *self.blas.handle(),
-                    blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                    blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                    m,
-                    n,
-                    kdim,
-                    (&alpha as *const f32).cast(),
-                    pw as *const std::ffi::c_void,
-                    blas_sys::cudaDataType_t::CUDA_R_16BF,
-                    kdim,
-                    px as *const std::ffi::c_void,
-                    blas_sys::cudaDataType_t::CUDA_R_16BF,
-                    kdim,
-                    (&beta as *const f32).cast(),
-                    po as *mut std::ffi::c_void,
-                    blas_sys::cudaDataType_t::CUDA_R_32F,
-                    ldc,
-                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-            }
-            .map_err(blas_err("matmul"))?;
+            unsafe { self.gemm_bf16_nt(m, n, kdim, pw, px, po, ldc) }
+                .map_err(blas_err("matmul"))?;
             row0 += n_rows;
         }
         Ok(())
+    }
+
+    /// Queues `C (m x n, column-major, ldc) = A^T B` with `A` k x m and `B` k x n bf16
+    /// (lda = ldb = k), f32 accumulation and output: a row-major `rows x k` weight times
+    /// `n` row-major activations.
+    ///
+    /// # Safety
+    /// The pointers must address device memory of those sizes, alive until the work ends.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_bf16_nt(
+        &self,
+        m: i32,
+        n: i32,
+        k: i32,
+        a: u64,
+        b: u64,
+        c: u64,
+        ldc: i32,
+    ) -> Result<(), cudarc::cublas::result::CublasError> {
+        let (alpha, beta) = (1f32, 0f32);
+        // SAFETY: the caller's contract; alpha and beta outlive the call (host pointers
+        // read while it is queued, cuBLAS's default pointer mode).
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.blas.handle(),
+                blas_sys::cublasOperation_t::CUBLAS_OP_T,
+                blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                m,
+                n,
+                k,
+                (&alpha as *const f32).cast(),
+                a as *const std::ffi::c_void,
+                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                k,
+                b as *const std::ffi::c_void,
+                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                k,
+                (&beta as *const f32).cast(),
+                c as *mut std::ffi::c_void,
+                blas_sys::cudaDataType_t::CUDA_R_32F,
+                ldc,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
     }
 
     /// Adds `bias` (n values) to each of `rows` rows of `x`.
@@ -995,6 +1045,90 @@ impl CudaDevice {
         // SAFETY: n_rows indices (checked above), each a row of x (checked by the engine).
         unsafe { b.launch(grid_for(n_rows * n, 256)) }.map_err(cuda_err("gather_rows"))?;
         Ok(())
+    }
+
+    /// Measures the copy bandwidth and the bf16 GEMM rate of this GPU (about a second;
+    /// the buffers are freed before it returns).
+    pub fn ceilings(&self) -> Result<super::Ceilings, KernelError> {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        // A copy of 1 GiB (less on a small GPU), 10 times per sample.
+        let free = self.memory_free()?;
+        let bytes = ((free / 4) as usize).clamp(1 << 20, 1 << 30);
+        let src = self
+            .stream
+            .alloc_zeros::<u8>(bytes)
+            .map_err(cuda_err("allocate"))?;
+        let mut dst = self
+            .stream
+            .alloc_zeros::<u8>(bytes)
+            .map_err(cuda_err("allocate"))?;
+        let mut copies = Vec::new();
+        for sample in 0..6 {
+            self.synchronize()?;
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                self.stream
+                    .memcpy_dtod(&src, &mut dst)
+                    .map_err(cuda_err("copy"))?;
+            }
+            self.synchronize()?;
+            if sample > 0 {
+                copies.push(2.0 * 10.0 * bytes as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        drop((src, dst));
+        // bf16 GEMM, n x n x n.
+        // Random values in [-1, 1), not zeros (zeros draw less power and run faster).
+        let n = 8192usize;
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let random: Vec<u16> = (0..n * n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let v = (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+                half::bf16::from_f32(v).to_bits()
+            })
+            .collect();
+        let a = self
+            .stream
+            .clone_htod(&random)
+            .map_err(cuda_err("upload"))?;
+        let b = self
+            .stream
+            .clone_htod(&random)
+            .map_err(cuda_err("upload"))?;
+        drop(random);
+        let mut c = self
+            .stream
+            .alloc_zeros::<f32>(n * n)
+            .map_err(cuda_err("allocate"))?;
+        let ni = as_i32("ceilings", n)?;
+        let mut gemms = Vec::new();
+        for sample in 0..6 {
+            self.synchronize()?;
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                let (pa, _ga) = a.device_ptr(&self.stream);
+                let (pb, _gb) = b.device_ptr(&self.stream);
+                let (pc, _gc) = c.device_ptr_mut(&self.stream);
+                // SAFETY: a and b hold n x n bf16, c n x n f32; alive until synchronized.
+                unsafe { self.gemm_bf16_nt(ni, ni, ni, pa, pb, pc, ni) }
+                    .map_err(blas_err("ceilings"))?;
+            }
+            self.synchronize()?;
+            if sample > 0 {
+                gemms.push(5.0 * 2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(super::Ceilings {
+            copy_bytes_per_s: median(copies),
+            gemm_bf16_flop_per_s: median(gemms),
+            gemm_size: n,
+        })
     }
 
     /// Waits for everything queued, reporting an error a kernel raised.

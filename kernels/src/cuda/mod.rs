@@ -50,6 +50,19 @@ impl DeviceInfo {
     }
 }
 
+/// What the GPU itself can do, measured in the same run as a benchmark so that each figure
+/// has a ceiling to be read against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ceilings {
+    /// Bytes read plus bytes written per second by a device-to-device copy (the median of
+    /// several), the bound on streaming weights.
+    pub copy_bytes_per_s: f64,
+    /// Dense bf16 GEMM (f32 accumulation and output, cuBLAS) operations per second at
+    /// `gemm_size` cubed (the median of several).
+    pub gemm_bf16_flop_per_s: f64,
+    pub gemm_size: usize,
+}
+
 /// The CUDA version this build's bindings expect from the driver, `(major, minor)`.
 pub const NEEDS_DRIVER_CUDA: (u32, u32) = (13, 0);
 

@@ -199,6 +199,9 @@ impl CudaDevice {
     ) -> Result<(), KernelError> {
         match self.0 {}
     }
+    pub fn ceilings(&self) -> Result<super::Ceilings, KernelError> {
+        match self.0 {}
+    }
     pub fn synchronize(&self) -> Result<(), KernelError> {
         match self.0 {}
     }
