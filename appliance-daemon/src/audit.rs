@@ -386,17 +386,7 @@ pub fn tail(data_dir: &Path, limit: usize) -> Vec<Value> {
         .collect()
 }
 
-/// The effective uid (from `/proc/self/status`), `None` when unreadable.
-pub fn euid() -> Option<u32> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|v| v.parse().ok())
-        })
-}
+pub use appliance_host::paths::euid;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ pub mod import;
 pub mod jobs;
 pub mod logging;
 pub mod metering;
-pub mod paths;
+pub use appliance_host::paths;
 pub mod profile;
 pub mod server;
 pub mod store;

@@ -7,12 +7,12 @@
 
 pub mod alerts;
 pub mod history;
-pub mod host;
-pub mod inventory;
-pub mod nvml;
 pub mod replay;
-pub mod types;
 pub mod webhook;
+
+pub use appliance_host::facts as host;
+pub use appliance_host::gpu_types as types;
+pub use appliance_host::{inventory, nvml};
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

@@ -20,7 +20,19 @@ pub fn data_dir() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    crate::audit::euid() == Some(0)
+    euid() == Some(0)
+}
+
+/// The effective uid (from `/proc/self/status`), `None` when unreadable.
+pub fn euid() -> Option<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .and_then(|v| v.parse().ok())
+        })
 }
 
 /// Where the default model lives once fetched.

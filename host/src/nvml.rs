@@ -28,7 +28,7 @@ use nvml_wrapper::sys_exports::field_id::{
 };
 use nvml_wrapper::{Device, EventSet, GpmSample, Nvml};
 
-use super::types::{DriverInfo, GpuEvent, GpuProcess, GpuSample, GpuSource};
+use crate::gpu_types::{DriverInfo, GpuEvent, GpuProcess, GpuSample, GpuSource};
 
 /// The most NVLink links any GPU has (Blackwell: 18); the link scan stops there.
 const NVLINK_LINKS_MAX: u32 = 18;

@@ -17,8 +17,8 @@ use nvml_wrapper::enum_wrappers::device::{
 };
 use nvml_wrapper::enums::device::GpuLockedClocksSetting;
 
-use super::nvml;
-use super::types::{GpuSample, GpuSource};
+use crate::gpu_types::{GpuSample, GpuSource};
+use crate::nvml;
 
 const MIB: u64 = 1 << 20;
 
