@@ -1,8 +1,8 @@
 //! Long work the admin starts and watches: imports, each a job with an id, a state, bytes
 //! done and to do, a rate and an ETA, cancellable.
 //!
-//! Imports run one at a time (they compete for the same disks) on a thread each; the
-//! others wait as `queued`. One stuck job cannot hold the others up: a job that is
+//! Imports run one at a time (they compete for the same disks) on a thread each, in the
+//! order they were submitted; the others wait as `queued`. One stuck job cannot hold the others up: a job that is
 //! cancelled, or whose reads have not moved for [`STALL`], no longer holds the lane, and
 //! a cancel takes effect at once in any state (a thread stuck in a read cleans up when the
 //! read returns). Sources that are not regular files or folders are refused before a job
@@ -97,10 +97,17 @@ pub const STALL: std::time::Duration = std::time::Duration::from_secs(60);
 /// (see [`STALL`]) stops counting.
 #[derive(Debug)]
 struct Lane {
-    running: Mutex<Vec<Arc<Progress>>>,
+    running: Mutex<LaneState>,
     changed: std::sync::Condvar,
     /// How long a job may read nothing before it stops holding the lane.
     stall: std::time::Duration,
+}
+
+/// Who holds the lane and who waits for it, in the order they were queued.
+#[derive(Debug, Default)]
+struct LaneState {
+    running: Vec<Arc<Progress>>,
+    waiting: std::collections::VecDeque<Arc<Progress>>,
 }
 
 /// A job's turn in the lane, given back when dropped.
@@ -116,7 +123,7 @@ impl Drop for Turn<'_> {
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        running.retain(|p| !Arc::ptr_eq(p, &self.me));
+        running.running.retain(|p| !Arc::ptr_eq(p, &self.me));
         drop(running);
         self.lane.changed.notify_all();
     }
@@ -125,36 +132,58 @@ impl Drop for Turn<'_> {
 impl Lane {
     fn new(stall: std::time::Duration) -> Lane {
         Lane {
-            running: Mutex::new(Vec::new()),
+            running: Mutex::new(LaneState::default()),
             changed: std::sync::Condvar::new(),
             stall,
         }
     }
 
-    /// Waits for the lane; `None` when `me` is cancelled while it waits.
+    /// Puts `me` in the queue; jobs enter the lane in the order they were queued.
+    fn queue(&self, me: &Arc<Progress>) {
+        let mut state = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !state.waiting.iter().any(|p| Arc::ptr_eq(p, me)) {
+            state.waiting.push_back(me.clone());
+        }
+    }
+
+    /// Waits for the lane (queueing `me` if it is not yet); `None` when `me` is
+    /// cancelled while it waits.
     fn enter(&self, me: &Arc<Progress>) -> Option<Turn<'_>> {
-        let mut running = self
+        self.queue(me);
+        let mut state = self
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             if me.cancelled() {
+                state.waiting.retain(|p| !Arc::ptr_eq(p, me));
+                drop(state);
+                self.changed.notify_all();
                 return None;
             }
-            let blocked = running
+            let busy = state
+                .running
                 .iter()
                 .any(|p| !p.cancelled() && p.idle() < self.stall);
-            if !blocked {
-                running.push(me.clone());
+            let first = state.waiting.iter().find(|p| !p.cancelled());
+            let my_turn = first.is_some_and(|p| Arc::ptr_eq(p, me));
+            if !busy && my_turn {
+                state.waiting.retain(|p| !Arc::ptr_eq(p, me));
+                state.running.push(me.clone());
+                drop(state);
+                self.changed.notify_all();
                 return Some(Turn {
                     lane: self,
                     me: me.clone(),
                 });
             }
             // Woken by a job ending or a cancel; re-checked now and then for stalls.
-            running = self
+            state = self
                 .changed
-                .wait_timeout(running, self.stall.min(std::time::Duration::from_secs(1)))
+                .wait_timeout(state, self.stall.min(std::time::Duration::from_secs(1)))
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
@@ -326,11 +355,17 @@ impl Jobs {
             in_place,
             consume,
         };
+        // Queued now, so that jobs run in the order they were submitted whichever
+        // thread the scheduler wakes first.
+        self.lane.queue(&entry.progress);
+        let progress = entry.progress.clone();
         let (store, dir, lane) = (self.store.clone(), self.dir.clone(), self.lane.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("import-{job_id}"))
             .spawn(move || run(&store, &dir, &lane, &spec, &job_id, &entry));
         if let Err(e) = spawned {
+            progress.cancel();
+            self.lane.changed.notify_all();
             return Err(SubmitError::Internal(format!(
                 "cannot start the import thread: {e}"
             )));
@@ -530,5 +565,35 @@ mod tests {
         busy.cancel();
         let third = Arc::new(Progress::default());
         assert!(lane.enter(&third).is_some());
+    }
+
+    /// The CI saw the second of two imports start first (its thread woke first): jobs
+    /// enter the lane in the order they were queued, and skip the cancelled.
+    #[test]
+    fn jobs_enter_the_lane_in_the_order_they_were_queued() {
+        let lane = Arc::new(Lane::new(Duration::from_secs(600)));
+        let (a, b, c) = (
+            Arc::new(Progress::default()),
+            Arc::new(Progress::default()),
+            Arc::new(Progress::default()),
+        );
+        for p in [&a, &b, &c] {
+            lane.queue(p);
+        }
+        let (l2, c2) = (lane.clone(), c.clone());
+        let third = std::thread::spawn(move || l2.enter(&c2).is_some());
+        let (l3, b2) = (lane.clone(), b.clone());
+        let second = std::thread::spawn(move || l3.enter(&b2).is_some());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!third.is_finished() && !second.is_finished());
+        b.cancel();
+        lane.changed.notify_all();
+        assert!(!second.join().unwrap_or(true));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!third.is_finished(), "c entered before a");
+        let turn = lane.enter(&a);
+        assert!(turn.is_some());
+        drop(turn);
+        assert!(third.join().unwrap_or(false));
     }
 }
