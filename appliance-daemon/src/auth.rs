@@ -648,19 +648,8 @@ pub fn admin_token_path(data_dir: &Path) -> PathBuf {
     data_dir.join(ADMIN_TOKEN_FILE)
 }
 
-/// Days since the epoch to a civil (year, month, day), UTC (Howard Hinnant's algorithm).
-pub fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+/// Days since the epoch to a civil (year, month, day), UTC.
+pub use appliance_host::civil;
 
 /// `YYYY-MM-DD` of a Unix time, UTC.
 pub fn day_of(unix_s: u64) -> String {

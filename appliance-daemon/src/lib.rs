@@ -18,5 +18,6 @@ pub use appliance_host::paths;
 pub mod profile;
 pub mod server;
 pub mod store;
+pub mod system_update;
 pub mod telemetry;
 pub mod tls;

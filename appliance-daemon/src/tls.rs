@@ -32,6 +32,16 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
+/// The fingerprint of the first certificate in a PEM file.
+pub fn fingerprint_of_file(path: &Path) -> Result<String> {
+    let first = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .next()
+        .with_context(|| format!("{} holds no certificate", path.display()))?
+        .with_context(|| format!("{} holds a broken certificate", path.display()))?;
+    Ok(fingerprint(&first))
+}
+
 /// Loads the operator's certificate and key, or the daemon's own (made on first start for
 /// `names`: host names and IP addresses it answers on).
 pub fn load_or_make(

@@ -22,4 +22,5 @@ mod parity;
 mod profile;
 mod security;
 mod serve;
+mod system;
 mod telemetry;

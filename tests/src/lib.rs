@@ -72,61 +72,60 @@ pub fn oasis_bin() -> &'static Path {
         if std::env::var_os("CARGO").is_none() && staged.is_file() {
             return staged;
         }
-        // The test binary is target/<profile>/deps/it-<hash>; the binary goes to
-        // target/<profile>/oasis.
-        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let target_dir = profile_dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "appliance-daemon",
-            "--bin",
-            "oasis",
-        ])
+        build_bin("appliance-daemon", "oasis")
+    })
+}
+
+/// Builds `bin` of `package` in this test's profile (cargo, once per call) and returns
+/// its path.
+pub fn build_bin(package: &str, bin: &str) -> PathBuf {
+    // The test binary is target/<profile>/deps/it-<hash>; the binary goes to
+    // target/<profile>/oasis.
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let target_dir = profile_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", bin])
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(workspace_root());
-        // Not the variables cargo set for this test: build scripts that watch them (ring's
-        // watches CARGO_MANIFEST_DIR and CARGO_PKG_*) would see another package's values
-        // in each test crate and rebuild the daemon's TLS stack every time.
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_BIN_")
-                || matches!(
-                    key,
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "CARGO_RUSTC_CURRENT_DIR"
-                )
-            {
-                cmd.env_remove(key);
-            }
+    // Not the variables cargo set for this test: build scripts that watch them (ring's
+    // watches CARGO_MANIFEST_DIR and CARGO_PKG_*) would see another package's values
+    // in each test crate and rebuild the daemon's TLS stack every time.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            cmd.env_remove(key);
         }
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run cargo build: {e}"));
-        assert!(status.success(), "cargo build of oasis failed");
-        profile_dir.join("oasis")
-    })
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo build: {e}"));
+    assert!(status.success(), "cargo build of {bin} failed");
+    profile_dir.join(bin)
 }
 
 /// Runs `oasis` with `args` and waits for it.

@@ -35,7 +35,7 @@ pub struct DaemonArgs {
 
 impl DaemonArgs {
     /// The configuration as the daemon on this box resolves it.
-    fn local_config(&self) -> Result<ServeConfig> {
+    pub fn local_config(&self) -> Result<ServeConfig> {
         let file = match &self.config {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
@@ -73,7 +73,27 @@ impl DaemonArgs {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        if cfg.tls {
+            // The daemon's own certificate names the loopback addresses (not only
+            // `localhost`, which a minimal system may not resolve).
+            return Ok(format!("https://{addr}"));
+        }
         Ok(format!("http://{addr}"))
+    }
+
+    /// The certificate the local daemon serves (its own, or the operator's), trusted for
+    /// HTTPS to it.
+    fn local_cert(&self) -> Option<Vec<u8>> {
+        let cfg = self.local_config().ok()?;
+        let path = cfg
+            .tls_cert
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("tls").join("cert.pem"));
+        std::fs::read(path).ok()
+    }
+
+    fn agent(&self, timeout: Option<Duration>) -> ureq::Agent {
+        agent(timeout, self.local_cert().as_deref())
     }
 
     /// GETs `path` and parses the JSON answer; a non-2xx answer is an error carrying the
@@ -99,7 +119,7 @@ impl DaemonArgs {
         let base = self.base_url()?;
         let url = format!("{base}{path}");
         let timeout = if method == "GET" { 10 } else { 600 };
-        let agent = agent(Some(Duration::from_secs(timeout)));
+        let agent = self.agent(Some(Duration::from_secs(timeout)));
         let unreachable = || {
             format!(
                 "cannot reach the daemon at {base} (is `oasis serve` running? set --url or OASIS_URL)"
@@ -121,14 +141,34 @@ impl DaemonArgs {
             (m, _) => bail!("unsupported method {m}"),
         }
         .with_context(unreachable)?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("reading the answer of {url}"))?;
-        let value: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{url} did not answer with JSON"))?;
+        let (status, value) = read_json(&mut resp, &url)?;
         Ok((status, value))
+    }
+
+    /// POSTs the file at `file` as the body (streamed, with its length) and parses the JSON
+    /// answer; a non-2xx answer is an error carrying the daemon's message.
+    pub fn send_file(&self, path: &str, file: &std::path::Path) -> Result<Value> {
+        let base = self.base_url()?;
+        let url = format!("{base}{path}");
+        let f =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let auth = self
+            .token()
+            .map(|t| format!("Bearer {t}"))
+            .unwrap_or_default();
+        let mut resp = self
+            .agent(Some(Duration::from_secs(3600)))
+            .post(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/octet-stream")
+            .send(f)
+            .with_context(|| format!("cannot send {} to the daemon at {base}", file.display()))?;
+        let (status, value) = read_json(&mut resp, &url)?;
+        if !(200..300).contains(&status) {
+            let msg = value["error"]["message"].as_str().unwrap_or("no message");
+            bail!("{msg} (HTTP {status})");
+        }
+        Ok(value)
     }
 
     /// Follows the server-sent events at `path`, calling `each` with every event's JSON
@@ -141,7 +181,7 @@ impl DaemonArgs {
             .token()
             .map(|t| format!("Bearer {t}"))
             .unwrap_or_default();
-        let mut resp = agent(None).get(&url).header("authorization", &auth).call().with_context(|| {
+        let mut resp = self.agent(None).get(&url).header("authorization", &auth).call().with_context(|| {
             format!("cannot reach the daemon at {base} (is `oasis serve` running? set --url or OASIS_URL)")
         })?;
         if !resp.status().is_success() {
@@ -165,10 +205,31 @@ impl DaemonArgs {
     }
 }
 
-fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// An answer's status and JSON body.
+fn read_json(resp: &mut ureq::http::Response<ureq::Body>, url: &str) -> Result<(u16, Value)> {
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading the answer of {url}"))?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("{url} did not answer with JSON"))?;
+    Ok((status, value))
+}
+
+/// An HTTP client; `cert` (PEM), when given, is the one certificate it trusts, so
+/// that HTTPS to this box's own daemon (a self-signed certificate) works.
+fn agent(timeout: Option<Duration>, cert: Option<&[u8]>) -> ureq::Agent {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    let mut config = ureq::Agent::config_builder()
         .timeout_global(timeout)
-        .http_status_as_error(false)
-        .build()
-        .into()
+        .http_status_as_error(false);
+    if let Some(c) = cert.and_then(|pem| Certificate::from_pem(pem).ok()) {
+        config = config.tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::new_with_certs(&[c]))
+                .build(),
+        );
+    }
+    config.build().into()
 }

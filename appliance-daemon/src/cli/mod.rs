@@ -11,6 +11,7 @@ mod profile;
 mod run;
 mod serve;
 mod status;
+mod system;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -69,6 +70,9 @@ pub enum Command {
     /// GPUs: which ones the engine can use; the CUDA kernels compiled for an architecture.
     #[command(subcommand)]
     Gpu(gpu::GpuCommand),
+    /// The installed system: its A/B slots, signed updates, and the boot-time helpers.
+    #[command(subcommand)]
+    System(system::SystemCommand),
 }
 
 /// Options shared by the commands that load a model.
@@ -168,5 +172,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Telemetry(cmd) => telemetry::telemetry(&cmd),
         Command::Profile(cmd) => profile::profile(&cmd),
         Command::Gpu(cmd) => gpu::gpu(&cmd),
+        Command::System(cmd) => system::system(&cmd),
     }
 }

@@ -91,6 +91,8 @@ pub struct Inner {
     /// Held while a deployment is created, changed or removed, and while a model is
     /// deleted: one change to what is served at a time.
     pub deploy_lock: AsyncMutex<()>,
+    /// The installed system's slots and updates.
+    pub system: crate::system_update::SystemImage,
 }
 
 /// The daemon's long-lived helpers: imports, keys, metering.
@@ -127,6 +129,7 @@ impl AppState {
             tls_fingerprint,
         } = services;
         let audit = crate::audit::AuditLog::new(&config.data_dir);
+        let system = crate::system_update::SystemImage::detect(&config.data_dir);
         AppState(Arc::new(Inner {
             audit,
             pair_attempts: auth::AttemptLimiter::new(auth::PAIR_ATTEMPTS_PER_MINUTE),
@@ -141,6 +144,7 @@ impl AppState {
             meter,
             tls_fingerprint,
             deploy_lock: AsyncMutex::new(()),
+            system,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             latencies: metrics::Latencies::default(),
@@ -202,6 +206,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/v1/alerts/{key}/silence"),
     ("DELETE", "/admin/v1/alerts/{key}/silence"),
     ("GET", "/admin/v1/profile"),
+    ("GET", "/admin/v1/system/slots"),
+    ("POST", "/admin/v1/system/update"),
     ("GET", "/admin/v1/engine/experts"),
     ("POST", "/admin/v1/engine/rebalance"),
     ("GET", "/metrics"),
@@ -230,6 +236,7 @@ pub fn app(state: AppState) -> Router {
             post(system::silence_alert).delete(system::unsilence_alert),
         )
         .route("/admin/v1/profile", get(system::profile))
+        .route("/admin/v1/system/slots", get(system::slots))
         .route("/admin/v1/models/{id}/fit", get(fit::model_fit))
         .route("/admin/v1/storage", get(storage::storage))
         .route("/admin/v1/models", get(models::list))
@@ -278,7 +285,11 @@ pub fn app(state: AppState) -> Router {
         ))
         // Uploads stream to disk for as long as they take, past the body limit and the
         // request timeout.
-        .merge(Router::new().route("/admin/v1/models/upload", post(models::upload)))
+        .merge(
+            Router::new()
+                .route("/admin/v1/models/upload", post(models::upload))
+                .route("/admin/v1/system/update", post(system::update)),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), auth::authorize))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -481,6 +492,7 @@ pub async fn run(mut config: ServeConfig) -> Result<()> {
         ),
     }
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, models = ?state.catalog.served_ids(), "serving");
+    system::settle_update(&state);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut deadline_rx = stop_rx.clone();

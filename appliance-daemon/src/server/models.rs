@@ -387,7 +387,12 @@ pub async fn after_draining(body: Body, mut e: ApiError) -> ApiError {
 
 /// Streams `body` into `path` through a writer thread (a small bounded queue between them,
 /// so memory stays flat whatever the size); removes `dir` on any failure.
-async fn receive(body: Body, dir: &FsPath, path: &FsPath, idle: Duration) -> Result<(), ApiError> {
+pub(crate) async fn receive(
+    body: Body,
+    dir: &FsPath,
+    path: &FsPath,
+    idle: Duration,
+) -> Result<(), ApiError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
     let file = match std::fs::File::create(path) {

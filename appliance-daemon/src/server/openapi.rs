@@ -27,6 +27,8 @@ use super::{
         system::silence_alert,
         system::unsilence_alert,
         system::profile,
+        system::slots,
+        system::update,
         fit::model_fit,
         storage::storage,
         models::list,

@@ -357,3 +357,123 @@ pub async fn stream(
     .map(Ok);
     Sse::new(events).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }
+
+/// The installed system's two slots, the one booted, and the last update's outcome.
+#[utoipa::path(get, path = "/admin/v1/system/slots",
+    responses((status = 200, body = crate::system_update::SystemSlots)))]
+pub async fn slots(State(st): State<AppState>) -> Json<crate::system_update::SystemSlots> {
+    Json(st.system.status())
+}
+
+/// What an accepted update answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdateAccepted {
+    /// The update as recorded: version, from and to slot, tries.
+    #[schema(value_type = Object)]
+    pub update: system_image::slots::UpdateRecord,
+    /// Seconds until the box reboots into the new slot (null: it does not by itself).
+    pub reboot_in_s: Option<u64>,
+}
+
+/// How long after answering an update the box reboots: the answer reaches the client.
+const REBOOT_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Installs a signed update bundle (the request body, `oasis-installer bundle`) into the
+/// slot not running and reboots into it; the box goes back by itself if it does not get
+/// ready. Admin only, audited.
+#[utoipa::path(post, path = "/admin/v1/system/update",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 202, body = UpdateAccepted), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
+pub async fn update(
+    State(st): State<AppState>,
+    who: Option<axum::Extension<Principal>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<(axum::http::StatusCode, Json<UpdateAccepted>), ApiError> {
+    use crate::system_update::UpdateError;
+    let who = who.map(|w| w.0);
+    let length = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let r = async {
+        let to_api = |e: UpdateError| match e {
+            UpdateError::Conflict(m) => ApiError::conflict(m),
+            UpdateError::Bundle(m) => ApiError::invalid(format!("the update bundle is refused: {m}")),
+            UpdateError::Failed(m) => ApiError::internal(format!("the update failed: {m}")),
+        };
+        if let Err(e) = st.system.check_update() {
+            return Err(super::models::after_draining(body, to_api(e)).await);
+        }
+        let incoming = st.system.incoming_dir();
+        if let Some(len) = length {
+            let _ = std::fs::create_dir_all(&incoming);
+            if let Err(m) = crate::import::check_space(&incoming, len) {
+                return Err(super::models::after_draining(body, ApiError::insufficient_storage(m)).await);
+            }
+        }
+        let dir = incoming.join(crate::store::random_hex(8));
+        let path = dir.join("bundle.tar");
+        super::models::receive(body, &dir, &path, st.config.idle_timeout).await?;
+        let st2 = st.clone();
+        let installed = tokio::task::spawn_blocking(move || st2.system.install(&path))
+            .await
+            .map_err(ApiError::internal);
+        let _ = std::fs::remove_dir_all(&dir);
+        let record = installed?.map_err(to_api)?;
+        tracing::warn!(version = %record.version, slot = %record.to, "system update installed: rebooting into it");
+        tokio::spawn(async {
+            tokio::time::sleep(REBOOT_DELAY).await;
+            let run = tokio::task::spawn_blocking(|| {
+                std::process::Command::new("systemctl").arg("reboot").status()
+            });
+            match run.await.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+                Ok(s) if s.success() => {}
+                Ok(s) => tracing::error!(status = %s, "systemctl reboot failed: reboot the box to run the update"),
+                Err(e) => tracing::error!(error = %e, "cannot run systemctl reboot: reboot the box to run the update"),
+            }
+        });
+        Ok((
+            axum::http::StatusCode::ACCEPTED,
+            Json(UpdateAccepted {
+                update: record,
+                reboot_in_s: Some(REBOOT_DELAY.as_secs()),
+            }),
+        ))
+    }
+    .await;
+    let what = match &r {
+        Ok((_, a)) => serde_json::json!({
+            "version": a.update.version, "from": a.update.from, "to": a.update.to, "bytes": length,
+        }),
+        Err(_) => serde_json::json!({ "bytes": length }),
+    };
+    audited(&st, who.as_ref(), "system.update", what, r)
+}
+
+/// At start, once serving: the last update's outcome by the slot this boot runs from, in
+/// the log and the audit log.
+pub fn settle_update(st: &AppState) {
+    let Some(r) = st.system.settle() else {
+        return;
+    };
+    let (action, outcome) = match r.state {
+        system_image::slots::UpdateState::Succeeded => ("system.update.succeeded", "ok"),
+        _ => ("system.update.rolled_back", "rolled back"),
+    };
+    if r.state == system_image::slots::UpdateState::Succeeded {
+        tracing::info!(version = %r.version, slot = %r.to, "system update succeeded");
+    } else {
+        tracing::error!(version = %r.version, detail = %r.detail, "system update rolled back");
+    }
+    let entry = crate::audit::Entry {
+        ts_ms: crate::telemetry::now_ms(),
+        actor: "system",
+        action,
+        detail: serde_json::json!({ "from": "-", "outcome": outcome, "what": r }),
+    };
+    // The writer logs and reports a failure itself.
+    let _ = st.audit.record(&entry);
+}

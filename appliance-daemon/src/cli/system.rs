@@ -1,0 +1,304 @@
+//! `oasis system`: the installed system's slots and updates (`status`, `update FILE`), and
+//! the two boot-time helpers of the image: `wait-ready` (marks a slot good, or fails its
+//! boot so that systemd-boot goes back) and `banner` (the pairing code and TLS fingerprint
+//! on the consoles).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::client::DaemonArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// The system slots (A/B), the one booted, and the last update's outcome.
+    Status(DaemonArgs),
+    /// Install a signed update bundle (`oasis-installer bundle`) into the slot not running
+    /// and reboot into it; the box goes back by itself if the new slot does not get ready.
+    Update {
+        /// The bundle.
+        file: PathBuf,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Wait until the daemon of this box is ready (run at boot by oasis-healthy.service).
+    /// On a boot that systemd-boot counts (a slot on trial), not getting ready in time
+    /// exits 1, which reboots the box for its next try; otherwise it only warns.
+    WaitReady {
+        /// How long to wait [default: the install's `health_timeout_s`].
+        #[arg(long, value_name = "SECONDS")]
+        timeout_s: Option<u64>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Show how to reach and pair this box (addresses, TLS fingerprint, the one-time
+    /// pairing code) on terminals; the code goes to the terminals only, never to the log.
+    Banner {
+        /// A terminal to write to (repeatable), e.g. /dev/ttyS0 and /dev/tty1.
+        #[arg(long = "tty", value_name = "DEVICE")]
+        ttys: Vec<PathBuf>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+}
+
+pub fn system(cmd: &SystemCommand) -> Result<()> {
+    match cmd {
+        SystemCommand::Status(args) => status(args),
+        SystemCommand::Update { file, daemon } => update(file, daemon),
+        SystemCommand::WaitReady { timeout_s, daemon } => wait_ready(*timeout_s, daemon),
+        SystemCommand::Banner { ttys, daemon } => banner(ttys, daemon),
+    }
+}
+
+fn status(args: &DaemonArgs) -> Result<()> {
+    let v = args.get("/admin/v1/system/slots")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print!("{}", describe(&v));
+    Ok(())
+}
+
+/// The summary `oasis system status` prints.
+fn describe(v: &Value) -> String {
+    let mut out = String::new();
+    let s = |x: &Value| x.as_str().unwrap_or("-").to_string();
+    if v["installed"] != true {
+        out.push_str("not an installed system\n");
+    }
+    for slot in v["slots"].as_array().into_iter().flatten() {
+        let mark = if slot["booted"] == true { "*" } else { " " };
+        let version = slot["system"]["version"].as_str().unwrap_or("(empty)");
+        let entry = &slot["entry"];
+        let state = match entry["state"].as_str() {
+            Some("good") => "good".to_string(),
+            Some("trying") => format!(
+                "on trial ({} tries left, {} made)",
+                entry["left"], entry["done"]
+            ),
+            Some("bad") => format!("failed ({} tries)", entry["done"]),
+            _ => "no boot entry".to_string(),
+        };
+        out.push_str(&format!(
+            "{mark} slot {}  {version}  {state}\n",
+            s(&slot["slot"])
+        ));
+    }
+    let u = &v["last_update"];
+    if u.is_object() {
+        out.push_str(&format!(
+            "last update: {} ({} -> {}): {}: {}\n",
+            s(&u["version"]),
+            s(&u["from"]),
+            s(&u["to"]),
+            s(&u["state"]).replace('_', " "),
+            s(&u["detail"])
+        ));
+    } else {
+        out.push_str("last update: none\n");
+    }
+    if let Some(note) = v["note"].as_str() {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    out
+}
+
+fn update(file: &std::path::Path, args: &DaemonArgs) -> Result<()> {
+    if !file.is_file() {
+        bail!("{} is not a file", file.display());
+    }
+    let v = args.send_file("/admin/v1/system/update", file)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let u = &v["update"];
+    println!(
+        "installed {} into slot {}; the box reboots into it in {} s and goes back to slot {} if it does not get ready ({} tries)",
+        u["version"].as_str().unwrap_or("-"),
+        u["to"].as_str().unwrap_or("-"),
+        v["reboot_in_s"],
+        u["from"].as_str().unwrap_or("-"),
+        u["tries"]
+    );
+    Ok(())
+}
+
+/// systemd-boot's variable naming the counted entry of this boot, present only while a
+/// slot is on trial.
+const BOOT_COUNT_VAR: &str =
+    "/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+
+/// `/readyz` counts as ready on 200, and also on "not ready" with no model configured: a
+/// box installed without a model is healthy with nothing to load.
+fn is_ready(status: u16, body: &Value) -> bool {
+    status == 200
+        || (status == 503
+            && body["status"] == "not_ready"
+            && body["models"].as_array().is_some_and(Vec::is_empty))
+}
+
+fn wait_ready(timeout_s: Option<u64>, args: &DaemonArgs) -> Result<()> {
+    let cfg = args.local_config()?;
+    let timeout = Duration::from_secs(timeout_s.unwrap_or_else(|| {
+        system_image::slots::Layout::installed(&cfg.data_dir)
+            .policy()
+            .health_timeout_s
+    }));
+    let started = Instant::now();
+    let mut said = Instant::now();
+    let mut last = String::from("no answer yet");
+    while started.elapsed() < timeout {
+        match args.call("GET", "/readyz", None) {
+            Ok((code, body)) if is_ready(code, &body) => {
+                println!(
+                    "oasis: the daemon is ready after {} s",
+                    started.elapsed().as_secs()
+                );
+                return Ok(());
+            }
+            Ok((code, body)) => last = format!("/readyz answered {code} {body}"),
+            Err(e) => last = format!("{e:#}"),
+        }
+        if said.elapsed() > Duration::from_secs(30) {
+            println!(
+                "oasis: waiting for the daemon ({} s of {}): {last}",
+                started.elapsed().as_secs(),
+                timeout.as_secs()
+            );
+            said = Instant::now();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let counted = std::path::Path::new(BOOT_COUNT_VAR).exists();
+    if counted {
+        bail!(
+            "the daemon did not get ready in {} s ({last}): this slot's boot failed; the box reboots and systemd-boot counts the try",
+            timeout.as_secs()
+        );
+    }
+    println!(
+        "oasis: warning: the daemon did not get ready in {} s ({last}); this slot is not on trial, so nothing is rolled back",
+        timeout.as_secs()
+    );
+    Ok(())
+}
+
+fn banner(ttys: &[PathBuf], args: &DaemonArgs) -> Result<()> {
+    let cfg = args.local_config()?;
+    let scheme = if cfg.tls { "https" } else { "http" };
+    let port = cfg.listen.port();
+    let mut addrs: Vec<String> = Vec::new();
+    if cfg.listen.ip().is_unspecified() {
+        let nets = sysinfo::Networks::new_with_refreshed_list();
+        for (_, n) in nets.iter() {
+            for ip in n.ip_networks() {
+                if ip.addr.is_ipv4() && !ip.addr.is_loopback() {
+                    addrs.push(ip.addr.to_string());
+                }
+            }
+        }
+        addrs.sort();
+        addrs.dedup();
+    } else {
+        addrs.push(cfg.listen.ip().to_string());
+    }
+    let mut text = String::from("\r\n==================== Oasis ====================\r\n");
+    for a in &addrs {
+        text.push_str(&format!(" Console and API: {scheme}://{a}:{port}/\r\n"));
+    }
+    if addrs.is_empty() {
+        text.push_str(" No network address yet (see `ip addr`).\r\n");
+    }
+    if cfg.tls {
+        let cert = cfg
+            .tls_cert
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("tls").join("cert.pem"));
+        match crate::tls::fingerprint_of_file(&cert) {
+            Ok(fp) => text.push_str(&format!(
+                " TLS certificate SHA-256 fingerprint:\r\n   {fp}\r\n"
+            )),
+            Err(e) => text.push_str(&format!(" TLS certificate: {e:#}\r\n")),
+        }
+    }
+    let public = text.clone();
+    let code_file = cfg.data_dir.join(crate::auth::PAIRING_FILE);
+    match std::fs::read_to_string(&code_file) {
+        Ok(code) => text.push_str(&format!(
+            " Pairing code: {} (one use, 24 h: enter it in the Oasis desktop app)\r\n",
+            code.trim()
+        )),
+        Err(_) => text.push_str(
+            " Paired already: `oasis pair-code` on the box makes a new pairing code.\r\n",
+        ),
+    }
+    text.push_str("===============================================\r\n");
+    let mut wrote = 0;
+    for tty in ttys {
+        let done = std::fs::OpenOptions::new()
+            .write(true)
+            .open(tty)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        match done {
+            Ok(()) => wrote += 1,
+            Err(e) => eprintln!("oasis: cannot write to {}: {e}", tty.display()),
+        }
+    }
+    // The log gets everything but the code.
+    print!("{}", public.replace('\r', ""));
+    if ttys.is_empty() {
+        return Ok(());
+    }
+    if wrote == 0 {
+        bail!("could not write to any terminal");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_box_without_a_model_is_ready_and_a_draining_one_is_not() {
+        assert!(is_ready(200, &serde_json::json!({"status": "ready"})));
+        assert!(is_ready(
+            503,
+            &serde_json::json!({"status": "not_ready", "models": []})
+        ));
+        assert!(!is_ready(
+            503,
+            &serde_json::json!({"status": "draining", "models": []})
+        ));
+        assert!(!is_ready(502, &Value::Null));
+    }
+
+    #[test]
+    fn the_status_names_each_slot_and_the_last_update() {
+        let v = serde_json::json!({
+            "installed": true, "booted": "a",
+            "slots": [
+                {"slot": "a", "booted": true, "system": {"version": "1.0"}, "entry": {"state": "good"}},
+                {"slot": "b", "booted": false, "system": {"version": "1.1"}, "entry": {"state": "bad", "done": 1}},
+            ],
+            "last_update": {"version": "1.1", "from": "a", "to": "b", "state": "rolled_back",
+                "detail": "1.1 did not become ready"},
+        });
+        let text = describe(&v);
+        assert!(text.contains("* slot a  1.0  good"), "{text}");
+        assert!(text.contains("  slot b  1.1  failed (1 tries)"), "{text}");
+        assert!(
+            text.contains("last update: 1.1 (a -> b): rolled back: 1.1 did not become ready"),
+            "{text}"
+        );
+        let none = describe(&serde_json::json!({"installed": false, "slots": [], "note": "n"}));
+        assert!(none.contains("not an installed system") && none.contains("note: n"));
+    }
+}

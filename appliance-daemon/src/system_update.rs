@@ -1,0 +1,208 @@
+//! The installed system: which slot this box booted, what each slot holds, and signed
+//! updates into the other slot (`system-image` does the work; this is the daemon's view).
+//!
+//! An update is verified against the key baked into the image, written to the slot not
+//! running, and given a boot entry with a try counter; the box then reboots into it.
+//! systemd-boot counts the tries, `oasis-healthy.service` (`oasis system wait-ready`) marks
+//! the slot good once the daemon is ready, and a slot that never gets there is abandoned
+//! for the previous one. At start the daemon settles the last update's record by the slot
+//! it runs from: the new one (succeeded) or the old one (rolled back).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use system_image::bundle::{self, BundleError};
+use system_image::slots::{
+    self, BootInfo, BootPolicy, Entry, Layout, PartitionWriter, Slot, SlotInfo, UpdateRecord,
+};
+
+/// Where an installed image keeps the public half of its update key.
+pub const UPDATE_KEY: &str = "/usr/share/oasis/update-key.pub";
+
+/// What this box runs from, and the lock one update at a time holds.
+#[derive(Debug)]
+pub struct SystemImage {
+    pub boot: BootInfo,
+    pub layout: Layout,
+    pub key_path: PathBuf,
+    busy: Mutex<()>,
+}
+
+/// One slot as `GET /admin/v1/system/slots` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SlotView {
+    /// `a` or `b`.
+    pub slot: String,
+    pub booted: bool,
+    /// What the slot holds (absent for a slot never written).
+    #[schema(value_type = Option<Object>)]
+    pub system: Option<SlotInfo>,
+    /// Its boot entry: `good`, `trying` (with `left` and `done`) or `bad`.
+    #[schema(value_type = Option<Object>)]
+    pub entry: Option<Entry>,
+}
+
+/// `GET /admin/v1/system/slots`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SystemSlots {
+    /// Booted from an installed slot (else: a development box; updates do not apply).
+    pub installed: bool,
+    /// The slot running now.
+    pub booted: Option<String>,
+    pub slots: Vec<SlotView>,
+    /// The last update and what came of it.
+    #[schema(value_type = Option<Object>)]
+    pub last_update: Option<UpdateRecord>,
+    /// Tries a new slot gets, and how long its daemon has to get ready.
+    #[schema(value_type = Object)]
+    pub boot_policy: BootPolicy,
+    /// Whether the image holds an update key (without one it accepts no bundle).
+    pub update_key: bool,
+    /// Why this box takes no update, when it takes none.
+    pub note: Option<String>,
+}
+
+/// Why an update was refused or failed.
+#[derive(Debug)]
+pub enum UpdateError {
+    /// Not an installed box, no key, another update running.
+    Conflict(String),
+    /// The bundle: unsigned, signed by another key, altered, not a bundle.
+    Bundle(String),
+    /// Writing the slot or its boot entry.
+    Failed(String),
+}
+
+impl SystemImage {
+    /// This boot, read from `/proc/cmdline`, with the installed layout.
+    pub fn detect(data_dir: &Path) -> SystemImage {
+        SystemImage {
+            boot: slots::boot_info(),
+            layout: Layout::installed(data_dir),
+            key_path: PathBuf::from(UPDATE_KEY),
+            busy: Mutex::new(()),
+        }
+    }
+
+    fn not_installed(&self) -> Option<String> {
+        if self.boot.slot.is_some() {
+            return None;
+        }
+        Some(
+            "this daemon does not run from an installed Oasis system (no oasis.slot= on the kernel command line): system updates apply to boxes installed from the Oasis ISO"
+                .into(),
+        )
+    }
+
+    pub fn status(&self) -> SystemSlots {
+        let entries = slots::read_entries(&self.layout.esp).unwrap_or_default();
+        let installed = self.boot.slot.is_some();
+        let views = if installed {
+            [Slot::A, Slot::B]
+                .into_iter()
+                .map(|s| SlotView {
+                    slot: s.name().into(),
+                    booted: self.boot.slot == Some(s),
+                    system: self.layout.slot_info(s),
+                    entry: entries.iter().find(|e| e.slot == s).cloned(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let update_key = self.key_path.is_file();
+        let note = self.not_installed().or_else(|| {
+            (!update_key).then(|| {
+                format!(
+                    "no update key at {}: this image was built without --update-key and accepts no bundle",
+                    self.key_path.display()
+                )
+            })
+        });
+        SystemSlots {
+            installed,
+            booted: self.boot.slot.map(|s| s.name().to_string()),
+            slots: views,
+            last_update: self.layout.load_record(),
+            boot_policy: self.layout.policy(),
+            update_key,
+            note,
+        }
+    }
+
+    /// Why an update cannot start now, before its body is read.
+    pub fn check_update(&self) -> Result<(), UpdateError> {
+        if let Some(why) = self.not_installed() {
+            return Err(UpdateError::Conflict(why));
+        }
+        if !self.key_path.is_file() {
+            return Err(UpdateError::Conflict(format!(
+                "no update key at {}: this image was built without --update-key and accepts no bundle",
+                self.key_path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where an incoming bundle is written while it is checked.
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.layout.state_dir.join("incoming")
+    }
+
+    /// Verifies the bundle at `path` and installs it into the slot not running. One at
+    /// a time: a second caller gets a conflict.
+    pub fn install(&self, path: &Path) -> Result<UpdateRecord, UpdateError> {
+        self.check_update()?;
+        let Ok(_held) = self.busy.try_lock() else {
+            return Err(UpdateError::Conflict(
+                "another system update is being installed".into(),
+            ));
+        };
+        let Some(booted) = self.boot.slot else {
+            return Err(UpdateError::Conflict("not an installed system".into()));
+        };
+        let key_text = std::fs::read_to_string(&self.key_path).map_err(|e| {
+            UpdateError::Conflict(format!("cannot read {}: {e}", self.key_path.display()))
+        })?;
+        let key = bundle::verifying_key(key_text.trim()).map_err(|e| {
+            UpdateError::Conflict(format!(
+                "the update key {} is broken: {e}",
+                self.key_path.display()
+            ))
+        })?;
+        let verified = bundle::verify(path, &key).map_err(|e| match e {
+            BundleError::Io(e) => UpdateError::Failed(format!("reading the bundle: {e}")),
+            other => UpdateError::Bundle(other.to_string()),
+        })?;
+        if let Some(last) = self.layout.load_record()
+            && last.state == slots::UpdateState::Installed
+            && last.to != booted
+        {
+            tracing::info!(version = %last.version, slot = %last.to, "an update not yet booted is replaced");
+        }
+        let tries = self.layout.policy().tries;
+        slots::install(
+            path,
+            &verified,
+            &self.layout,
+            &PartitionWriter,
+            booted,
+            tries,
+        )
+        .map_err(|e| UpdateError::Failed(e.to_string()))
+    }
+
+    /// At start: settles an installed update by the slot this boot runs from, saving the
+    /// outcome; returns it when it changed.
+    pub fn settle(&self) -> Option<UpdateRecord> {
+        let booted = self.boot.slot?;
+        let record = self.layout.load_record()?;
+        let entries = slots::read_entries(&self.layout.esp).unwrap_or_default();
+        let settled = slots::settle(&record, booted, &entries)?;
+        if let Err(e) = self.layout.save_record(&settled) {
+            tracing::error!(error = %e, "cannot save the update's outcome");
+        }
+        Some(settled)
+    }
+}
