@@ -3,13 +3,16 @@
 //! from the box the previous one left:
 //!
 //! 1. `oasis-installer build-system` (mmdebstrap, a Debian 12 image with this build's
-//!    `oasis`), `build-iso` with SmolLM2 and an answers file.
-//! 2. An answers stick with a bad answers file: the ISO stops with every problem on the
-//!    console, and the disk is not touched (byte for byte).
+//!    `oasis`), `build-iso` with SmolLM2 and an answers file; the ISO boots on a BIOS
+//!    machine too.
+//! 2. The ISO on a USB stick, a second stick with a bad answers file: the install stops
+//!    with every problem on the console, and the disk is not touched (not one block of the
+//!    sparse disk file allocated).
 //! 3. The unattended install onto an empty disk; the box powers off.
 //! 4. First boot of the installed disk: the pairing code and TLS fingerprint on the
-//!    serial console, the fingerprint the one the box serves, `/readyz` and a chat
-//!    through a forwarded port, pairing with the code; a key, some usage.
+//!    serial console, the fingerprint the one the box serves, `/readyz` and a chat through
+//!    a forwarded port (curl, and the official `openai` client trusting only the pinned
+//!    certificate), pairing with the code; a key, some usage; the web console.
 //! 5. Update bundles that must be refused before anything is written: signed by another
 //!    key, and altered after signing.
 //! 6. Update A -> B with a signed bundle (`POST /admin/v1/system/update`, what
@@ -88,6 +91,7 @@ fn missing_tools() -> Vec<String> {
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("curl", "curl"),
         ("openssl", "openssl"),
+        ("strip", "binutils"),
     ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -152,10 +156,6 @@ impl Vm {
             "-no-user-config",
             "-nodefaults",
             "-drive",
-            &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
-            "-drive",
-            &format!("if=pflash,format=raw,file={}", vars.display()),
-            "-drive",
             &format!("if=none,id=d0,format=raw,file={}", disk.display()),
             "-device",
             "virtio-blk-pci,drive=d0,serial=oasis-e2e-disk",
@@ -168,6 +168,13 @@ impl Vm {
             "-serial",
             &format!("file:{}", log.display()),
         ]);
+        // UEFI (OVMF, with the variables the install wrote), or the machine's BIOS.
+        if !name.starts_with("bios-") {
+            cmd.arg("-drive")
+                .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+                .arg("-drive")
+                .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+        }
         cmd.args(extra);
         let child = cmd
             .stdout(Stdio::null())
@@ -354,16 +361,41 @@ fn wait_ready(vm: &mut Vm, port: u16, timeout: Duration) {
     }
 }
 
-/// The certificate the box serves, as `openssl x509 -fingerprint -sha256` prints it.
-fn served_fingerprint(port: u16) -> String {
-    let pem = sh(Command::new("sh").args([
+/// The certificate the box serves, saved as PEM at `pem`, and its fingerprint as
+/// `openssl x509 -fingerprint -sha256` prints it.
+fn served_cert(port: u16, pem: &Path) -> String {
+    sh(Command::new("sh").args([
         "-c",
-        &format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"),
+        &format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 > {}",
+            pem.display()
+        ),
     ]));
-    pem.trim()
+    let fp = sh(Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem));
+    fp.trim()
         .split_once('=')
         .map(|(_, f)| f.to_string())
         .unwrap_or_default()
+}
+
+/// A chat completion through the official `openai` client, over HTTPS that trusts only
+/// the pinned certificate `pem`.
+fn openai_chat(port: u16, pem: &Path, key: &str, model: &str) -> String {
+    let script = format!(
+        r#"
+import httpx, openai
+c = openai.OpenAI(base_url="https://127.0.0.1:{port}/v1", api_key="{key}",
+                  http_client=httpx.Client(verify="{pem}", timeout=600))
+r = c.chat.completions.create(model="{model}", max_tokens=4, temperature=0,
+                              messages=[{{"role": "user", "content": "Say hello."}}])
+assert r.choices[0].message.content, r
+print(r.choices[0].message.content)
+"#,
+        pem = pem.display()
+    );
+    sh(Command::new(tests::test_python()).arg("-c").arg(script))
 }
 
 /// A copy of the system image `src` with its root file system changed by `edit`, with its
@@ -456,12 +488,22 @@ fn install_first_boot_update_and_rollback_in_qemu() {
             .arg(dir.join("key/update-key.pub"))
             .arg("--cache")
             .arg(&cache);
+        // The web console, when the front end was built (scripts/test builds it first).
+        let console = tests::workspace_root().join("desktop-ui/dist");
+        if console.join("index.html").is_file() {
+            build.arg("--console").arg(&console);
+        }
         if let Ok(m) = std::env::var("OASIS_DEBIAN_MIRROR") {
             build.args(["--mirror", &m]);
         }
         sh(&mut build);
     }
     let build_s = t.elapsed().as_secs_f64();
+    let has_console = sh(Command::new("unsquashfs")
+        .arg("-l")
+        .arg(sys1.join("filesystem.squashfs"))
+        .arg("usr/share/oasis/console/index.html"))
+    .contains("index.html");
     let answers = dir.join("answers.toml");
     std::fs::write(&answers, ANSWERS).unwrap();
     sh(Command::new(&s_installer)
@@ -500,6 +542,19 @@ fn install_first_boot_update_and_rollback_in_qemu() {
         ]
     };
 
+    // The ISO also boots on a BIOS machine: GRUB starts the installer's kernel.
+    {
+        // No disk worth the name: it is stopped long before the install would start.
+        let scratch = dir.join("bios-scratch.raw");
+        std::fs::File::create(&scratch)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let mut vm = Vm::start(dir, "bios-iso", &scratch, &cd(&iso), 18443);
+        vm.wait_for("Command line: BOOT_IMAGE=/live/vmlinuz", 0, BOOT);
+        vm.stop();
+    }
+
     // 2. A bad answers file on an answers stick: the problems on the console, the disk
     // untouched.
     let stick = dir.join("answers-stick.img");
@@ -521,15 +576,23 @@ fn install_first_boot_update_and_rollback_in_qemu() {
     let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(p).unwrap());
     assert_eq!(blocks(&disk), 0);
     {
-        let mut extra = cd(&iso);
-        extra.extend([
+        // The ISO written to a USB stick this time (a hybrid image), the answers on a
+        // second stick.
+        let extra: Vec<String> = vec![
+            "-device".into(),
+            "qemu-xhci,id=xhci".into(),
+            "-drive".into(),
+            format!(
+                "if=none,id=usb,format=raw,readonly=on,file={}",
+                iso.display()
+            ),
+            "-device".into(),
+            "usb-storage,bus=xhci.0,drive=usb,bootindex=0".into(),
             "-drive".into(),
             format!("if=none,id=st,format=raw,file={}", stick.display()),
             "-device".into(),
-            "usb-ehci,id=ehci".into(),
-            "-device".into(),
-            "usb-storage,bus=ehci.0,drive=st".into(),
-        ]);
+            "usb-storage,bus=xhci.0,drive=st".into(),
+        ];
         let mut vm = Vm::start(dir, "bad-answers", &disk, &extra, 18443);
         let at = vm.wait_for("problem(s); nothing was written to any disk", 0, BOOT);
         vm.wait_for("OASIS INSTALL STOPPED", at, Duration::from_secs(60));
@@ -586,8 +649,9 @@ fn install_first_boot_update_and_rollback_in_qemu() {
         .to_string();
     wait_ready(&mut vm, port, BOOT);
     let first_boot_s = t.elapsed().as_secs_f64();
+    let pem = dir.join("served.pem");
     assert_eq!(
-        served_fingerprint(port),
+        served_cert(port, &pem),
         fingerprint,
         "the console's fingerprint is not the served certificate's"
     );
@@ -618,6 +682,17 @@ fn install_first_boot_update_and_rollback_in_qemu() {
     let chat = json!({"model": model, "max_tokens": 4, "temperature": 0,
         "messages": [{"role": "user", "content": "Say hello."}]});
     chat_ok(port, &user, &chat);
+    let said = openai_chat(port, &pem, &user, &model);
+    eprintln!("[boot-a] the openai client got {said:?}");
+    if has_console {
+        let (st, page) = http(port, "GET", "/", None, None);
+        assert_eq!(st, 200, "{page}");
+        assert!(
+            page.as_str()
+                .is_some_and(|p| p.to_lowercase().contains("<html")),
+            "{page}"
+        );
+    }
     let (_, slots) = http(port, "GET", "/admin/v1/system/slots", Some(&admin), None);
     assert_eq!(slots["booted"], "a", "{slots}");
     assert_eq!(slots["slots"][0]["entry"]["state"], "good", "{slots}");
@@ -716,8 +791,8 @@ fn install_first_boot_update_and_rollback_in_qemu() {
         );
         std::thread::sleep(Duration::from_secs(5));
     }
-    // Nothing of the data partition was lost: keys, usage, models.
-    chat_ok(port, &user, &chat);
+    // Nothing of the data partition was lost: keys, usage, models, the certificate.
+    openai_chat(port, &pem, &user, &model);
     // The first chat's tokens were metered before the update and are still counted.
     let tokens = |u: &Value| -> u64 {
         u["data"]
