@@ -73,6 +73,9 @@ pub struct GenerateRequest {
     /// Report each token's log-probability under the model (the log-softmax of the raw
     /// logits) and this many most likely alternatives; `None` reports the sampler's.
     pub logprobs: Option<usize>,
+    /// What the output must match (structured output), checked and compiled before the
+    /// request is queued: [`crate::Model::grammars`].
+    pub constraint: Option<crate::grammar::Constraint>,
 }
 
 /// Why generation ended, in OpenAI's terms.

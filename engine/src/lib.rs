@@ -15,6 +15,7 @@ pub mod error;
 pub mod fit;
 pub mod generate;
 pub mod gguf;
+pub mod grammar;
 pub mod model;
 pub mod parallel;
 pub mod safetensors;

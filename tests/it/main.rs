@@ -22,5 +22,6 @@ mod parity;
 mod profile;
 mod security;
 mod serve;
+mod structured;
 mod system;
 mod telemetry;

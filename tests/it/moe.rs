@@ -484,6 +484,7 @@ fn greedy_request(prompt: Vec<u32>, max_tokens: usize) -> engine::GenerateReques
         ignore_eos: true,
         min_tokens: 0,
         logprobs: None,
+        constraint: None,
     }
 }
 

@@ -427,24 +427,10 @@ fn bad_input_gets_openai_errors_and_the_daemon_keeps_serving() {
 
 #[test]
 fn the_official_openai_python_client_works_unchanged() {
-    let python = tests::test_python();
     let dir = tempfile::tempdir().unwrap();
     let d = start(&dir.path().join("data"));
     let id = model_id(&d);
-    let script = tests::workspace_root().join("tests/python/openai_client.py");
-    let out = std::process::Command::new(&python)
-        .arg(script)
-        .arg(&d.url)
-        .arg(&id)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openai client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = tests::python_json("openai_client.py", &[&d.url, &id]);
     assert!(doc["chat"].as_str().unwrap().contains("light"), "{doc}");
     assert_eq!(doc["not_found"], 404);
     assert_eq!(doc["bad_request"], 400);

@@ -174,3 +174,26 @@ pub fn test_python() -> PathBuf {
     );
     python
 }
+
+/// Runs `tests/python/SCRIPT ARGS...` with the test Python and parses the one JSON document
+/// it prints; a failing script fails the test with its output.
+pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let path = workspace_root().join("tests/python").join(script);
+    let out = Command::new(test_python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} did not print JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}

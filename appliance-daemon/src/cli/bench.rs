@@ -204,6 +204,7 @@ fn bench_ranks(args: &BenchArgs) -> Result<()> {
                 ignore_eos: true,
                 min_tokens: 0,
                 logprobs: None,
+                constraint: None,
             };
             let sub = engine::serve::Submission {
                 request,

@@ -104,6 +104,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         ignore_eos: false,
         min_tokens: 0,
         logprobs: None,
+        constraint: None,
     };
     if args.ranks > 1 {
         return run_ranked(args, request);

@@ -48,7 +48,13 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let served = st.model(&req.model)?;
-    let plan = validate::chat(&req, &served.model, served.n_ctx)?;
+    // Off the async workers: tokenizing a long prompt, compiling a grammar.
+    let (model, id) = (served.clone(), super::error::current_request_id());
+    let plan = tokio::task::spawn_blocking(move || {
+        super::error::REQUEST_ID.sync_scope(id, || validate::chat(&req, &model.model, model.n_ctx))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let who = who.map(|w| w.0);
     start(&st, who.as_ref(), served, plan, Kind::Chat, arrived).await
 }
@@ -67,7 +73,13 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let served = st.model(&req.model)?;
-    let plan = validate::completion(&req, &served.model, served.n_ctx)?;
+    let (model, id) = (served.clone(), super::error::current_request_id());
+    let plan = tokio::task::spawn_blocking(move || {
+        super::error::REQUEST_ID
+            .sync_scope(id, || validate::completion(&req, &model.model, model.n_ctx))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let who = who.map(|w| w.0);
     start(&st, who.as_ref(), served, plan, Kind::Text, arrived).await
 }

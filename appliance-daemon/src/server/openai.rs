@@ -75,6 +75,21 @@ pub struct ChatCompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// The end user or team the request is for (fairness, metering).
     pub user: Option<String>,
+    /// `{"type": "text"}` (the default), `{"type": "json_object"}` (any JSON object), or
+    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`: the output is
+    /// constrained to match (an unsupported or invalid schema is a 400 naming the problem).
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<Value>,
+    /// vLLM's extension: the output matches this JSON schema (an object, or its JSON text).
+    #[schema(value_type = Option<Object>)]
+    pub guided_json: Option<Value>,
+    /// vLLM's extension: the output matches this regular expression (at most 4096 bytes).
+    #[schema(max_length = 4096)]
+    pub guided_regex: Option<String>,
+    /// vLLM's extension: the output matches this Lark grammar (llguidance's dialect; at most
+    /// 65536 bytes).
+    #[schema(max_length = 65536)]
+    pub guided_grammar: Option<String>,
 }
 
 /// `POST /v1/completions`.
@@ -140,6 +155,16 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// The end user or team the request is for (fairness, metering).
     pub user: Option<String>,
+    /// vLLM's extension: the output matches this JSON schema (an object, or its JSON text).
+    #[schema(value_type = Option<Object>)]
+    pub guided_json: Option<Value>,
+    /// vLLM's extension: the output matches this regular expression (at most 4096 bytes).
+    #[schema(max_length = 4096)]
+    pub guided_regex: Option<String>,
+    /// vLLM's extension: the output matches this Lark grammar (llguidance's dialect; at most
+    /// 65536 bytes).
+    #[schema(max_length = 65536)]
+    pub guided_grammar: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

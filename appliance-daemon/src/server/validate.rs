@@ -1,6 +1,7 @@
 //! The edge: raw OpenAI requests checked into a [`Plan`] the rest of the daemon trusts.
 //! Every rejection is a 400 that names the field and states the bound.
 
+use engine::grammar::GrammarSpec;
 use engine::sampling::{
     MAX_STOP_LEN_BYTES as MAX_STOP_BYTES, MAX_STOPS as MAX_STOP, SamplingParams, StopStrings,
 };
@@ -152,7 +153,13 @@ pub fn chat(req: &ChatCompletionRequest, model: &Model, n_ctx: usize) -> Result<
     let shared = shared!(req);
     let prompt = Prompt::Chat(messages);
     let ids = tokenize(model, &prompt)?;
-    build(
+    let grammar = grammar_of(
+        req.response_format.as_ref(),
+        req.guided_json.as_ref(),
+        req.guided_regex.as_deref(),
+        req.guided_grammar.as_deref(),
+    )?;
+    let mut plan = build(
         &shared,
         vec![(ids, String::new())],
         max_tokens,
@@ -160,7 +167,9 @@ pub fn chat(req: &ChatCompletionRequest, model: &Model, n_ctx: usize) -> Result<
         None,
         top,
         n_ctx,
-    )
+    )?;
+    constrain(&mut plan, model, grammar)?;
+    Ok(plan)
 }
 
 /// Checks a completions request against `model`.
@@ -196,7 +205,13 @@ pub fn completion(req: &CompletionRequest, model: &Model, n_ctx: usize) -> Resul
         tokenized.push((ids, text));
     }
     let shared = shared!(req);
-    build(
+    let grammar = grammar_of(
+        None,
+        req.guided_json.as_ref(),
+        req.guided_regex.as_deref(),
+        req.guided_grammar.as_deref(),
+    )?;
+    let mut plan = build(
         &shared,
         tokenized,
         req.max_tokens,
@@ -204,7 +219,141 @@ pub fn completion(req: &CompletionRequest, model: &Model, n_ctx: usize) -> Resul
         Some(DEFAULT_COMPLETION_MAX_TOKENS),
         logprobs,
         n_ctx,
-    )
+    )?;
+    constrain(&mut plan, model, grammar)?;
+    Ok(plan)
+}
+
+/// Longest JSON schema or Lark grammar accepted, in bytes.
+const MAX_GRAMMAR_BYTES: usize = 65_536;
+/// Longest regular expression accepted, in bytes.
+const MAX_REGEX_BYTES: usize = 4096;
+
+/// What the output must match, from `response_format` or vLLM's `guided_*` fields (at most
+/// one of them), with the field it came from.
+fn grammar_of(
+    response_format: Option<&Value>,
+    guided_json: Option<&Value>,
+    guided_regex: Option<&str>,
+    guided_grammar: Option<&str>,
+) -> Result<Option<(GrammarSpec, &'static str)>, ApiError> {
+    let mut found: Vec<(GrammarSpec, &'static str)> = Vec::new();
+    if let Some(rf) = response_format {
+        let kind = rf.get("type").and_then(Value::as_str).ok_or_else(|| {
+            ApiError::invalid_param(
+                "response_format",
+                "`response_format` must be an object with a `type`: text, json_object or json_schema",
+            )
+        })?;
+        match kind {
+            "text" => {}
+            "json_object" => found.push((GrammarSpec::JsonObject, "response_format")),
+            "json_schema" => {
+                let schema = rf
+                    .get("json_schema")
+                    .and_then(|j| j.get("schema"))
+                    .filter(|s| s.is_object() || s.is_boolean())
+                    .ok_or_else(|| {
+                        ApiError::invalid_param(
+                            "response_format",
+                            "`response_format.json_schema.schema` must be a JSON schema (an object)",
+                        )
+                    })?;
+                found.push((schema_spec(schema, "response_format")?, "response_format"));
+            }
+            other => {
+                return Err(ApiError::invalid_param(
+                    "response_format",
+                    format!(
+                        "`response_format.type` must be text, json_object or json_schema; got `{other}`"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(j) = guided_json {
+        let schema = match j {
+            Value::String(text) => serde_json::from_str(text).map_err(|e| {
+                ApiError::invalid_param("guided_json", format!("`guided_json` is not JSON: {e}"))
+            })?,
+            other => other.clone(),
+        };
+        found.push((schema_spec(&schema, "guided_json")?, "guided_json"));
+    }
+    if let Some(r) = guided_regex {
+        if r.len() > MAX_REGEX_BYTES {
+            return Err(ApiError::invalid_param(
+                "guided_regex",
+                format!(
+                    "`guided_regex` is {} bytes; at most {MAX_REGEX_BYTES}",
+                    r.len()
+                ),
+            ));
+        }
+        found.push((GrammarSpec::Regex(r.to_string()), "guided_regex"));
+    }
+    if let Some(g) = guided_grammar {
+        if g.len() > MAX_GRAMMAR_BYTES {
+            return Err(ApiError::invalid_param(
+                "guided_grammar",
+                format!(
+                    "`guided_grammar` is {} bytes; at most {MAX_GRAMMAR_BYTES}",
+                    g.len()
+                ),
+            ));
+        }
+        found.push((GrammarSpec::Lark(g.to_string()), "guided_grammar"));
+    }
+    if found.len() > 1 {
+        let names: Vec<&str> = found.iter().map(|(_, p)| *p).collect();
+        return Err(ApiError::invalid_param(
+            names[1],
+            format!("give one of {} , not several", names.join(", ")),
+        ));
+    }
+    Ok(found.pop())
+}
+
+fn schema_spec(schema: &Value, param: &'static str) -> Result<GrammarSpec, ApiError> {
+    if !(schema.is_object() || schema.is_boolean()) {
+        return Err(ApiError::invalid_param(
+            param,
+            format!("`{param}` must be a JSON schema (an object)"),
+        ));
+    }
+    let len = schema.to_string().len();
+    if len > MAX_GRAMMAR_BYTES {
+        return Err(ApiError::invalid_param(
+            param,
+            format!("the schema is {len} bytes; at most {MAX_GRAMMAR_BYTES}"),
+        ));
+    }
+    Ok(GrammarSpec::JsonSchema(schema.clone()))
+}
+
+/// Compiles the grammar for `model` (a 400 naming what is wrong with it) and gives every
+/// choice its own copy.
+fn constrain(
+    plan: &mut Plan,
+    model: &Model,
+    grammar: Option<(GrammarSpec, &'static str)>,
+) -> Result<(), ApiError> {
+    let Some((spec, param)) = grammar else {
+        return Ok(());
+    };
+    let grammars = model.grammars().map_err(|e| {
+        ApiError::invalid_param(
+            param,
+            format!("structured output is not available for this model: {e}"),
+        )
+    })?;
+    let constraint = grammars
+        .constraint(&spec)
+        .map_err(|e| ApiError::invalid_param(param, format!("`{param}` cannot be used: {e}")))?;
+    for r in &mut plan.requests {
+        r.constraint = Some(constraint.clone());
+    }
+    Ok(())
 }
 
 fn build(
@@ -310,6 +459,7 @@ fn build(
                 ignore_eos: s.ignore_eos == Some(true),
                 min_tokens,
                 logprobs,
+                constraint: None,
             });
             prompt_tokens.push(ids.len());
             echo.push(text.clone());

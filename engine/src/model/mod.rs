@@ -47,6 +47,9 @@ pub struct Model {
     tokenizer: Option<Tokenizer>,
     /// `general.name`, or the file or folder name.
     name: String,
+    /// The constrained-decoding factory of the tokenizer, built on first use.
+    grammars:
+        std::sync::OnceLock<std::result::Result<std::sync::Arc<crate::grammar::Grammars>, String>>,
 }
 
 impl Model {
@@ -85,6 +88,7 @@ impl Model {
             config,
             tokenizer,
             name,
+            grammars: std::sync::OnceLock::new(),
         })
     }
 
@@ -116,7 +120,23 @@ impl Model {
             config,
             tokenizer: Some(tokenizer),
             name,
+            grammars: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Constrained decoding for this model's tokenizer (the factory is built on the first
+    /// call, a few hundred milliseconds for a large vocabulary).
+    pub fn grammars(
+        &self,
+    ) -> std::result::Result<std::sync::Arc<crate::grammar::Grammars>, String> {
+        self.grammars
+            .get_or_init(|| {
+                let t = self.tokenizer.as_ref().ok_or_else(|| {
+                    "this model has no tokenizer: structured output needs one".to_string()
+                })?;
+                crate::grammar::Grammars::new(t, self.config.vocab_size).map(std::sync::Arc::new)
+            })
+            .clone()
     }
 
     /// The tokenizer; an error for a checkpoint that has none (it serves token ids only).

@@ -59,6 +59,9 @@ pub struct Sequence {
     top: Vec<(u32, f32)>,
     /// Scratch: logits with end-of-generation tokens masked (before `min_tokens`).
     masked: Vec<f32>,
+    /// The grammar the output must match, and its scratch of masked logits.
+    constraint: Option<crate::grammar::Constraint>,
+    constrained: Vec<f32>,
 }
 
 impl Sequence {
@@ -112,6 +115,8 @@ impl Sequence {
             text: String::new(),
             top: Vec::with_capacity(request.logprobs.unwrap_or(0) + 1),
             masked: Vec::new(),
+            constraint: request.constraint.clone(),
+            constrained: Vec::new(),
         })
     }
 
@@ -204,8 +209,26 @@ impl Sequence {
             }
             logits = &self.masked;
         }
+        if let Some(c) = &mut self.constraint {
+            if c.mask(logits, &mut self.constrained).is_err() {
+                // Cannot happen with tokens the mask allowed; end the output cleanly.
+                self.constrained.clear();
+                self.constrained.resize(logits.len(), f32::NEG_INFINITY);
+                for &id in model.eog_ids() {
+                    if let Some(l) = self.constrained.get_mut(id as usize) {
+                        *l = 0.0;
+                    }
+                }
+            }
+            logits = &self.constrained;
+        }
         let picked = self.sampler.sample(logits, &self.history);
         let id = picked.token_id;
+        // The grammar follows the token; nothing more can follow a complete output.
+        let complete = match &mut self.constraint {
+            Some(c) => c.consume(id).is_err() || c.is_done(),
+            None => false,
+        };
         let logprob = match self.logprobs {
             Some(k) => model_logprobs(logits, id, k, &mut self.top),
             None => picked.logprob,
@@ -227,10 +250,13 @@ impl Sequence {
             Some(FinishReason::Stop)
         } else if at_limit {
             Some(FinishReason::Length)
+        } else if complete {
+            Some(FinishReason::Stop)
         } else {
             None
         };
-        if finish == Some(FinishReason::Length) {
+        let grammar_end = complete && !eog && !stopped && !at_limit;
+        if finish == Some(FinishReason::Length) || grammar_end {
             // Nothing follows: release what was held back.
             let tail = self.detok.finish();
             let mut rest = self.stops.push(&tail);
