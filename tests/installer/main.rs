@@ -15,13 +15,13 @@
 //!    certificate), pairing with the code; a key, some usage; the web console.
 //! 5. Update bundles that must be refused before anything is written: signed by another
 //!    key, and altered after signing.
-//! 6. Update A -> B with a signed bundle (`POST /admin/v1/system/update`, what
-//!    `oasis system update` sends):
+//! 6. Update A -> B with a signed bundle (`oasis system update` from the host, through
+//!    the admin API, trusting the box's certificate):
 //!    the box reboots into B, which is marked good; keys, usage, models and the audit
 //!    log are all still there.
 //! 7. A broken update (its `oasis` fails): the box boots it once, the boot fails, and it
-//!    goes back to B by itself; `GET /admin/v1/system/slots` and the audit log report
-//!    the rollback.
+//!    goes back to B by itself; `GET /admin/v1/system/slots`, `oasis system status` and
+//!    the audit log report the rollback.
 //!
 //! Needs root, mmdebstrap, squashfs-tools, grub-mkrescue, xorriso, mtools, dosfstools,
 //! qemu-system-x86 and OVMF (scripts/setup-host installs them) and a Debian mirror.
@@ -764,10 +764,23 @@ fn install_first_boot_update_and_rollback_in_qemu() {
     );
     assert!(slots["last_update"].is_null(), "{slots}");
 
-    // 6. A -> B.
+    // 6. A -> B, as an admin does it from a laptop: `oasis system update` through the
+    // admin API, trusting the box's certificate.
     let t = Instant::now();
-    let (st, accepted) = upload(port, &admin, &good);
-    assert_eq!(st, 202, "{accepted}");
+    let url = format!("https://127.0.0.1:{port}");
+    let out = Command::new(oasis)
+        .args(["system", "update"])
+        .arg(&good)
+        .args(["--url", &url, "--token", &admin, "--json", "--cacert"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "oasis system update: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let accepted: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(accepted["update"]["to"], "b", "{accepted}");
     let mark = vm.console().len();
     let at = vm.wait_for("reboot: Restarting system", mark, BOOT);
@@ -845,6 +858,18 @@ fn install_first_boot_update_and_rollback_in_qemu() {
     assert_eq!(slots["last_update"]["state"], "rolled_back", "{slots}");
     assert_eq!(slots["last_update"]["version"], "3.0-broken", "{slots}");
     assert_eq!(slots["slots"][0]["entry"]["state"], "bad", "{slots}");
+    let out = Command::new(oasis)
+        .args([
+            "system", "status", "--url", &url, "--token", &admin, "--cacert",
+        ])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("last update: 3.0-broken (b -> a): rolled back"),
+        "{said}"
+    );
     let (_, audit) = http(port, "GET", "/admin/v1/audit?limit=200", Some(&admin), None);
     let actions: Vec<&str> = audit["data"]
         .as_array()

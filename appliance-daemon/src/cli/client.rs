@@ -28,6 +28,10 @@ pub struct DaemonArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// A certificate (PEM) to trust for HTTPS, e.g. a box's own self-signed one whose
+    /// fingerprint its console shows [default: for this box's daemon, its certificate].
+    #[arg(long, env = "OASIS_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// Print one JSON document instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -83,17 +87,31 @@ impl DaemonArgs {
 
     /// The certificate the local daemon serves (its own, or the operator's), trusted for
     /// HTTPS to it.
-    fn local_cert(&self) -> Option<Vec<u8>> {
-        let cfg = self.local_config().ok()?;
+    fn local_cert(&self) -> Result<Option<Vec<u8>>> {
+        if let Some(p) = &self.cacert {
+            return std::fs::read(p)
+                .map(Some)
+                .with_context(|| format!("cannot read the certificate {}", p.display()));
+        }
+        let Ok(cfg) = self.local_config() else {
+            return Ok(None);
+        };
         let path = cfg
             .tls_cert
             .clone()
             .unwrap_or_else(|| cfg.data_dir.join("tls").join("cert.pem"));
-        std::fs::read(path).ok()
+        Ok(std::fs::read(path).ok())
     }
 
-    fn agent(&self, timeout: Option<Duration>) -> ureq::Agent {
-        agent(timeout, self.local_cert().as_deref())
+    fn agent(&self, timeout: Option<Duration>) -> Result<ureq::Agent> {
+        let cert = self.local_cert()?;
+        if let Some(pem) = &cert
+            && self.cacert.is_some()
+            && ureq::tls::Certificate::from_pem(pem).is_err()
+        {
+            bail!("the --cacert file holds no PEM certificate");
+        }
+        Ok(agent(timeout, cert.as_deref()))
     }
 
     /// GETs `path` and parses the JSON answer; a non-2xx answer is an error carrying the
@@ -119,7 +137,7 @@ impl DaemonArgs {
         let base = self.base_url()?;
         let url = format!("{base}{path}");
         let timeout = if method == "GET" { 10 } else { 600 };
-        let agent = self.agent(Some(Duration::from_secs(timeout)));
+        let agent = self.agent(Some(Duration::from_secs(timeout)))?;
         let unreachable = || {
             format!(
                 "cannot reach the daemon at {base} (is `oasis serve` running? set --url or OASIS_URL)"
@@ -157,7 +175,7 @@ impl DaemonArgs {
             .map(|t| format!("Bearer {t}"))
             .unwrap_or_default();
         let mut resp = self
-            .agent(Some(Duration::from_secs(3600)))
+            .agent(Some(Duration::from_secs(3600)))?
             .post(&url)
             .header("authorization", &auth)
             .header("content-type", "application/octet-stream")
@@ -181,7 +199,7 @@ impl DaemonArgs {
             .token()
             .map(|t| format!("Bearer {t}"))
             .unwrap_or_default();
-        let mut resp = self.agent(None).get(&url).header("authorization", &auth).call().with_context(|| {
+        let mut resp = self.agent(None)?.get(&url).header("authorization", &auth).call().with_context(|| {
             format!("cannot reach the daemon at {base} (is `oasis serve` running? set --url or OASIS_URL)")
         })?;
         if !resp.status().is_success() {
