@@ -131,18 +131,20 @@ impl SystemImage {
         }
     }
 
-    /// Why an update cannot start now, before its body is read.
-    pub fn check_update(&self) -> Result<(), UpdateError> {
-        if let Some(why) = self.not_installed() {
-            return Err(UpdateError::Conflict(why));
-        }
+    /// The slot running now, or why an update cannot start (before its body is read).
+    pub fn check_update(&self) -> Result<Slot, UpdateError> {
+        let Some(booted) = self.boot.slot else {
+            return Err(UpdateError::Conflict(
+                self.not_installed().unwrap_or_default(),
+            ));
+        };
         if !self.key_path.is_file() {
             return Err(UpdateError::Conflict(format!(
                 "no update key at {}: this image was built without --update-key and accepts no bundle",
                 self.key_path.display()
             )));
         }
-        Ok(())
+        Ok(booted)
     }
 
     /// Where an incoming bundle is written while it is checked.
@@ -153,14 +155,11 @@ impl SystemImage {
     /// Verifies the bundle at `path` and installs it into the slot not running. One at
     /// a time: a second caller gets a conflict.
     pub fn install(&self, path: &Path) -> Result<UpdateRecord, UpdateError> {
-        self.check_update()?;
+        let booted = self.check_update()?;
         let Ok(_held) = self.busy.try_lock() else {
             return Err(UpdateError::Conflict(
                 "another system update is being installed".into(),
             ));
-        };
-        let Some(booted) = self.boot.slot else {
-            return Err(UpdateError::Conflict("not an installed system".into()));
         };
         let key_text = std::fs::read_to_string(&self.key_path).map_err(|e| {
             UpdateError::Conflict(format!("cannot read {}: {e}", self.key_path.display()))

@@ -147,6 +147,18 @@ impl HostSource {
     }
 }
 
+/// The addresses of this host's network interfaces (loopback included), sorted, each once.
+pub fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let nets = Networks::new_with_refreshed_list();
+    let mut out: Vec<std::net::IpAddr> = nets
+        .values()
+        .flat_map(|n| n.ip_networks().iter().map(|ip| ip.addr))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

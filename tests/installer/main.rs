@@ -254,7 +254,8 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
-/// `curl` against the box's forwarded port: (status, body as JSON or a string).
+/// `curl` against the box's forwarded port: (status, body as JSON or a string). `body` is
+/// a JSON value, or a file sent as it is.
 fn http(
     port: u16,
     method: &str,
@@ -262,11 +263,26 @@ fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
+    let mut args: Vec<String> = Vec::new();
+    if let Some(b) = body {
+        args.extend(["-H".into(), "content-type: application/json".into()]);
+        args.extend(["--data-binary".into(), b.to_string()]);
+    }
+    curl(port, method, path, token, &args)
+}
+
+fn curl(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    extra: &[String],
+) -> (u16, Value) {
     let mut cmd = Command::new("curl");
     cmd.args([
         "-sk",
         "--max-time",
-        "600",
+        "900",
         "-o",
         "-",
         "-w",
@@ -277,23 +293,12 @@ fn http(
     if let Some(t) = token {
         cmd.args(["-H", &format!("authorization: Bearer {t}")]);
     }
-    if let Some(b) = body {
-        cmd.args([
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            &b.to_string(),
-        ]);
-    }
+    cmd.args(extra);
     cmd.arg(format!("https://127.0.0.1:{port}{path}"));
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
-    parse_curl(&out.stdout)
-}
-
-fn parse_curl(out: &[u8]) -> (u16, Value) {
-    let text = String::from_utf8_lossy(out);
+    let text = String::from_utf8_lossy(&out.stdout);
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     let code = code.trim().parse().unwrap_or(0);
     let v = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
@@ -302,24 +307,13 @@ fn parse_curl(out: &[u8]) -> (u16, Value) {
 
 /// Posts a file as an update bundle.
 fn upload(port: u16, token: &str, file: &Path) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "900",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(["-H", &format!("authorization: Bearer {token}")])
-        .args(["-H", "content-type: application/octet-stream"])
-        .arg("--data-binary")
-        .arg(format!("@{}", file.display()))
-        .arg(format!("https://127.0.0.1:{port}/admin/v1/system/update"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
-    parse_curl(&out.stdout)
+    let extra = [
+        "-H".to_string(),
+        "content-type: application/octet-stream".to_string(),
+        "--data-binary".to_string(),
+        format!("@{}", file.display()),
+    ];
+    curl(port, "POST", "/admin/v1/system/update", Some(token), &extra)
 }
 
 /// A chat completion that must answer with some text.

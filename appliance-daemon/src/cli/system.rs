@@ -194,21 +194,15 @@ fn banner(ttys: &[PathBuf], args: &DaemonArgs) -> Result<()> {
     let cfg = args.local_config()?;
     let scheme = if cfg.tls { "https" } else { "http" };
     let port = cfg.listen.port();
-    let mut addrs: Vec<String> = Vec::new();
-    if cfg.listen.ip().is_unspecified() {
-        let nets = sysinfo::Networks::new_with_refreshed_list();
-        for (_, n) in nets.iter() {
-            for ip in n.ip_networks() {
-                if ip.addr.is_ipv4() && !ip.addr.is_loopback() {
-                    addrs.push(ip.addr.to_string());
-                }
-            }
-        }
-        addrs.sort();
-        addrs.dedup();
+    let addrs: Vec<String> = if cfg.listen.ip().is_unspecified() {
+        appliance_host::facts::interface_addresses()
+            .into_iter()
+            .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
+            .map(|ip| ip.to_string())
+            .collect()
     } else {
-        addrs.push(cfg.listen.ip().to_string());
-    }
+        vec![cfg.listen.ip().to_string()]
+    };
     let mut text = String::from("\r\n==================== Oasis ====================\r\n");
     for a in &addrs {
         text.push_str(&format!(" Console and API: {scheme}://{a}:{port}/\r\n"));

@@ -348,12 +348,23 @@ pub fn audit(
     outcome: &str,
     detail: serde_json::Value,
 ) {
-    let actor = who.actor();
+    audit_as(st, &who.actor(), &who.from_str(), action, outcome, detail);
+}
+
+/// Records an action of `actor` (a caller, or the daemon itself: `system`) from `from`.
+pub fn audit_as(
+    st: &AppState,
+    actor: &str,
+    from: &str,
+    action: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) {
     let entry = crate::audit::Entry {
         ts_ms: crate::telemetry::now_ms(),
-        actor: &actor,
+        actor,
         action,
-        detail: serde_json::json!({ "from": who.from_str(), "outcome": outcome, "what": detail }),
+        detail: serde_json::json!({ "from": from, "outcome": outcome, "what": detail }),
     };
     // The writer logs and reports a failure itself.
     let _ = st.audit.record(&entry);

@@ -543,12 +543,11 @@ fn tls_names(addr: std::net::SocketAddr) -> Vec<String> {
         names.push(h);
     }
     if addr.ip().is_unspecified() {
-        let nets = sysinfo::Networks::new_with_refreshed_list();
-        for (_, n) in nets.iter() {
-            for ip in n.ip_networks() {
-                names.push(ip.addr.to_string());
-            }
-        }
+        names.extend(
+            appliance_host::facts::interface_addresses()
+                .iter()
+                .map(ToString::to_string),
+        );
     } else {
         names.push(addr.ip().to_string());
     }

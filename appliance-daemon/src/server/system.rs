@@ -468,12 +468,12 @@ pub fn settle_update(st: &AppState) {
     } else {
         tracing::error!(version = %r.version, detail = %r.detail, "system update rolled back");
     }
-    let entry = crate::audit::Entry {
-        ts_ms: crate::telemetry::now_ms(),
-        actor: "system",
+    super::auth::audit_as(
+        st,
+        "system",
+        "-",
         action,
-        detail: serde_json::json!({ "from": "-", "outcome": outcome, "what": r }),
-    };
-    // The writer logs and reports a failure itself.
-    let _ = st.audit.record(&entry);
+        outcome,
+        serde_json::to_value(&r).unwrap_or_default(),
+    );
 }

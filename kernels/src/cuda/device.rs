@@ -306,9 +306,15 @@ fn compile(cc: (u32, u32), cache_dir: Option<&Path>) -> Result<Ptx, KernelError>
     Ok(ptx)
 }
 
+/// Enough blocks of `threads` for `n` elements, one thread each.
 fn grid_for(n: usize, threads: u32) -> LaunchConfig {
+    blocks_of(n.div_ceil(threads as usize).max(1), threads)
+}
+
+/// `blocks` blocks of `threads` threads, no dynamic shared memory.
+fn blocks_of(blocks: usize, threads: u32) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (n.div_ceil(threads as usize).max(1) as u32, 1, 1),
+        grid_dim: (blocks as u32, 1, 1),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     }
@@ -617,11 +623,7 @@ impl CudaDevice {
             .arg(&nn)
             .arg(&eps)
             .arg(&mut out.buf);
-        let cfg = LaunchConfig {
-            grid_dim: (rows.max(1) as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = blocks_of(rows.max(1), 256);
         // SAFETY: one block per row, each reading and writing n values of its row; the
         // lengths are checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err("rms_norm"))?;
@@ -643,11 +645,7 @@ impl CudaDevice {
         let nn = as_i32("rms_norm", n)?;
         let mut b = self.stream.launch_builder(self.func("rms_norm_inplace")?);
         b.arg(&mut x.buf).arg(&w.buf).arg(&nn).arg(&eps);
-        let cfg = LaunchConfig {
-            grid_dim: (rows.max(1) as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = blocks_of(rows.max(1), 256);
         // SAFETY: as `rms_norm`; the kernel reads a row's values (the sum, then each value
         // right before writing it at the same index), so in and out may be the same.
         unsafe { b.launch(cfg) }.map_err(cuda_err("rms_norm"))?;
@@ -684,11 +682,7 @@ impl CudaDevice {
                 .arg(&x.buf)
                 .arg(&nt)
                 .arg(&mut out.buf);
-            let cfg = LaunchConfig {
-                grid_dim: (w.rows.div_ceil(GEMV_WARPS as usize) as u32, 1, 1),
-                block_dim: (GEMV_WARPS * 32, 1, 1),
-                shared_mem_bytes: 0,
-            };
+            let cfg = blocks_of(w.rows.div_ceil(GEMV_WARPS as usize), GEMV_WARPS * 32);
             // SAFETY: one warp per weight row (rows checked by the grid's bound in the
             // kernel); x holds n_tok x cols and out n_tok x rows (checked/ensured above).
             unsafe { b.launch(cfg) }.map_err(cuda_err("matmul"))?;
@@ -876,11 +870,7 @@ impl CudaDevice {
             None => b.arg(&null),
         };
         b.arg(&neox);
-        let cfg = LaunchConfig {
-            grid_dim: (n_tok as u32, 1, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = blocks_of(n_tok, 128);
         // SAFETY: one block per token over its n_heads x n_rot/2 pairs (checked above); the
         // factors pointer is a buffer of n_rot/2 values or null.
         unsafe { b.launch(cfg) }.map_err(cuda_err("rope"))?;
@@ -922,11 +912,7 @@ impl CudaDevice {
             .arg(&slots.buf)
             .arg(&mut kc)
             .arg(&mut vc);
-        let cfg = LaunchConfig {
-            grid_dim: (n_tok as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = blocks_of(n_tok, 256);
         // SAFETY: one block per token writing kv_dim values at its slot, inside the layer's
         // range (slots are below n_blocks x BLOCK, checked by the engine).
         unsafe { b.launch(cfg) }.map_err(cuda_err("kv_write"))?;
