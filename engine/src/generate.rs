@@ -52,6 +52,12 @@ pub enum Prompt {
     Text(String),
     /// Chat messages, rendered with the model's chat template.
     Chat(Vec<ChatMessage>),
+    /// Chat messages and the tools the template renders itself (a list of `{"type":
+    /// "function", "function": {...}}`).
+    ChatWithTools {
+        messages: Vec<ChatMessage>,
+        tools: serde_json::Value,
+    },
     /// Token ids, used as they are.
     Tokens(Vec<u32>),
 }
@@ -280,18 +286,19 @@ pub fn tokenize(model: &Model, prompt: &Prompt) -> Result<Vec<u32>> {
         return Ok(ids.clone());
     }
     let tok = model.tokenizer()?;
-    match prompt {
-        Prompt::Text(text) => Ok(tok.encode_prompt(text, true)?),
-        Prompt::Chat(messages) => {
-            let text = tok.render_chat(messages, true)?;
-            // A template that writes the BOS text itself must not get a second BOS.
-            let bos_text = tok.bos_id().and_then(|id| tok.token_text(id));
-            match bos_text {
-                Some(b) if tok.add_bos() && text.starts_with(b) => Ok(tok.encode(&text, true)?),
-                _ => Ok(tok.encode_prompt(&text, true)?),
-            }
+    let text = match prompt {
+        Prompt::Text(text) => return Ok(tok.encode_prompt(text, true)?),
+        Prompt::Tokens(ids) => return Ok(ids.clone()),
+        Prompt::Chat(messages) => tok.render_chat(messages, true)?,
+        Prompt::ChatWithTools { messages, tools } => {
+            tok.render_chat_with_tools(messages, Some(tools), true)?
         }
-        Prompt::Tokens(ids) => Ok(ids.clone()),
+    };
+    // A template that writes the BOS text itself must not get a second BOS.
+    let bos_text = tok.bos_id().and_then(|id| tok.token_text(id));
+    match bos_text {
+        Some(b) if tok.add_bos() && text.starts_with(b) => Ok(tok.encode(&text, true)?),
+        _ => Ok(tok.encode_prompt(&text, true)?),
     }
 }
 

@@ -26,6 +26,14 @@ pub enum GrammarSpec {
     Regex(String),
     /// A Lark grammar (llguidance's dialect).
     Lark(String),
+    /// `inner` after the model's `<think>...</think>` (which is free): for thinking models,
+    /// whose constraints apply to the answer, never to the thinking. `opened`: the prompt
+    /// opened the thinking, so the output begins inside it; otherwise the thinking may be
+    /// absent. An inner Lark grammar names its start rule `start`.
+    AfterThinking {
+        inner: Box<GrammarSpec>,
+        opened: bool,
+    },
 }
 
 /// Whitespace between JSON tokens: any of JSON's four characters, at most 12 in a row, so
@@ -33,7 +41,7 @@ pub enum GrammarSpec {
 const JSON_WHITESPACE: &str = r"[\x20\x0A\x0D\x09]{1,12}";
 
 /// `schema` with our JSON options unless the client set its own (`x-guidance`).
-fn with_options(schema: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn with_json_options(schema: &serde_json::Value) -> serde_json::Value {
     let mut s = schema.clone();
     if let Some(obj) = s.as_object_mut()
         && !obj.contains_key("x-guidance")
@@ -49,12 +57,39 @@ fn with_options(schema: &serde_json::Value) -> serde_json::Value {
 impl GrammarSpec {
     fn top_level(&self) -> TopLevelGrammar {
         match self {
-            GrammarSpec::JsonObject => TopLevelGrammar::from_json_schema(with_options(
+            GrammarSpec::JsonObject => TopLevelGrammar::from_json_schema(with_json_options(
                 &serde_json::json!({"type": "object"}),
             )),
-            GrammarSpec::JsonSchema(s) => TopLevelGrammar::from_json_schema(with_options(s)),
+            GrammarSpec::JsonSchema(s) => TopLevelGrammar::from_json_schema(with_json_options(s)),
             GrammarSpec::Regex(r) => TopLevelGrammar::from_regex(r),
             GrammarSpec::Lark(l) => TopLevelGrammar::from_lark(l.clone()),
+            GrammarSpec::AfterThinking { inner, opened } => {
+                let body = match inner.as_ref() {
+                    GrammarSpec::JsonObject => format!(
+                        "answer: %json {}",
+                        with_json_options(&serde_json::json!({"type": "object"}))
+                    ),
+                    GrammarSpec::JsonSchema(s) => format!("answer: %json {}", with_json_options(s)),
+                    GrammarSpec::Regex(r) => format!("answer: /{}/", r.replace('/', "\\/")),
+                    GrammarSpec::Lark(l) => l
+                        .lines()
+                        .map(|line| match line.strip_prefix("start:") {
+                            Some(rest) => format!("answer:{rest}"),
+                            None => line.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    GrammarSpec::AfterThinking { .. } => return inner.top_level(),
+                };
+                let think = if *opened {
+                    "thought"
+                } else {
+                    "(\"<think>\" thought)?"
+                };
+                TopLevelGrammar::from_lark(format!(
+                    "start: {think} gap? answer\nthought[suffix=\"</think>\"]: /(?s:.*)/\ngap: /[ \\t\\r\\n]{{1,4}}/\n{body}"
+                ))
+            }
         }
     }
 }

@@ -18,11 +18,13 @@ pub mod gguf;
 pub mod grammar;
 pub mod model;
 pub mod parallel;
+pub mod reasoning;
 pub mod safetensors;
 pub mod sampling;
 pub mod scheduler;
 pub mod serve;
 pub mod tokenizer;
+pub mod tools;
 
 pub use error::{EngineError, ErrorClass, Result};
 pub use generate::{

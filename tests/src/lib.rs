@@ -197,3 +197,57 @@ pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
         )
     })
 }
+
+/// A copy of the default model, named `name`, with `template` as its chat template, written
+/// by llama.cpp's own `gguf-new-metadata` (PyPI's `gguf`, which scripts/setup-host installs).
+pub fn model_with_template(dir: &Path, name: &str, template: &str) -> PathBuf {
+    let tool = test_python().with_file_name("gguf-new-metadata");
+    assert!(
+        tool.exists(),
+        "{} is missing: scripts/setup-host installs PyPI's gguf",
+        tool.display()
+    );
+    let jinja = dir.join(format!("{name}.jinja"));
+    std::fs::write(&jinja, template).unwrap_or_else(|e| panic!("{}: {e}", jinja.display()));
+    let out = dir.join(format!("{name}.gguf"));
+    let run = Command::new(&tool)
+        .arg("--chat-template-file")
+        .arg(&jinja)
+        .arg(model_path())
+        .arg(&out)
+        .arg("--force")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()));
+    assert!(
+        run.status.success(),
+        "gguf-new-metadata failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// The default embedding model's folder (all-MiniLM-L6-v2): `$OASIS_EMBEDDING_MODEL`, else
+/// the data directories `scripts/fetch-embedding-model` writes to. Panics with the fix when
+/// it is missing.
+pub fn embedding_model_path() -> PathBuf {
+    const NAME: &str = "all-MiniLM-L6-v2";
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("OASIS_EMBEDDING_MODEL") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(d) = std::env::var_os("OASIS_DATA_DIR") {
+        candidates.push(PathBuf::from(d).join("models").join(NAME));
+    }
+    candidates.push(workspace_root().join(".oasis/models").join(NAME));
+    candidates.push(PathBuf::from("/var/lib/oasis/models").join(NAME));
+    match candidates
+        .iter()
+        .find(|p| p.join("model.safetensors").is_file())
+    {
+        Some(p) => p.clone(),
+        None => panic!(
+            "the embedding model is missing (looked in {candidates:?}); run \
+             scripts/fetch-embedding-model (scripts/test does it for you)"
+        ),
+    }
+}

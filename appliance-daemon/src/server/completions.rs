@@ -329,6 +329,91 @@ struct ChoiceState {
     finish_reason: Option<&'static str>,
     chat_logprobs: Vec<TokenLogprob>,
     text_logprobs: CompletionLogprobs,
+    /// Reads calls out of the output when tools are offered.
+    tools: Option<engine::tools::ToolParser>,
+    /// The calls read so far.
+    calls: Vec<ToolCallOut>,
+    /// Splits a thinking model's thinking from its answer.
+    reasoning: Option<engine::reasoning::ReasoningParser>,
+    /// The thinking so far (whole answers).
+    thinking: String,
+}
+
+impl ChoiceState {
+    /// Feeds output text through the thinking splitter and the tool parser (`None`: the
+    /// output ended): the thinking, the answer text, and the call pieces (recorded in
+    /// `calls` too). For a model without either, the text itself.
+    fn split(&mut self, text: Option<&str>) -> (String, String, Vec<ToolCallDelta>) {
+        let (reasoning, answer) = match (self.reasoning.as_mut(), text) {
+            (Some(r), Some(t)) => {
+                let s = r.push(t);
+                (s.reasoning, s.content)
+            }
+            (Some(r), None) => {
+                let s = r.finish();
+                (s.reasoning, s.content)
+            }
+            (None, t) => (String::new(), t.unwrap_or_default().to_string()),
+        };
+        let Some(parser) = self.tools.as_mut() else {
+            return (reasoning, answer, Vec::new());
+        };
+        let mut events = parser.push(&answer);
+        if text.is_none() {
+            events.extend(parser.finish());
+        }
+        let mut content = String::new();
+        let mut deltas: Vec<ToolCallDelta> = Vec::new();
+        for e in events {
+            match e {
+                engine::tools::ToolEvent::Text(t) => content.push_str(&t),
+                engine::tools::ToolEvent::Call { index, name } => {
+                    let id = format!("call_{}", random_hex(12));
+                    self.calls.push(ToolCallOut {
+                        id: id.clone(),
+                        kind: "function",
+                        function: FunctionCallOut {
+                            name: name.clone(),
+                            arguments: String::new(),
+                        },
+                    });
+                    deltas.push(ToolCallDelta {
+                        index,
+                        id: Some(id),
+                        kind: Some("function"),
+                        function: FunctionCallDelta {
+                            name: Some(name),
+                            arguments: String::new(),
+                        },
+                    });
+                }
+                engine::tools::ToolEvent::Arguments { index, delta } => {
+                    if let Some(c) = self.calls.get_mut(index) {
+                        c.function.arguments.push_str(&delta);
+                    }
+                    deltas.push(ToolCallDelta {
+                        index,
+                        id: None,
+                        kind: None,
+                        function: FunctionCallDelta {
+                            name: None,
+                            arguments: delta,
+                        },
+                    });
+                }
+            }
+        }
+        (reasoning, content, deltas)
+    }
+
+    /// The finish reason: `tool_calls` when the answer ended by calling.
+    fn finish(&self, reason: &'static str) -> &'static str {
+        if reason == "stop" && !self.calls.is_empty() {
+            "tool_calls"
+        } else {
+            reason
+        }
+    }
 }
 
 impl Answer {
@@ -348,6 +433,10 @@ impl Answer {
             .iter()
             .map(|e| ChoiceState {
                 text: e.clone(),
+                tools: plan
+                    .tools
+                    .map(|t| engine::tools::ToolParser::new(t.format, t.max_calls)),
+                reasoning: plan.reasoning.map(engine::reasoning::ReasoningParser::new),
                 ..ChoiceState::default()
             })
             .collect::<Vec<_>>();
@@ -469,6 +558,8 @@ impl Answer {
                     c.text_logprobs.top_logprobs.push(top_map(&lp));
                     c.chat_logprobs.push(lp);
                 }
+                let (thinking, text, _) = c.split(Some(&text));
+                c.thinking.push_str(&thinking);
                 c.text.push_str(&text);
             }
             Event::Done {
@@ -477,7 +568,10 @@ impl Answer {
                 ..
             } => {
                 if let Some(c) = self.choices.get_mut(choice) {
-                    c.finish_reason = Some(finish_reason.as_str());
+                    let (thinking, text, _) = c.split(None);
+                    c.thinking.push_str(&thinking);
+                    c.text.push_str(&text);
+                    c.finish_reason = Some(c.finish(finish_reason.as_str()));
                 }
             }
             Event::Failed { error, .. } => {
@@ -505,8 +599,11 @@ impl Answer {
                         index,
                         message: ChatMessageOut {
                             role: "assistant",
-                            content: c.text,
+                            content: (c.calls.is_empty() || !c.text.trim().is_empty())
+                                .then_some(c.text),
+                            reasoning_content: (!c.thinking.is_empty()).then_some(c.thinking),
                             refusal: None,
+                            tool_calls: (!c.calls.is_empty()).then_some(c.calls),
                         },
                         logprobs: want_lp.then_some(ChatLogprobs {
                             content: c.chat_logprobs,
@@ -601,6 +698,8 @@ impl Answer {
                     delta: ChatDelta {
                         role: Some("assistant"),
                         content: Some(String::new()),
+                        reasoning_content: None,
+                        tool_calls: None,
                     },
                     logprobs: None,
                     finish_reason: None,
@@ -630,28 +729,38 @@ impl Answer {
                 logprob,
                 top_logprobs,
             } => {
-                if let Some(c) = self.choices.get_mut(choice) {
-                    c.completion_tokens += 1;
-                }
+                let (thinking, text, calls) = match self.choices.get_mut(choice) {
+                    Some(c) => {
+                        c.completion_tokens += 1;
+                        c.split(Some(&text))
+                    }
+                    None => (String::new(), text, Vec::new()),
+                };
                 let lp = self
                     .logprobs
                     .map(|_| self.token_logprob(token_id, logprob, &top_logprobs));
-                if text.is_empty() && lp.is_none() {
+                if text.is_empty() && thinking.is_empty() && calls.is_empty() && lp.is_none() {
                     return Vec::new();
                 }
                 match self.kind {
-                    Kind::Chat => vec![self.chat_chunk(ChatChunkChoice {
-                        index: choice,
-                        delta: ChatDelta {
-                            role: None,
-                            content: Some(text),
-                        },
-                        logprobs: lp.map(|l| ChatLogprobs {
-                            content: vec![l],
-                            refusal: None,
+                    Kind::Chat => vec![
+                        self.chat_chunk(ChatChunkChoice {
+                            index: choice,
+                            delta: ChatDelta {
+                                role: None,
+                                content: (!text.is_empty()
+                                    || (calls.is_empty() && thinking.is_empty()))
+                                .then_some(text),
+                                reasoning_content: (!thinking.is_empty()).then_some(thinking),
+                                tool_calls: (!calls.is_empty()).then_some(calls),
+                            },
+                            logprobs: lp.map(|l| ChatLogprobs {
+                                content: vec![l],
+                                refusal: None,
+                            }),
+                            finish_reason: None,
                         }),
-                        finish_reason: None,
-                    })],
+                    ],
                     Kind::Text => {
                         let logprobs = lp.map(|l| CompletionLogprobs {
                             tokens: vec![l.token.clone()],
@@ -673,14 +782,36 @@ impl Answer {
                 finish_reason,
                 ..
             } => {
-                let reason = finish_reason.as_str();
+                let mut reason = finish_reason.as_str();
                 match self.kind {
-                    Kind::Chat => vec![self.chat_chunk(ChatChunkChoice {
-                        index: choice,
-                        delta: ChatDelta::default(),
-                        logprobs: None,
-                        finish_reason: Some(reason),
-                    })],
+                    Kind::Chat => {
+                        let mut out = Vec::new();
+                        if let Some(c) = self.choices.get_mut(choice) {
+                            let (thinking, text, calls) = c.split(None);
+                            reason = c.finish(reason);
+                            if !text.is_empty() || !thinking.is_empty() || !calls.is_empty() {
+                                out.push(self.chat_chunk(ChatChunkChoice {
+                                    index: choice,
+                                    delta: ChatDelta {
+                                        role: None,
+                                        content: (!text.is_empty()).then_some(text),
+                                        reasoning_content:
+                                            (!thinking.is_empty()).then_some(thinking),
+                                        tool_calls: (!calls.is_empty()).then_some(calls),
+                                    },
+                                    logprobs: None,
+                                    finish_reason: None,
+                                }));
+                            }
+                        }
+                        out.push(self.chat_chunk(ChatChunkChoice {
+                            index: choice,
+                            delta: ChatDelta::default(),
+                            logprobs: None,
+                            finish_reason: Some(reason),
+                        }));
+                        out
+                    }
                     Kind::Text => vec![self.text_chunk(CompletionChoice {
                         text: String::new(),
                         index: choice,

@@ -90,6 +90,57 @@ pub struct ChatCompletionRequest {
     /// 65536 bytes).
     #[schema(max_length = 65536)]
     pub guided_grammar: Option<String>,
+    /// Functions the model may call (at most 128, names unique).
+    #[schema(max_items = 128)]
+    pub tools: Option<Vec<ToolIn>>,
+    /// `none`, `auto` (the default with tools), `required` (at least one call), or
+    /// `{"type": "function", "function": {"name"}}` (that function). With `required` or a
+    /// named function the arguments are constrained to the function's schema.
+    #[schema(schema_with = tool_choice_schema)]
+    pub tool_choice: Option<Value>,
+    /// Allow several calls in one answer [default true].
+    pub parallel_tool_calls: Option<bool>,
+}
+
+/// A tool offered to the model.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ToolIn {
+    /// `function`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^function$")]
+    pub kind: String,
+    pub function: FunctionIn,
+}
+
+/// A function's name, description and arguments' JSON schema.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FunctionIn {
+    /// 1 to 64 of `a-z A-Z 0-9 _ -`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub name: String,
+    pub description: Option<String>,
+    /// The arguments' JSON schema (an object schema) [default: any object].
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// Accepted; the arguments are constrained whenever a call is forced.
+    pub strict: Option<bool>,
+}
+
+/// A call an assistant message made.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ToolCallIn {
+    pub id: String,
+    /// `function`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: FunctionCallIn,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FunctionCallIn {
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
 }
 
 /// `POST /v1/completions`.
@@ -176,12 +227,16 @@ pub struct StreamOptions {
 /// One input message. `content` is a string or a list of `{"type": "text", "text"}` parts.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatMessageIn {
-    #[schema(pattern = "^(system|developer|user|assistant)$")]
+    #[schema(pattern = "^(system|developer|user|assistant|tool)$")]
     pub role: String,
     /// A string, a list of text parts, or null (empty).
     #[schema(schema_with = content_schema)]
     pub content: Option<Value>,
     pub name: Option<String>,
+    /// An assistant message's calls.
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// A `tool` message: the id of the call it answers (from an earlier assistant message).
+    pub tool_call_id: Option<String>,
 }
 
 /// Most characters in a stop string (at most 256 bytes of UTF-8).
@@ -228,6 +283,36 @@ fn stop_schema() -> utoipa::openapi::Schema {
         .item(null_schema())
         .item(one())
         .item(array_schema(one(), 0, Some(engine::sampling::MAX_STOPS)))
+        .build()
+        .into()
+}
+
+/// `tool_choice`: `none`, `auto`, `required`, or a named function.
+fn tool_choice_schema() -> utoipa::openapi::Schema {
+    let named = utoipa::openapi::ObjectBuilder::new()
+        .property(
+            "type",
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .enum_values(Some(["function"])),
+        )
+        .property(
+            "function",
+            utoipa::openapi::ObjectBuilder::new()
+                .property("name", string_schema(Some(1), Some(64)))
+                .required("name"),
+        )
+        .required("type")
+        .required("function")
+        .build();
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(null_schema())
+        .item(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .enum_values(Some(["none", "auto", "required"])),
+        )
+        .item(named)
         .build()
         .into()
 }
@@ -298,8 +383,51 @@ pub struct ChatChoice {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChatMessageOut {
     pub role: &'static str,
-    pub content: String,
+    /// The answer's text; null when the answer is only calls.
+    pub content: Option<String>,
+    /// A thinking model's thinking (what it wrote in `<think>...</think>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     pub refusal: Option<String>,
+    /// The functions the model called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+/// One call in an answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ToolCallOut {
+    /// `call_...`; the `tool` message with the result repeats it.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCallOut,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FunctionCallOut {
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
+}
+
+/// A piece of a call in a stream chunk: the first carries `id`, `type` and the name, the
+/// following ones more of the arguments.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionCallDelta,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FunctionCallDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 /// Log-probabilities of a chat choice's tokens.
@@ -353,6 +481,10 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// `text_completion`, whole or as one stream chunk.

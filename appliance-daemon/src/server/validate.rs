@@ -5,7 +5,8 @@ use engine::grammar::GrammarSpec;
 use engine::sampling::{
     MAX_STOP_LEN_BYTES as MAX_STOP_BYTES, MAX_STOPS as MAX_STOP, SamplingParams, StopStrings,
 };
-use engine::tokenizer::ChatMessage;
+use engine::tokenizer::{ChatMessage, ToolCall};
+use engine::tools::{ToolDef, ToolFormat, ToolSyntax};
 use engine::{GenerateRequest, Model, Prompt};
 use serde_json::Value;
 
@@ -40,6 +41,30 @@ pub struct Plan {
     pub stream: bool,
     pub include_usage: bool,
     pub user: Option<String>,
+    /// How to read calls out of the answers, when tools are offered.
+    pub tools: Option<ToolPlan>,
+    /// The model thinks in `<think>` tags: `Some(opened)`, where `opened` says the prompt
+    /// left it inside its thinking.
+    pub reasoning: Option<bool>,
+}
+
+/// Tools offered: the model's call syntax and how many calls an answer may make.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolPlan {
+    pub format: ToolFormat,
+    pub max_calls: Option<usize>,
+}
+
+/// Most tools in one request.
+pub const MAX_TOOLS: usize = 128;
+
+/// What `tool_choice` asks for.
+#[derive(Debug, Clone, PartialEq)]
+enum ToolChoice {
+    None,
+    Auto,
+    Required,
+    Named(String),
 }
 
 impl Plan {
@@ -111,24 +136,83 @@ pub fn chat(req: &ChatCompletionRequest, model: &Model, n_ctx: usize) -> Result<
             "`messages` must hold at least one message",
         ));
     }
-    let mut messages = Vec::with_capacity(req.messages.len());
+    let mut messages: Vec<ChatMessage> = Vec::with_capacity(req.messages.len());
+    let mut call_ids: Vec<&str> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
         let role = match m.role.as_str() {
             "system" | "developer" => "system",
             "user" => "user",
             "assistant" => "assistant",
+            "tool" => "tool",
             other => {
                 return Err(ApiError::invalid_param(
                     format!("messages[{i}].role"),
                     format!(
-                        "`messages[{i}].role` must be one of system, developer, user, assistant; got `{other}`"
+                        "`messages[{i}].role` must be one of system, developer, user, assistant, tool; got `{other}`"
                     ),
                 ));
             }
         };
         let content = message_text(m.content.as_ref(), i)?;
-        messages.push(ChatMessage::new(role, content));
+        let mut message = ChatMessage::new(role, content);
+        if let Some(calls) = &m.tool_calls {
+            if role != "assistant" {
+                return Err(ApiError::invalid_param(
+                    format!("messages[{i}].tool_calls"),
+                    "only assistant messages carry `tool_calls`",
+                ));
+            }
+            for (j, c) in calls.iter().enumerate() {
+                if c.kind.as_deref().is_some_and(|k| k != "function") {
+                    return Err(ApiError::invalid_param(
+                        format!("messages[{i}].tool_calls[{j}].type"),
+                        "the only tool call type is `function`",
+                    ));
+                }
+                if c.id.is_empty() || c.function.name.is_empty() {
+                    return Err(ApiError::invalid_param(
+                        format!("messages[{i}].tool_calls[{j}]"),
+                        "a tool call needs an `id` and a `function.name`",
+                    ));
+                }
+                call_ids.push(&c.id);
+                message.tool_calls.push(ToolCall {
+                    id: c.id.clone(),
+                    name: c.function.name.clone(),
+                    arguments: c.function.arguments.clone(),
+                });
+            }
+        }
+        if role == "tool" {
+            let param = format!("messages[{i}].tool_call_id");
+            let Some(id) = &m.tool_call_id else {
+                return Err(ApiError::invalid_param(
+                    param,
+                    format!("`messages[{i}]` is a tool result without a `tool_call_id`"),
+                ));
+            };
+            if !call_ids.contains(&id.as_str()) {
+                return Err(ApiError::invalid_param(
+                    param,
+                    format!(
+                        "`messages[{i}].tool_call_id` is `{id}`, which no earlier assistant message called"
+                    ),
+                ));
+            }
+            message.tool_call_id = Some(id.clone());
+        }
+        messages.push(message);
     }
+    let tools = tool_defs(req)?;
+    let choice = tool_choice(req.tool_choice.as_ref(), &tools)?;
+    let active = !tools.is_empty() && choice != ToolChoice::None;
+    let forced = matches!(choice, ToolChoice::Required | ToolChoice::Named(_));
+    let tokenizer = model
+        .tokenizer()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let syntax = ToolSyntax::of(tokenizer);
+    let (messages, listed) = syntax.prepare(messages, if active { &tools } else { &[] });
+    let parallel = req.parallel_tool_calls.unwrap_or(true);
     let max_tokens = req.max_completion_tokens.or(req.max_tokens);
     let param = if req.max_completion_tokens.is_some() {
         "max_completion_tokens"
@@ -151,14 +235,65 @@ pub fn chat(req: &ChatCompletionRequest, model: &Model, n_ctx: usize) -> Result<
         None
     };
     let shared = shared!(req);
-    let prompt = Prompt::Chat(messages);
+    let prompt = match listed {
+        Some(tools) => Prompt::ChatWithTools { messages, tools },
+        None => Prompt::Chat(messages),
+    };
     let ids = tokenize(model, &prompt)?;
-    let grammar = grammar_of(
+    let template = tokenizer.chat_template().map(|t| t.source());
+    let reasoning = engine::reasoning::thinks(template).then(|| {
+        let tail = &ids[ids.len().saturating_sub(8)..];
+        engine::reasoning::prompt_opens_thinking(&tokenizer.decode_with_special(tail, true))
+    });
+    let mut grammar = grammar_of(
         req.response_format.as_ref(),
         req.guided_json.as_ref(),
         req.guided_regex.as_deref(),
         req.guided_grammar.as_deref(),
     )?;
+    if forced {
+        if let Some((_, param)) = &grammar {
+            return Err(ApiError::invalid_param(
+                *param,
+                format!("`{param}` cannot be combined with a `tool_choice` that forces a call"),
+            ));
+        }
+        // Each schema alone first, so that a bad one is named with its path.
+        if let Ok(grammars) = model.grammars() {
+            for (i, t) in tools.iter().enumerate() {
+                if let Err(e) = grammars.constraint(&GrammarSpec::JsonSchema(t.parameters.clone()))
+                {
+                    return Err(ApiError::invalid_param(
+                        format!("tools[{i}].function.parameters"),
+                        format!("the schema of `{}` cannot be used: {e}", t.name),
+                    ));
+                }
+            }
+        }
+        let (offered, parallel) = match &choice {
+            ToolChoice::Named(name) => (
+                tools.iter().filter(|t| t.name == *name).cloned().collect(),
+                false,
+            ),
+            _ => (tools.clone(), parallel),
+        };
+        grammar = Some((syntax.grammar(&offered, parallel, tokenizer), "tools"));
+    }
+    // A thinking model thinks first, freely; the constraint holds for the answer after it.
+    // A client's own Lark grammar (`guided_grammar`) covers the whole output, thinking and
+    // all, as written.
+    if let Some(opened) = reasoning {
+        grammar = grammar.map(|(spec, param)| match param {
+            "guided_grammar" => (spec, param),
+            _ => (
+                GrammarSpec::AfterThinking {
+                    inner: Box::new(spec),
+                    opened,
+                },
+                param,
+            ),
+        });
+    }
     let mut plan = build(
         &shared,
         vec![(ids, String::new())],
@@ -169,7 +304,139 @@ pub fn chat(req: &ChatCompletionRequest, model: &Model, n_ctx: usize) -> Result<
         n_ctx,
     )?;
     constrain(&mut plan, model, grammar)?;
+    plan.reasoning = reasoning;
+    plan.tools = active.then_some(ToolPlan {
+        format: syntax.format,
+        max_calls: (!parallel || matches!(choice, ToolChoice::Named(_))).then_some(1),
+    });
     Ok(plan)
+}
+
+/// The tools offered, checked: `type` function, names of 1 to 64 of `a-z A-Z 0-9 _ -`,
+/// unique, parameters an object schema.
+fn tool_defs(req: &ChatCompletionRequest) -> Result<Vec<ToolDef>, ApiError> {
+    let Some(tools) = &req.tools else {
+        return Ok(Vec::new());
+    };
+    if tools.len() > MAX_TOOLS {
+        return Err(ApiError::invalid_param(
+            "tools",
+            format!("{} tools given; at most {MAX_TOOLS}", tools.len()),
+        ));
+    }
+    let mut defs: Vec<ToolDef> = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::invalid_param(
+                format!("tools[{i}].type"),
+                format!("the only tool type is `function`; got `{}`", t.kind),
+            ));
+        }
+        let name = &t.function.name;
+        let good = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !good {
+            return Err(ApiError::invalid_param(
+                format!("tools[{i}].function.name"),
+                format!(
+                    "`tools[{i}].function.name` must be 1 to 64 of a-z, A-Z, 0-9, _ and -; got {name:?}"
+                ),
+            ));
+        }
+        if defs.iter().any(|d| d.name == *name) {
+            return Err(ApiError::invalid_param(
+                format!("tools[{i}].function.name"),
+                format!("two tools are named `{name}`"),
+            ));
+        }
+        let parameters = match &t.function.parameters {
+            None | Some(Value::Null) => serde_json::json!({"type": "object"}),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    format!("tools[{i}].function.parameters"),
+                    "`parameters` must be a JSON schema (an object)",
+                ));
+            }
+        };
+        if parameters.to_string().len() > MAX_GRAMMAR_BYTES {
+            return Err(ApiError::invalid_param(
+                format!("tools[{i}].function.parameters"),
+                format!("the schema is over {MAX_GRAMMAR_BYTES} bytes"),
+            ));
+        }
+        defs.push(ToolDef {
+            name: name.clone(),
+            description: t.function.description.clone(),
+            parameters,
+        });
+    }
+    Ok(defs)
+}
+
+fn tool_choice(choice: Option<&Value>, tools: &[ToolDef]) -> Result<ToolChoice, ApiError> {
+    let default = if tools.is_empty() {
+        ToolChoice::None
+    } else {
+        ToolChoice::Auto
+    };
+    let choice = match choice {
+        None | Some(Value::Null) => return Ok(default),
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => default,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    format!(
+                        "`tool_choice` must be none, auto, required or a named function; got `{other}`"
+                    ),
+                ));
+            }
+        },
+        Some(v) => {
+            let name = v
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str);
+            match (v.get("type").and_then(Value::as_str), name) {
+                (Some("function"), Some(name)) => {
+                    if !tools.iter().any(|t| t.name == name) {
+                        let known: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+                        return Err(ApiError::invalid_param(
+                            "tool_choice",
+                            format!(
+                                "`tool_choice` names the function `{name}`, which is not among the tools ({})",
+                                if known.is_empty() {
+                                    "none given".to_string()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        ));
+                    }
+                    ToolChoice::Named(name.to_string())
+                }
+                _ => {
+                    return Err(ApiError::invalid_param(
+                        "tool_choice",
+                        "`tool_choice` must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                    ));
+                }
+            }
+        }
+    };
+    if choice == ToolChoice::Required && tools.is_empty() {
+        return Err(ApiError::invalid_param(
+            "tool_choice",
+            "`tool_choice` is `required` but no `tools` are given",
+        ));
+    }
+    Ok(choice)
 }
 
 /// Checks a completions request against `model`.
@@ -477,6 +744,8 @@ fn build(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         user: s.user.cloned(),
+        tools: None,
+        reasoning: None,
     })
 }
 

@@ -22,10 +22,17 @@ const TEMPLATE_NAME: &str = "chat_template";
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatMessage {
-    /// `"system"`, `"user"`, `"assistant"`, or whatever roles the model's template knows.
+    /// `"system"`, `"user"`, `"assistant"`, `"tool"`, or whatever roles the model's template
+    /// knows.
     pub role: String,
     /// The message text.
     pub content: String,
+    /// The functions an assistant message called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -34,14 +41,65 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
+
+    /// The message as templates see it: `role`, `content`, and where present `tool_calls`
+    /// (Hugging Face's layout: `{id, type: "function", function: {name, arguments}}` with
+    /// the arguments as an object when they are one) and `tool_call_id`.
+    fn template_value(&self) -> Value {
+        let mut map = BTreeMap::from([
+            ("role", Value::from(self.role.as_str())),
+            ("content", Value::from(self.content.as_str())),
+        ]);
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    let arguments = match serde_json::from_str::<serde_json::Value>(&c.arguments) {
+                        Ok(v @ serde_json::Value::Object(_)) => json_value(&v),
+                        _ => Value::from(c.arguments.as_str()),
+                    };
+                    let function = Value::from_pairs([
+                        ("name", Value::from(c.name.as_str())),
+                        ("arguments", arguments),
+                    ]);
+                    Value::from_pairs([
+                        ("id", Value::from(c.id.as_str())),
+                        ("type", Value::from("function")),
+                        ("function", function),
+                    ])
+                })
+                .collect();
+            map.insert("tool_calls", Value::from(calls));
+        }
+        if let Some(id) = &self.tool_call_id {
+            map.insert("tool_call_id", Value::from(id.as_str()));
+        }
+        Value::from(map)
+    }
+}
+
+/// One function call of an assistant message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ToolCall {
+    /// The call's id (`call_...`), which the `tool` message answering it repeats.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments, as the JSON text the model wrote.
+    pub arguments: String,
 }
 
 /// A compiled chat template.
 pub struct ChatTemplate {
     /// Holds the compiled template and the Python-compatible functions it may call.
     env: Environment<'static>,
+    /// The template's text (what it knows of tools and thinking is read from it).
+    source: String,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -67,7 +125,15 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
             .map_err(|e| syntax_error(&e))?;
-        Ok(ChatTemplate { env })
+        Ok(ChatTemplate {
+            env,
+            source: source.to_owned(),
+        })
+    }
+
+    /// The template's text.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Renders the conversation. `add_generation_prompt` asks the template to open the
@@ -80,26 +146,54 @@ impl ChatTemplate {
         bos_token: &str,
         eos_token: &str,
     ) -> Result<String> {
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|message| {
-                Value::from(BTreeMap::from([
-                    ("role", Value::from(message.role.as_str())),
-                    ("content", Value::from(message.content.as_str())),
-                ]))
-            })
-            .collect();
-        let context = Value::from(BTreeMap::from([
+        self.render_with_tools(messages, None, add_generation_prompt, bos_token, eos_token)
+    }
+
+    /// [`ChatTemplate::render`] with `tools` (a list of `{"type": "function", "function":
+    /// {...}}`, as Hugging Face's `apply_chat_template(tools=...)` passes them) for a template
+    /// that renders them itself.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String> {
+        let messages: Vec<Value> = messages.iter().map(ChatMessage::template_value).collect();
+        let mut context = BTreeMap::from([
             ("messages", Value::from(messages)),
             ("add_generation_prompt", Value::from(add_generation_prompt)),
             ("bos_token", Value::from(bos_token)),
             ("eos_token", Value::from(eos_token)),
-        ]));
+        ]);
+        if let Some(tools) = tools {
+            context.insert("tools", json_value(tools));
+        }
+        let context = Value::from(context);
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| render_error(&e))?;
         template.render(context).map_err(|e| render_error(&e))
+    }
+}
+
+/// A JSON value as a template value.
+fn json_value(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::from(()),
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::from(i),
+            (None, Some(u)) => Value::from(u),
+            _ => Value::from(n.as_f64().unwrap_or(0.0)),
+        },
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(a) => Value::from(a.iter().map(json_value).collect::<Vec<_>>()),
+        // In the object's own order, as Python's dicts keep it.
+        J::Object(o) => Value::from_pairs(o.iter().map(|(k, v)| (k.clone(), json_value(v)))),
     }
 }
 
@@ -221,6 +315,42 @@ mod tests {
         assert!(
             matches!(err, TokenizerError::TemplateRender { line: 1, .. }),
             "{err:?}"
+        );
+    }
+
+    /// Qwen2.5's template renders tools, calls and results exactly as Python's jinja2 does
+    /// for transformers (tests/fixtures/templates).
+    #[test]
+    fn tools_and_calls_render_as_transformers_renders_them() {
+        let template = ChatTemplate::new(include_str!(
+            "../../../tests/fixtures/templates/qwen2.5-instruct.jinja"
+        ))
+        .unwrap();
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now, in °C", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["city"]}}}]);
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls.push(ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city": "Zürich", "unit": "c"}"#.into(),
+        });
+        let result = |t: &str| {
+            let mut m = ChatMessage::new("tool", t);
+            m.tool_call_id = Some("call_1".into());
+            m
+        };
+        let messages = [
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "Weather in Zürich?"),
+            call,
+            result(r#"{"t": 3}"#),
+            result(r#"{"t": 4}"#),
+        ];
+        let text = template
+            .render_with_tools(&messages, Some(&tools), true, "", "<|im_end|>")
+            .unwrap();
+        assert_eq!(
+            text,
+            include_str!("../../../tests/fixtures/templates/qwen2.5-instruct.tools.expected")
         );
     }
 

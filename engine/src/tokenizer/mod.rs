@@ -28,7 +28,7 @@ mod vocab;
 #[cfg(test)]
 mod tests;
 
-pub use chat_template::{ChatMessage, ChatTemplate};
+pub use chat_template::{ChatMessage, ChatTemplate, ToolCall};
 pub use detokenizer::Detokenizer;
 pub use error::{Result, TokenizerError};
 pub use hf::spec_from_hf;
@@ -234,13 +234,25 @@ impl Tokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
+        self.render_chat_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`Tokenizer::render_chat`] giving the template `tools` (see
+    /// [`ChatTemplate::render_with_tools`]).
+    pub fn render_chat_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self
             .chat_template
             .as_ref()
             .ok_or(TokenizerError::NoChatTemplate)?;
         let text_of = |id: Option<u32>| id.and_then(|id| self.token_text(id)).unwrap_or("");
-        template.render(
+        template.render_with_tools(
             messages,
+            tools,
             add_generation_prompt,
             text_of(self.bos_id),
             text_of(self.eos_id),
