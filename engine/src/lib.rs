@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod device;
+pub mod embed;
 pub mod eplb;
 pub mod error;
 pub mod fit;

@@ -15,7 +15,7 @@ pub mod mmap;
 
 // The CPU kernels keep their paths (`kernels::ops`, `kernels::matmul`, ...): they are what
 // the engine has always called.
-pub use cpu::{attention, attention_rows, fp8, matmul, ops, pool, quant, vmath};
+pub use cpu::{attention, attention_rows, fp8, gemm, matmul, ops, pool, quant, vmath};
 
 pub use attention::{AttnItem, AttnShape, KV_PAD, KvView, attention, attention_multi, f16_bytes};
 pub use attention_rows::{RowAttn, RowItem, RowView, attention_rows};

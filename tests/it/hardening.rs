@@ -734,8 +734,10 @@ fn a_growing_file_is_counted_as_read() {
 fn schemathesis_finds_no_server_error_and_no_contract_violation() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    // A short context bounds every generation the fuzzer asks for.
-    let d = start(&data, &["--max-context", "128"]);
+    // A short context bounds every generation the fuzzer asks for; the embedding model
+    // serves beside the chat model so /v1/embeddings reaches its encoder.
+    let emb = tests::embedding_model_path().to_string_lossy().into_owned();
+    let d = start(&data, &["--max-context", "128", "--model", &emb]);
     let admin = admin_token(&data);
     let r = req(
         &d,

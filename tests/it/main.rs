@@ -11,6 +11,7 @@ static ALLOC: kernels::alloc_probe::PeakAlloc = kernels::alloc_probe::PeakAlloc;
 mod cli_errors;
 mod cli_run;
 mod console;
+mod embeddings;
 mod eplb;
 mod fit;
 mod fuzz;

@@ -38,7 +38,7 @@ pub(crate) fn req(
 }
 
 /// Creates a key with the admin token; (id, token).
-fn create_key(d: &Daemon, admin: &str, body: Value) -> (String, String) {
+pub(crate) fn create_key(d: &Daemon, admin: &str, body: Value) -> (String, String) {
     let r = req(d, "POST", "/admin/v1/keys", Some(admin), &body);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();

@@ -47,6 +47,10 @@ pub struct ServedModel {
     pub kv_bytes: usize,
 }
 
+/// The default embedding model's folder under the data directory's `models`
+/// (scripts/fetch-embedding-model puts it there).
+pub const DEFAULT_EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2";
+
 /// A deployment that could not be loaded.
 #[derive(Debug, Clone)]
 pub struct Unavailable {
@@ -61,9 +65,39 @@ pub struct Catalog {
     /// By served name and by alias.
     served: RwLock<BTreeMap<String, Arc<ServedModel>>>,
     unavailable: RwLock<Vec<Unavailable>>,
+    /// Embedding models, by served name.
+    embedders: RwLock<BTreeMap<String, Arc<super::embeddings::EmbeddingModel>>>,
 }
 
 impl Catalog {
+    /// The embedding model served as `name`.
+    pub fn embedder(&self, name: &str) -> Option<Arc<super::embeddings::EmbeddingModel>> {
+        self.embedders.read().ok()?.get(name).cloned()
+    }
+
+    /// The embedding models' names, sorted.
+    pub fn embedder_ids(&self) -> Vec<String> {
+        self.embedders
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every model name requests may use, chat and embedding, sorted.
+    pub fn all_ids(&self) -> Vec<String> {
+        let mut ids = self.served_ids();
+        ids.extend(self.embedder_ids());
+        ids.sort();
+        ids
+    }
+
+    /// Serves the embedding model `m` under its name.
+    pub fn install_embedder(&self, m: Arc<super::embeddings::EmbeddingModel>) {
+        if let Ok(mut map) = self.embedders.write() {
+            map.insert(m.name.clone(), m);
+        }
+    }
+
     /// The deployment serving `name` (a served name or an alias).
     pub fn get(&self, name: &str) -> Option<Arc<ServedModel>> {
         self.served.read().ok()?.get(name).cloned()
@@ -202,6 +236,35 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
         if default.is_file() {
             wanted.push(default);
         }
+    }
+    // Embedding models (sentence-transformers folders) are served beside the chat models:
+    // those named, or with none named, the default one when it is there.
+    let mut embedding: Vec<PathBuf> = Vec::new();
+    wanted.retain(|p| {
+        let is = p.is_dir() && engine::embed::is_embedding_model(p);
+        if is {
+            embedding.push(p.clone());
+        }
+        !is
+    });
+    if config.models.is_empty() {
+        let default = config.data_dir.join("models").join(DEFAULT_EMBEDDING_MODEL);
+        if engine::embed::is_embedding_model(&default) {
+            embedding.push(default);
+        }
+    }
+    let threads = config
+        .threads
+        .unwrap_or_else(engine::generate::default_threads);
+    for path in &embedding {
+        let name = path.file_name().map_or_else(
+            || "embeddings".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let m = super::embeddings::EmbeddingModel::load(path, &name, threads, config.max_waiting)
+            .with_context(|| format!("cannot load the embedding model {}", path.display()))?;
+        tracing::info!(name = %name, dimensions = m.embedder.dimensions(), "embedding model ready");
+        catalog.install_embedder(Arc::new(m));
     }
     // Configured files first: their errors stop the start.
     let mut configured = Vec::new();

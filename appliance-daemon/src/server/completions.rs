@@ -97,15 +97,38 @@ fn admit(
     let Some(key) = who.and_then(|w| w.key.as_ref()) else {
         return Ok(None);
     };
+    let prompt = plan.prompt_tokens_once() as u64;
+    let choices = plan.requests.len() as u64;
+    let wanted: u64 = plan.requests.iter().map(|r| r.max_tokens as u64).sum();
+    let mut names = vec![served.name.as_str()];
+    names.extend(served.deployment.aliases.iter().map(String::as_str));
+    let reservation = admit_key(st, key, &names, prompt, choices, wanted)?;
+    let cap = reservation.completion_cap(prompt);
+    if cap < wanted {
+        plan.cap_completion(cap as usize);
+        tracing::debug!(key = %key.id, cap, wanted, "max_tokens lowered to the key's remaining tokens");
+    }
+    Ok(Some(reservation))
+}
+
+/// Checks that `key` may use the model known as any of `names` (the served name first),
+/// and reserves `prompt` tokens and between `min_completion` and `max_completion` more
+/// against its limits (403 for another model, 429 over a limit).
+pub(super) fn admit_key(
+    st: &AppState,
+    key: &crate::auth::KeyRecord,
+    names: &[&str],
+    prompt: u64,
+    min_completion: u64,
+    max_completion: u64,
+) -> Result<crate::auth::Reservation, ApiError> {
     if let Some(models) = &key.models
-        && !models
-            .iter()
-            .any(|m| *m == served.name || served.deployment.aliases.contains(m))
+        && !models.iter().any(|m| names.contains(&m.as_str()))
     {
         let mut e = ApiError::invalid(format!(
             "Key `{}` may not use the model `{}` (it may use: {})",
             key.name,
-            served.name,
+            names.first().copied().unwrap_or_default(),
             models.join(", ")
         ))
         .with_param("model")
@@ -113,26 +136,19 @@ fn admit(
         e.status = axum::http::StatusCode::FORBIDDEN;
         return Err(e);
     }
-    let prompt = plan.prompt_tokens_once() as u64;
-    let choices = plan.requests.len() as u64;
-    let wanted: u64 = plan.requests.iter().map(|r| r.max_tokens as u64).sum();
-    let reservation = st.keys.admit(key, prompt, choices, wanted).map_err(|o| {
-        let code = if o.limit.starts_with("tokens_per_") {
-            "insufficient_quota"
-        } else {
-            "rate_limit_exceeded"
-        };
-        tracing::info!(key = %key.id, limit = o.limit, "request over a limit");
-        ApiError::queue_full(o.message, o.retry_after)
-            .with_code(code)
-            .with_param(o.limit)
-    })?;
-    let cap = reservation.completion_cap(prompt);
-    if cap < wanted {
-        plan.cap_completion(cap as usize);
-        tracing::debug!(key = %key.id, cap, wanted, "max_tokens lowered to the key's remaining tokens");
-    }
-    Ok(Some(reservation))
+    st.keys
+        .admit(key, prompt, min_completion, max_completion)
+        .map_err(|o| {
+            let code = if o.limit.starts_with("tokens_per_") {
+                "insufficient_quota"
+            } else {
+                "rate_limit_exceeded"
+            };
+            tracing::info!(key = %key.id, limit = o.limit, "request over a limit");
+            ApiError::queue_full(o.message, o.retry_after)
+                .with_code(code)
+                .with_param(o.limit)
+        })
 }
 
 async fn start(

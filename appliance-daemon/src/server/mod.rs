@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod completions;
 pub mod console;
 pub mod deployments;
+pub mod embeddings;
 pub mod error;
 pub mod experts;
 pub mod extract;
@@ -153,9 +154,16 @@ impl AppState {
 
     /// The served model `id`, or 404.
     pub fn model(&self, id: &str) -> Result<Arc<ServedModel>, ApiError> {
-        self.catalog
-            .get(id)
-            .ok_or_else(|| ApiError::model_not_found(id, &self.catalog.served_ids()))
+        self.catalog.get(id).ok_or_else(|| {
+            if self.catalog.embedder(id).is_some() {
+                ApiError::invalid_param(
+                    "model",
+                    format!("`{id}` is an embedding model: use POST /v1/embeddings"),
+                )
+            } else {
+                ApiError::model_not_found(id, &self.catalog.all_ids())
+            }
+        })
     }
 
     pub fn is_draining(&self) -> bool {
@@ -170,6 +178,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{id}"),
+    ("POST", "/v1/embeddings"),
     ("GET", "/admin/v1/models/{id}/fit"),
     ("GET", "/admin/v1/storage"),
     ("GET", "/admin/v1/models"),
@@ -224,6 +233,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models/{id}", get(routes::get_model))
         .route("/v1/chat/completions", post(completions::chat_completions))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/admin/v1/status", get(routes::status))
         .route("/admin/v1/system", get(system::system))

@@ -59,6 +59,7 @@ use super::{
         experts::rebalance,
         completions::chat_completions,
         completions::completions,
+        super::embeddings::embeddings,
         openapi_json,
         metrics::metrics,
     ),

