@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use llguidance::api::TopLevelGrammar;
-use llguidance::toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie, TokenId};
+use llguidance::toktrie::{ApproximateTokEnv, SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId};
 use llguidance::{Matcher, ParserFactory};
 
 use crate::tokenizer::Tokenizer;
@@ -149,6 +149,7 @@ impl Grammars {
             .map_err(|e| e.to_string())?;
         Ok(Constraint {
             matcher: Matcher::new(Ok(parser)),
+            ready: None,
         })
     }
 }
@@ -156,6 +157,9 @@ impl Grammars {
 /// One request's grammar state.
 pub struct Constraint {
     matcher: Matcher,
+    /// The tokens allowed next, computed ahead ([`Constraint::prepare`]) while the forward
+    /// pass runs; cleared by each token consumed.
+    ready: Option<SimpleVob>,
 }
 
 impl std::fmt::Debug for Constraint {
@@ -168,6 +172,7 @@ impl Clone for Constraint {
     fn clone(&self) -> Self {
         Constraint {
             matcher: self.matcher.deep_clone(),
+            ready: self.ready.clone(),
         }
     }
 }
@@ -176,10 +181,13 @@ impl Constraint {
     /// Writes `logits` into `out` with every token the grammar does not allow next set to
     /// minus infinity (end-of-generation tokens are allowed once the output is complete).
     pub fn mask(&mut self, logits: &[f32], out: &mut Vec<f32>) -> Result<(), String> {
-        let allowed = self
-            .matcher
-            .compute_mask_or_eos()
-            .map_err(|e| e.to_string())?;
+        let allowed = match self.ready.take() {
+            Some(allowed) => allowed,
+            None => self
+                .matcher
+                .compute_mask_or_eos()
+                .map_err(|e| e.to_string())?,
+        };
         out.clear();
         out.extend(logits.iter().enumerate().map(|(i, &l)| {
             if allowed.is_allowed(i as TokenId) {
@@ -191,8 +199,22 @@ impl Constraint {
         Ok(())
     }
 
+    /// Computes the next step's allowed tokens ahead of [`Constraint::mask`] (the
+    /// scheduler runs this beside the forward pass); a failure is left for `mask` to meet.
+    pub fn prepare(&mut self) {
+        if self.ready.is_none() {
+            self.ready = self.matcher.compute_mask_or_eos().ok();
+        }
+    }
+
+    /// Whether the next step's mask is already computed.
+    pub fn is_prepared(&self) -> bool {
+        self.ready.is_some()
+    }
+
     /// Follows the token sampled.
     pub fn consume(&mut self, id: u32) -> Result<(), String> {
+        self.ready = None;
         self.matcher.consume_token(id).map_err(|e| e.to_string())
     }
 

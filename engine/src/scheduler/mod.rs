@@ -373,6 +373,17 @@ impl Scheduler {
             }
             return Ok(());
         }
+        // The grammar masks of constrained sequences are computed on a helper thread while
+        // the forward pass runs (they depend only on the tokens so far), not after it.
+        let mut masks: Vec<(usize, crate::grammar::Constraint)> = plan
+            .iter()
+            .filter_map(|&(i, _)| {
+                self.running[i]
+                    .seq
+                    .take_unprepared_constraint()
+                    .map(|c| (i, c))
+            })
+            .collect();
         let mut picked = Vec::with_capacity(plan.len());
         {
             let mut slots: Vec<Option<&mut Entry>> = self.running.iter_mut().map(Some).collect();
@@ -394,10 +405,26 @@ impl Scheduler {
                     },
                 });
             }
-            let result = self
-                .exec
-                .forward_batch(&self.model, &mut self.kv, &mut batch, ep);
+            let (exec, model, kv) = (&mut self.exec, &self.model, &mut self.kv);
+            let result = if masks.is_empty() {
+                exec.forward_batch(model, kv, &mut batch, ep)
+            } else {
+                std::thread::scope(|s| {
+                    let helper = s.spawn(|| {
+                        for (_, c) in masks.iter_mut() {
+                            c.prepare();
+                        }
+                    });
+                    let result = exec.forward_batch(model, kv, &mut batch, ep);
+                    // A panic there leaves the masks to be computed when sampling.
+                    let _ = helper.join();
+                    result
+                })
+            };
             drop(batch);
+            for (i, c) in masks.drain(..) {
+                self.running[i].seq.put_constraint(c);
+            }
             if let Err(e) = result {
                 // A failed pass leaves these sequences' caches unknown: fail them.
                 let mut failed: Vec<usize> = picked.iter().map(|p| p.0).collect();

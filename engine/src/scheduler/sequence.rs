@@ -189,6 +189,20 @@ impl Sequence {
         })
     }
 
+    /// The grammar constraint whose next mask is not computed yet, taken out to be
+    /// prepared beside the forward pass (put back with [`Sequence::put_constraint`]).
+    pub(crate) fn take_unprepared_constraint(&mut self) -> Option<crate::grammar::Constraint> {
+        if self.constraint.as_ref().is_some_and(|c| !c.is_prepared()) {
+            self.constraint.take()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn put_constraint(&mut self, c: crate::grammar::Constraint) {
+        self.constraint = Some(c);
+    }
+
     /// Takes the logits of the sequence's last position: samples the next token, reports
     /// it to `on_token`, and says whether the sequence goes on.
     pub fn on_logits(
