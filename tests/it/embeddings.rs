@@ -241,3 +241,52 @@ fn embeddings_are_metered_and_limited_per_key() {
     assert_eq!(row["prompt_tokens"].as_u64(), Some(told), "{doc}");
     assert_eq!(row["completion_tokens"].as_u64(), Some(0));
 }
+
+/// The default embedding model (found in the data directory, not named) that does not load
+/// is reported and skipped: the chat model still serves. One named with `--model` that does
+/// not load stops the start with the reason.
+#[test]
+fn a_broken_embedding_model_is_reported_not_fatal_unless_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let models = data.join("models");
+    let broken = models.join("all-MiniLM-L6-v2");
+    std::fs::create_dir_all(&broken).unwrap();
+    let src = embedding_model_path();
+    for f in ["config.json", "tokenizer.json", "modules.json"] {
+        std::fs::copy(src.join(f), broken.join(f)).unwrap();
+    }
+    std::fs::write(broken.join("model.safetensors"), b"not a safetensors file").unwrap();
+    std::os::unix::fs::symlink(model_path(), models.join(tests::DEFAULT_MODEL_FILE)).unwrap();
+    let d = Daemon::start(&data, &["--threads", "2"]);
+    let (_, list) = d.get("/v1/models");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["SmolLM2-135M-Instruct.Q4_1"], "{list}");
+    let (status, _) = d.post(
+        "/v1/embeddings",
+        &json!({"model": "all-MiniLM-L6-v2", "input": "x"}),
+    );
+    assert_eq!(status, 404);
+    drop(d);
+
+    let data2 = dir.path().join("data2").to_string_lossy().into_owned();
+    let out = tests::oasis(&[
+        "serve",
+        "--threads",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data2,
+        "--model",
+        &broken.to_string_lossy(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot load the embedding model"), "{err}");
+}

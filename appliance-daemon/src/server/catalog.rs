@@ -239,32 +239,51 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
     }
     // Embedding models (sentence-transformers folders) are served beside the chat models:
     // those named, or with none named, the default one when it is there.
-    let mut embedding: Vec<PathBuf> = Vec::new();
+    // A configured one that does not load stops the start; the default one is reported
+    // unavailable and the rest is served.
+    let mut embedding: Vec<(PathBuf, bool)> = Vec::new();
     wanted.retain(|p| {
         let is = p.is_dir() && engine::embed::is_embedding_model(p);
         if is {
-            embedding.push(p.clone());
+            embedding.push((p.clone(), true));
         }
         !is
     });
     if config.models.is_empty() {
         let default = config.data_dir.join("models").join(DEFAULT_EMBEDDING_MODEL);
         if engine::embed::is_embedding_model(&default) {
-            embedding.push(default);
+            embedding.push((default, false));
         }
     }
     let threads = config
         .threads
         .unwrap_or_else(engine::generate::default_threads);
-    for path in &embedding {
+    for (path, configured) in &embedding {
         let name = path.file_name().map_or_else(
             || "embeddings".to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let m = super::embeddings::EmbeddingModel::load(path, &name, threads, config.max_waiting)
-            .with_context(|| format!("cannot load the embedding model {}", path.display()))?;
-        tracing::info!(name = %name, dimensions = m.embedder.dimensions(), "embedding model ready");
-        catalog.install_embedder(Arc::new(m));
+        match super::embeddings::EmbeddingModel::load(path, &name, threads, config.max_waiting) {
+            Ok(m) => {
+                tracing::info!(name = %name, dimensions = m.embedder.dimensions(), "embedding model ready");
+                catalog.install_embedder(Arc::new(m));
+            }
+            Err(e) if *configured => {
+                return Err(e.context(format!(
+                    "cannot load the embedding model {}",
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                tracing::error!(name = %name, path = %path.display(), %error, "embedding model unavailable");
+                catalog.mark_unavailable(Unavailable {
+                    id: name,
+                    path: Some(path.clone()),
+                    error,
+                });
+            }
+        }
     }
     // Configured files first: their errors stop the start.
     let mut configured = Vec::new();
