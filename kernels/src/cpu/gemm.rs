@@ -44,11 +44,50 @@ pub fn matmul_f32_nt(
         out.fill(0.0);
         return Ok(());
     }
-    // Column blocks of whole 16s, one or two per thread.
-    let per = rows.div_ceil(pool.threads().max(1) * 2).div_ceil(16) * 16;
-    let tasks = rows.div_ceil(per);
+    let threads = pool.threads().max(1);
     let base = Shared(out.as_mut_ptr());
     let base = &base;
+    if tokens >= 32 * threads {
+        // Many rows of input: each task takes whole rows of the output (its share of the
+        // input packed once, the weights read by all).
+        let per = tokens.div_ceil(threads);
+        pool.run(tokens.div_ceil(per), &|task| {
+            let t0 = task * per;
+            let t1 = (t0 + per).min(tokens);
+            if t0 >= t1 {
+                return;
+            }
+            // SAFETY: `out` holds `tokens x rows` values and `x` `tokens x cols` (checked
+            // above); this task alone writes rows t0..t1 of `out`; `x` and `w` are read only.
+            unsafe {
+                gemm::gemm(
+                    t1 - t0,
+                    rows,
+                    cols,
+                    base.0.add(t0 * rows),
+                    1,
+                    rows as isize,
+                    false,
+                    x.as_ptr().add(t0 * cols),
+                    1,
+                    cols as isize,
+                    w.as_ptr(),
+                    cols as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        return Ok(());
+    }
+    // Few rows of input: column blocks of whole 16s, one or two per thread.
+    let per = rows.div_ceil(threads * 2).div_ceil(16) * 16;
+    let tasks = rows.div_ceil(per);
     pool.run(tasks, &|task| {
         let r0 = task * per;
         let r1 = (r0 + per).min(rows);
@@ -92,7 +131,14 @@ mod tests {
     #[test]
     fn matches_the_plain_product() {
         let pool = ThreadPool::new(3);
-        for (tokens, rows, cols) in [(1, 5, 7), (17, 384, 384), (33, 50, 1536), (4, 100, 3)] {
+        for (tokens, rows, cols) in [
+            (1, 5, 7),
+            (17, 384, 384),
+            (33, 50, 1536),
+            (4, 100, 3),
+            (200, 70, 384),
+            (97, 16, 5),
+        ] {
             let x: Vec<f32> = (0..tokens * cols)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
                 .collect();
