@@ -4,18 +4,11 @@
 //! unchanged (tests/python/structured.py drives the daemon; this checks what it found).
 
 use tests::daemon::Daemon;
-use tests::model_path;
 
 #[test]
 fn the_openai_client_parses_structured_output_on_smollm2() {
     let dir = tempfile::tempdir().unwrap();
-    let model = model_path().to_string_lossy().into_owned();
-    let d = Daemon::start(
-        &dir.path().join("data"),
-        &["--model", &model, "--threads", "2"],
-    );
-    let (_, models) = d.get("/v1/models");
-    let id = models["data"][0]["id"].as_str().unwrap().to_string();
+    let (d, id) = Daemon::serving_default_model(&dir.path().join("data"));
     let doc = tests::python_json("structured.py", &[&d.url, &id]);
     assert_eq!(doc["errors"], serde_json::json!([]), "{doc:#}");
     let parsed = doc["parsed"].as_array().unwrap();

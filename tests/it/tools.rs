@@ -9,17 +9,11 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use tests::daemon::Daemon;
-use tests::{model_path, workspace_root};
+use tests::workspace_root;
 
 fn start() -> (tempfile::TempDir, Daemon, String) {
     let dir = tempfile::tempdir().unwrap();
-    let model = model_path().to_string_lossy().into_owned();
-    let d = Daemon::start(
-        &dir.path().join("data"),
-        &["--model", &model, "--threads", "2"],
-    );
-    let (_, models) = d.get("/v1/models");
-    let id = models["data"][0]["id"].as_str().unwrap().to_string();
+    let (d, id) = Daemon::serving_default_model(&dir.path().join("data"));
     (dir, d, id)
 }
 

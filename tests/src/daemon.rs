@@ -38,6 +38,19 @@ pub struct Launch<'a> {
 
 impl Daemon {
     /// Starts `oasis serve --listen 127.0.0.1:0 --data-dir DATA_DIR ARGS...`.
+    /// A daemon on `data_dir` serving the default model on two threads, and that model's
+    /// id.
+    pub fn serving_default_model(data_dir: &Path) -> (Daemon, String) {
+        let model = crate::model_path().to_string_lossy().into_owned();
+        let d = Daemon::start(data_dir, &["--model", &model, "--threads", "2"]);
+        let (_, models) = d.get("/v1/models");
+        let id = models["data"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (d, id)
+    }
+
     pub fn start(data_dir: &Path, args: &[&str]) -> Daemon {
         Self::start_with_env(data_dir, args, &[])
     }

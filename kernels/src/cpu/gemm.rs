@@ -45,71 +45,44 @@ pub fn matmul_f32_nt(
         return Ok(());
     }
     let threads = pool.threads().max(1);
+    // Many rows of input: each task takes whole rows of the output (its share of the input
+    // packed once, the weights read by all). Few: column blocks of whole 16s, one or two
+    // per thread.
+    let by_rows = tokens >= 32 * threads;
+    let per = if by_rows {
+        tokens.div_ceil(threads)
+    } else {
+        rows.div_ceil(threads * 2).div_ceil(16) * 16
+    };
+    let tasks = if by_rows { tokens } else { rows }.div_ceil(per);
     let base = Shared(out.as_mut_ptr());
     let base = &base;
-    if tokens >= 32 * threads {
-        // Many rows of input: each task takes whole rows of the output (its share of the
-        // input packed once, the weights read by all).
-        let per = tokens.div_ceil(threads);
-        pool.run(tokens.div_ceil(per), &|task| {
-            let t0 = task * per;
-            let t1 = (t0 + per).min(tokens);
-            if t0 >= t1 {
-                return;
-            }
-            // SAFETY: `out` holds `tokens x rows` values and `x` `tokens x cols` (checked
-            // above); this task alone writes rows t0..t1 of `out`; `x` and `w` are read only.
-            unsafe {
-                gemm::gemm(
-                    t1 - t0,
-                    rows,
-                    cols,
-                    base.0.add(t0 * rows),
-                    1,
-                    rows as isize,
-                    false,
-                    x.as_ptr().add(t0 * cols),
-                    1,
-                    cols as isize,
-                    w.as_ptr(),
-                    cols as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
-        return Ok(());
-    }
-    // Few rows of input: column blocks of whole 16s, one or two per thread.
-    let per = rows.div_ceil(threads * 2).div_ceil(16) * 16;
-    let tasks = rows.div_ceil(per);
     pool.run(tasks, &|task| {
-        let r0 = task * per;
-        let r1 = (r0 + per).min(rows);
-        if r0 >= r1 {
+        let (t, r) = if by_rows {
+            (task * per..((task + 1) * per).min(tokens), 0..rows)
+        } else {
+            (0..tokens, task * per..((task + 1) * per).min(rows))
+        };
+        if t.is_empty() || r.is_empty() {
             return;
         }
-        // SAFETY: `out` holds `tokens x rows` values (checked above), so every element
-        // (t, r) with r in r0..r1 lies inside it; this task alone writes columns r0..r1.
-        // `x` holds `tokens x cols` and `w` rows r0..r1 of `cols` (checked above), read only.
+        // SAFETY: `out` holds `tokens x rows` values, `x` `tokens x cols` and `w` `rows x
+        // cols` (checked above), so every element of this block (rows `t` of `x` and
+        // `out`, rows `r` of `w`, columns `r` of `out`) lies inside them; this task alone
+        // writes the block of `out`; `x` and `w` are read only.
         unsafe {
             gemm::gemm(
-                tokens,
-                r1 - r0,
+                t.len(),
+                r.len(),
                 cols,
-                base.0.add(r0),
+                base.0.add(t.start * rows + r.start),
                 1,
                 rows as isize,
                 false,
-                x.as_ptr(),
+                x.as_ptr().add(t.start * cols),
                 1,
                 cols as isize,
-                w.as_ptr().add(r0 * cols),
+                w.as_ptr().add(r.start * cols),
                 cols as isize,
                 1,
                 0.0,
