@@ -47,7 +47,7 @@ pub async fn chat_completions(
     JsonBody(req): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    let served = st.model(&req.model)?;
+    let served = st.generation_model(&req.model)?;
     // Off the async workers: tokenizing a long prompt, compiling a grammar.
     let (model, id) = (served.clone(), super::error::current_request_id());
     let plan = tokio::task::spawn_blocking(move || {
@@ -72,7 +72,7 @@ pub async fn completions(
     JsonBody(req): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    let served = st.model(&req.model)?;
+    let served = st.generation_model(&req.model)?;
     let (model, id) = (served.clone(), super::error::current_request_id());
     let plan = tokio::task::spawn_blocking(move || {
         super::error::REQUEST_ID

@@ -154,16 +154,21 @@ impl AppState {
 
     /// The served model `id`, or 404.
     pub fn model(&self, id: &str) -> Result<Arc<ServedModel>, ApiError> {
-        self.catalog.get(id).ok_or_else(|| {
-            if self.catalog.embedder(id).is_some() {
-                ApiError::invalid_param(
-                    "model",
-                    format!("`{id}` is an embedding model: use POST /v1/embeddings"),
-                )
-            } else {
-                ApiError::model_not_found(id, &self.catalog.all_ids())
-            }
-        })
+        self.catalog
+            .get(id)
+            .ok_or_else(|| ApiError::model_not_found(id, &self.catalog.all_ids()))
+    }
+
+    /// The chat model a generation request names: an embedding model there is a 400 that
+    /// says where it belongs (elsewhere, such as a fit, it is not found: 404).
+    pub fn generation_model(&self, id: &str) -> Result<Arc<ServedModel>, ApiError> {
+        if self.catalog.get(id).is_none() && self.catalog.embedder(id).is_some() {
+            return Err(ApiError::invalid_param(
+                "model",
+                format!("`{id}` is an embedding model: use POST /v1/embeddings"),
+            ));
+        }
+        self.model(id)
     }
 
     pub fn is_draining(&self) -> bool {
