@@ -488,8 +488,11 @@ fn broken_models_are_refused_and_leave_nothing_behind() {
         &json!({"path": good.to_str().unwrap(), "name": "good"}),
     );
     assert_eq!(s, 409, "{e}");
+    // A model the body names that is not in the catalog: 422 (a 404 would say the URL's
+    // resource is missing, which for a PATCH is the deployment).
     let (s, e) = d.post("/admin/v1/deployments", &json!({"model": "nope"}));
-    assert_eq!(s, 404, "{e}");
+    assert_eq!(s, 422, "{e}");
+    assert_eq!(e["error"]["code"], "model_not_found", "{e}");
     let (s, e) = d.post(
         "/admin/v1/deployments",
         &json!({"model": "good", "ranks": 0}),
@@ -504,6 +507,11 @@ fn broken_models_are_refused_and_leave_nothing_behind() {
         &json!({"model": "good", "name": "other", "aliases": ["good"]}),
     );
     assert_eq!(s, 409, "{e}");
+    let (s, e) = d.patch("/admin/v1/deployments/good", &json!({"model": "nope"}));
+    assert_eq!(s, 422, "{e}");
+    assert_eq!(e["error"]["param"], "model", "{e}");
+    let (s, e) = d.get("/admin/v1/deployments/good");
+    assert_eq!((s, e["model"].as_str()), (200, Some("good")), "{e}");
     for (method, path, status) in [
         ("DELETE", "/admin/v1/deployments/nope", 404),
         ("DELETE", "/admin/v1/models/nope", 404),

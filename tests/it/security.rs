@@ -545,7 +545,7 @@ fn the_audit_log_records_admin_actions_in_a_chain_that_shows_tampering() {
         Some(&admin),
         &json!({"model": "nope"}),
     );
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 422);
     let r = req(&d, "GET", "/admin/v1/audit", Some(&admin), &Value::Null);
     let doc = r.json();
     assert_eq!(doc["chain_ok"], true, "{doc}");
@@ -565,7 +565,7 @@ fn the_audit_log_records_admin_actions_in_a_chain_that_shows_tampering() {
         last["detail"]["outcome"]
             .as_str()
             .unwrap()
-            .starts_with("refused (404)"),
+            .starts_with("refused (422)"),
         "{last}"
     );
     assert!(

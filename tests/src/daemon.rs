@@ -184,6 +184,19 @@ impl Daemon {
         (resp.status, resp.json())
     }
 
+    /// PATCH `body` as JSON to `path`: (status, JSON body).
+    pub fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let resp = raw_request(
+            &self.addr,
+            "PATCH",
+            path,
+            &[("Content-Type", "application/json")],
+            &bytes,
+        );
+        (resp.status, resp.json())
+    }
+
     /// POSTs a streaming request and returns the `data:` payloads in order.
     pub fn post_stream(&self, path: &str, body: &Value) -> (u16, Vec<String>) {
         let resp = self.post_raw(path, body);

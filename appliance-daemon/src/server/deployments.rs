@@ -265,13 +265,17 @@ fn check_fit(st: &AppState, record: &ModelRecord) -> Result<(), ApiError> {
 
 /// Loads `d` (off the async runtime) and puts it in service; the record is written first.
 async fn load_and_install(st: &AppState, d: DeploymentRecord) -> Result<DeploymentView, ApiError> {
+    // A body naming a model that is not there is a 422, not a 404: a 404 from
+    // `PATCH /admin/v1/deployments/{name}` would say the deployment itself is missing.
     let record = st.store.get_model(&d.model)?.ok_or_else(|| {
-        ApiError::not_found(format!(
+        let mut err = ApiError::invalid(format!(
             "no model `{}` in the catalog (see GET /admin/v1/models)",
             d.model
         ))
         .with_param("model")
-        .with_code("model_not_found")
+        .with_code("model_not_found");
+        err.status = StatusCode::UNPROCESSABLE_ENTITY;
+        err
     })?;
     check_fit(st, &record)?;
     let (store, config, rec, dep) = (st.store.clone(), st.config.clone(), record, d.clone());
