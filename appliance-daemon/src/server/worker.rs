@@ -154,11 +154,16 @@ fn take_in(group: &Handle, job: Job, stats: &WorkerStats) {
             sink: Box::new(ChoiceSink {
                 choice,
                 events: job.events.clone(),
+                answered: false,
             }),
         };
         if let Err(sub) = group.submit(sub) {
+            let why = match group.stats().broken.get() {
+                Some(why) => format!("the engine has stopped: the GPU failed: {why}"),
+                None => "the engine has stopped".into(),
+            };
             let mut sink = sub.sink;
-            sink.failed(EngineError::Stopped("the engine has stopped".into()));
+            sink.failed(EngineError::Stopped(why));
         }
     }
     // Counted as waiting until the ranks hold it (their own counters then do).
@@ -169,6 +174,21 @@ fn take_in(group: &Handle, job: Job, stats: &WorkerStats) {
 struct ChoiceSink {
     choice: usize,
     events: mpsc::UnboundedSender<Event>,
+    /// Set once the choice has finished or failed.
+    answered: bool,
+}
+
+impl Drop for ChoiceSink {
+    /// A choice dropped unanswered (its engine stopped while it was queued) fails rather
+    /// than ending as an empty answer.
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = self.events.send(Event::Failed {
+                choice: self.choice,
+                error: EngineError::Stopped("the engine stopped before answering".into()),
+            });
+        }
+    }
 }
 
 impl ChoiceSink {
@@ -198,6 +218,7 @@ impl SeqSink for ChoiceSink {
     }
 
     fn finished(&mut self, finish_reason: FinishReason, completion_tokens: usize) {
+        self.answered = true;
         let _ = self.send(Event::Done {
             choice: self.choice,
             finish_reason,
@@ -206,6 +227,7 @@ impl SeqSink for ChoiceSink {
     }
 
     fn failed(&mut self, error: EngineError) {
+        self.answered = true;
         let _ = self.send(Event::Failed {
             choice: self.choice,
             error,
@@ -214,5 +236,51 @@ impl SeqSink for ChoiceSink {
 
     fn alive(&self) -> bool {
         !self.events.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink() -> (ChoiceSink, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        (
+            ChoiceSink {
+                choice: 2,
+                events,
+                answered: false,
+            },
+            rx,
+        )
+    }
+
+    /// A choice its engine dropped unanswered (queued to a rank that then stopped) fails,
+    /// rather than closing its channel and reading as an empty answer.
+    #[test]
+    fn a_choice_dropped_unanswered_fails() {
+        let (s, mut rx) = sink();
+        drop(s);
+        match rx.try_recv() {
+            Ok(Event::Failed { choice: 2, error }) => {
+                assert!(matches!(error, EngineError::Stopped(_)), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_answered_choice_sends_nothing_more_when_dropped() {
+        let (mut s, mut rx) = sink();
+        s.finished(FinishReason::Stop, 3);
+        drop(s);
+        assert!(matches!(rx.try_recv(), Ok(Event::Done { choice: 2, .. })));
+        assert!(rx.try_recv().is_err());
+        let (mut s, mut rx) = sink();
+        s.failed(EngineError::Stopped("gone".into()));
+        drop(s);
+        assert!(matches!(rx.try_recv(), Ok(Event::Failed { .. })));
+        assert!(rx.try_recv().is_err());
     }
 }

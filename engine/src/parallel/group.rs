@@ -185,6 +185,9 @@ impl RankGroup {
     /// Hands a request to the least loaded rank (the lowest on ties). Gives it back when
     /// the ranks have stopped.
     pub fn submit(&self, sub: Submission) -> Result<(), Box<Submission>> {
+        if self.stats.broken.get().is_some() {
+            return Err(Box::new(sub));
+        }
         let rank = (0..self.load.len())
             .min_by_key(|&r| self.load[r].load(Ordering::Relaxed))
             .unwrap_or(0);
@@ -242,6 +245,21 @@ impl Rank {
         }
     }
 
+    /// Fails every request this rank holds or has queued, then leaves: nothing handed to
+    /// a stopped rank is dropped unanswered. (A submission that arrives after this has
+    /// emptied the queue finds the queue closed once the rank is gone, and the caller
+    /// fails it; one caught in between is dropped with its sink, which reports that.)
+    fn stop(mut self, why: &str) {
+        self.scheduler.fail_all(why);
+        while let Ok(sub) = self.rx.try_recv() {
+            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+            let mut sink = sub.sink;
+            sink.failed(crate::EngineError::Stopped(format!(
+                "engine stopped: {why}"
+            )));
+        }
+    }
+
     fn run(mut self) {
         loop {
             let seen = self.wake.epoch();
@@ -254,9 +272,10 @@ impl Rank {
                         tracing_error(self.rank, &e.to_string());
                         if let crate::EngineError::Device(why) = &e {
                             // The GPU failed: its cache and buffers are in doubt. The rank
-                            // fails what it holds and stops; the model reports why.
+                            // fails what it holds and what is still queued for it, and
+                            // stops; the model reports why.
                             let _ = self.stats.broken.set(why.clone());
-                            return self.scheduler.fail_all(&format!("the GPU failed: {why}"));
+                            return self.stop(&format!("the GPU failed: {why}"));
                         }
                     }
                 } else if closed {
@@ -269,7 +288,7 @@ impl Rank {
             let mine = u64::from(busy) * BUSY + u64::from(closed) * CLOSED + (seen << 2);
             let all = match ep.comm.all_gather(self.rank, mine) {
                 Ok(all) => all,
-                Err(e) => return self.scheduler.fail_all(&e.to_string()),
+                Err(e) => return self.stop(&e.to_string()),
             };
             if all.iter().any(|v| v & BUSY != 0) {
                 if let Err(e) = self.lockstep_step(&ep) {
@@ -277,7 +296,7 @@ impl Rank {
                     // reach: stop the whole group rather than hang it.
                     tracing_error(self.rank, &e);
                     ep.comm.abort(&e);
-                    return self.scheduler.fail_all(&e);
+                    return self.stop(&e);
                 }
             } else if all.iter().all(|v| v & CLOSED != 0) {
                 return;
