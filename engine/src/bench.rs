@@ -30,6 +30,9 @@ pub struct BenchResult {
     pub decode_tok_s: f64,
     /// Fraction of the decode time in each phase (empty for dense models).
     pub decode_time_fraction: Vec<(&'static str, f64)>,
+    /// On a GPU under `OASIS_GPU_PROFILE=1`: seconds per operation in the measured
+    /// prefill and decode repetitions, as (`prefill` or `decode`, operation, calls, seconds).
+    pub gpu_profile: Vec<(&'static str, &'static str, u64, f64)>,
     /// `cpu` or `cuda:N`.
     pub device: String,
     pub threads: usize,
@@ -115,7 +118,10 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
     let mut decode = Vec::with_capacity(cfg.reps);
     let mut phases = vec![0f64; Phase::ALL.len()];
     let mut decode_secs = 0f64;
+    let mut gpu_profile = Vec::new();
     for rep in 0..=cfg.reps {
+        // What the warm-up left in the GPU profile is not this repetition's.
+        let _ = exec.take_gpu_profile();
         let mut seq = SeqKv::new(needed);
         let t = Instant::now();
         exec.forward_batch(
@@ -131,6 +137,7 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
         )?;
         let pp = cfg.prompt_tokens as f64 / t.elapsed().as_secs_f64();
         kv.release(&mut seq);
+        let prefill_ops = exec.take_gpu_profile();
 
         let before = phase_seconds(model);
         let t = Instant::now();
@@ -166,6 +173,23 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
             prefill.push(pp);
             decode.push(tg);
             decode_secs += secs;
+            for (phase, ops) in [
+                ("prefill", prefill_ops),
+                ("decode", exec.take_gpu_profile()),
+            ] {
+                for o in ops {
+                    match gpu_profile
+                        .iter_mut()
+                        .find(|p: &&mut (&str, &str, u64, f64)| p.0 == phase && p.1 == o.op)
+                    {
+                        Some(p) => {
+                            p.2 += o.calls;
+                            p.3 += o.seconds;
+                        }
+                        None => gpu_profile.push((phase, o.op, o.calls, o.seconds)),
+                    }
+                }
+            }
             for ((sum, after), before) in phases.iter_mut().zip(phase_seconds(model)).zip(before) {
                 *sum += after - before;
             }
@@ -183,6 +207,7 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
         prefill_tok_s: median(prefill),
         decode_tok_s: median(decode),
         decode_time_fraction,
+        gpu_profile,
         device: exec.device_name(),
         threads: exec.threads(),
         isa: exec.isa().map(|i| i.name()),

@@ -17,11 +17,19 @@ use tests::daemon::{Daemon, Launch};
 
 use crate::gpu;
 
-/// The largest |GPU logit - CPU logit| allowed at any position. The CPU multiplies Q4_1/
-/// Q8_0 weights by activations rounded to Q8_1 (llama.cpp's scheme), the GPU by f32
-/// activations in decode and bf16 ones in prefill GEMMs: a few hundredths, tenths at worst
-/// over a vocabulary of 49152.
-const LOGIT_BOUND: f32 = 0.35;
+/// How far from the f32-activation reference the GPU may be, as a share of the CPU
+/// engine's own distance from it. Both round: the CPU rounds activations to 8 bits
+/// (Q8_1/Q8_0, llama.cpp's scheme) before every product with a quantized weight, the GPU
+/// rounds them to bf16 in prefill GEMMs and keeps f32 in decode, so it is the closer of
+/// the two. Measured on an H200 (2026-12-04, 192 positions): GPU RMS 0.0077 and largest
+/// 0.090 against the CPU's 0.112 and 0.965, shares of 0.07 and 0.09. A kernel bug shows as
+/// many times the CPU's error.
+const NOISE_ALLOWANCE: f64 = 0.25;
+
+/// The largest |logit difference| between a prompt run in one pass (bf16 activations in
+/// the GEMMs) and the same prompt one token at a time (f32 activations in the GEMVs).
+/// Measured on an H200 (2026-12-04): 0.119.
+const PREFILL_BOUND: f32 = 0.35;
 
 /// Greedy tokens generated per prompt.
 const STEPS: usize = 24;
@@ -85,41 +93,93 @@ fn ids(v: &Value) -> Vec<u32> {
 /// be the CPU's unless the CPU's own top two are closer than the two engines differ there.
 /// Every such divergence is printed with its gap. The prompt goes in as one prefill (the
 /// GEMM path); the tokens after it one at a time (the GEMV path).
+/// The model with every quantized tensor written as the F32 values ggml dequantizes it to
+/// (`scripts/gguf-cut --f32`, numpy): the CPU engine computes its products with f32
+/// activations, a reference without the 8-bit activation rounding.
+fn f32_copy(model: &Model, path: &std::path::Path, dir: &std::path::Path) -> PathBuf {
+    let out = dir.join("f32.gguf");
+    let py = std::env::var_os("OASIS_TEST_PYTHON").unwrap_or_else(|| "python3".into());
+    let st = std::process::Command::new(py)
+        .arg(tests::workspace_root().join("scripts/gguf-cut"))
+        .arg("--f32")
+        .arg(path)
+        .arg(&out)
+        .arg(model.config.n_layers.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "gguf-cut --f32");
+    out
+}
+
+/// Root mean square and largest magnitude of `a - b`, accumulated.
+#[derive(Default)]
+struct Gap {
+    sum_sq: f64,
+    n: usize,
+    max: f64,
+}
+
+impl Gap {
+    fn add(&mut self, a: &[f32], b: &[f32]) -> f64 {
+        let mut step_max = 0f64;
+        for (x, y) in a.iter().zip(b) {
+            let d = f64::from(x - y);
+            self.sum_sq += d * d;
+            step_max = step_max.max(d.abs());
+        }
+        self.n += a.len();
+        self.max = self.max.max(step_max);
+        step_max
+    }
+
+    fn rms(&self) -> f64 {
+        (self.sum_sq / self.n.max(1) as f64).sqrt()
+    }
+}
+
+/// The GPU engine, the CPU engine and the CPU engine on the f32-dequantized copy of the
+/// model (the reference) run in lock step over the fixture prompts and 24 greedy tokens
+/// each, all fed the CPU's token. The GPU's distance from the reference (RMS over every
+/// logit of every position, and the largest) must be within `NOISE_ALLOWANCE` of the
+/// CPU engine's own; every greedy divergence must follow a near-tie and is reported.
 #[test]
 fn greedy_tokens_match_the_cpu_engine_on_the_fixture_prompts() {
     let Some(_dev) = gpu() else { return };
-    let model = std::sync::Arc::new(Model::load(&model_file()).unwrap());
+    let path = model_file();
+    let model = std::sync::Arc::new(Model::load(&path).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let f32_model = std::sync::Arc::new(Model::load(&f32_copy(&model, &path, dir.path())).unwrap());
     let mut cpu = engine_on(&model, DeviceSpec::Cpu);
+    let mut reference = engine_on(&f32_model, DeviceSpec::Cpu);
     let mut gpu_engine = engine_on(&model, cuda_spec());
     assert!(gpu_engine.device_name().starts_with("cuda"));
-    let reference = tests::fixture_json("smollm2/llamacpp-reference.json");
-    let cases = reference["cases"].as_array().unwrap();
+    let fixture = tests::fixture_json("smollm2/llamacpp-reference.json");
+    let cases = fixture["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 8);
-    let (mut worst, mut positions, mut divergences) = (0f32, 0usize, Vec::new());
+    let (mut gpu_gap, mut cpu_gap, mut between) = (Gap::default(), Gap::default(), Gap::default());
+    let (mut positions, mut divergences) = (0usize, Vec::new());
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let prompt = ids(&case["prompt_ids"]);
         cpu.reset();
+        reference.reset();
         gpu_engine.reset();
         let mut input = prompt.clone();
         let mut free_running = Vec::new();
         let mut free_diverged = false;
         for step in 0..STEPS {
             let c = cpu.forward(&input, Logits::Last).unwrap().to_vec();
+            let f = reference.forward(&input, Logits::Last).unwrap().to_vec();
             let g = gpu_engine.forward(&input, Logits::Last).unwrap().to_vec();
             assert_eq!(c.len(), g.len());
             assert!(g.iter().all(|v| v.is_finite()), "{name} step {step}: NaN");
-            let diff = c
-                .iter()
-                .zip(&g)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            worst = worst.max(diff);
-            positions += 1;
-            assert!(
-                diff <= LOGIT_BOUND,
-                "{name} step {step}: logits differ by {diff} (bound {LOGIT_BOUND})"
+            let gf = gpu_gap.add(&g, &f);
+            let cf = cpu_gap.add(&c, &f);
+            let diff = between.add(&c, &g) as f32;
+            eprintln!(
+                "{name} step {step}: max |GPU - ref| {gf:.4}, max |CPU - ref| {cf:.4}, max |GPU - CPU| {diff:.4}"
             );
+            positions += 1;
             let (ct, gap) = top2(&c);
             let (gt, _) = top2(&g);
             if gt != ct {
@@ -145,14 +205,33 @@ fn greedy_tokens_match_the_cpu_engine_on_the_fixture_prompts() {
         );
     }
     eprintln!(
-        "{positions} positions, largest logit difference {worst:.4}, {} divergences after a \
-         near-tie{}",
+        "{positions} positions. From the f32-activation reference: GPU RMS {:.4} largest {:.4}; \
+         CPU RMS {:.4} largest {:.4}. GPU - CPU: RMS {:.4} largest {:.4}. {} divergences after \
+         a near-tie{}",
+        gpu_gap.rms(),
+        gpu_gap.max,
+        cpu_gap.rms(),
+        cpu_gap.max,
+        between.rms(),
+        between.max,
         divergences.len(),
         if divergences.is_empty() { "" } else { ":" }
     );
     for d in &divergences {
         eprintln!("  {d}");
     }
+    assert!(
+        gpu_gap.rms() <= NOISE_ALLOWANCE * cpu_gap.rms(),
+        "the GPU is {:.4} (RMS) from the reference, the CPU {:.4}",
+        gpu_gap.rms(),
+        cpu_gap.rms()
+    );
+    assert!(
+        gpu_gap.max <= NOISE_ALLOWANCE * cpu_gap.max,
+        "the GPU is up to {:.4} from the reference, the CPU up to {:.4}",
+        gpu_gap.max,
+        cpu_gap.max
+    );
 }
 
 /// Prefill in chunks and a batch of sequences of different lengths through the scheduler's
@@ -176,7 +255,7 @@ fn prefill_in_one_pass_equals_token_by_token_decode() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     eprintln!("300-token prompt, one pass vs one token at a time: max logit difference {diff}");
-    assert!(diff <= LOGIT_BOUND, "{diff}");
+    assert!(diff <= PREFILL_BOUND, "{diff}");
 }
 
 /// The Python that runs the official client: `$OASIS_TEST_PYTHON`, the workspace's test

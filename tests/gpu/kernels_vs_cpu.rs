@@ -361,7 +361,7 @@ fn paged_attention_over_scrambled_block_tables() {
             dev.write_ids(&mut dpos, &tok_pos).unwrap();
             let mut out = poisoned(&dev, n * qd);
             dev.attention(
-                &dq, &cache, layer, &dtables, &dto, &dpos, n, shape, scale, &mut out,
+                &dq, &cache, layer, &dtables, &dto, &dpos, None, n, shape, scale, &mut out,
             )
             .unwrap();
             let got = down(&dev, &out, n * qd);
@@ -397,6 +397,34 @@ fn paged_attention_over_scrambled_block_tables() {
             let ones = vec![1.0f64; reference.len()];
             let e = worst(&got, &reference, &ones);
             assert!(e <= 1e-4, "{shape:?} prefill={prefill}: error {e:.2e}");
+            // The tiled kernel for prompt chunks, on the same rows and reference.
+            if shape.head_dim <= kernels::cuda::ATTN_TILED_MAX_HEAD_DIM {
+                let mut tiles = Vec::new();
+                kernels::cuda::attention_tiles_of(&tok_seq, &mut tiles);
+                let mut dtiles = dev.ids().unwrap();
+                dev.write_ids(&mut dtiles, &tiles).unwrap();
+                let mut out = poisoned(&dev, n * qd);
+                dev.attention(
+                    &dq,
+                    &cache,
+                    layer,
+                    &dtables,
+                    &dto,
+                    &dpos,
+                    Some((&dtiles, tiles.len())),
+                    n,
+                    shape,
+                    scale,
+                    &mut out,
+                )
+                .unwrap();
+                let got = down(&dev, &out, n * qd);
+                let e = worst(&got, &reference, &ones);
+                assert!(
+                    e <= 1e-4,
+                    "{shape:?} prefill={prefill}, tiles: error {e:.2e}"
+                );
+            }
         }
     }
 }

@@ -21,6 +21,18 @@ fn dev_err(e: kernels::KernelError) -> EngineError {
     }
 }
 
+/// `values` into `dst` on the GPU, through the reused host buffer `host`.
+fn upload(
+    dev: &CudaDevice,
+    dst: &mut Ids,
+    host: &mut Vec<u32>,
+    values: impl Iterator<Item = u32>,
+) -> Result<()> {
+    host.clear();
+    host.extend(values);
+    dev.write_ids(dst, host).map_err(dev_err)
+}
+
 /// One layer's weights on the GPU.
 #[derive(Debug)]
 struct GpuLayer {
@@ -84,6 +96,11 @@ pub struct CudaExec {
     tables: Ids,
     table_of: Ids,
     logit_rows: Ids,
+    /// This step's attention tiles (runs of up to 16 rows of one sequence), on the GPU
+    /// when `use_tiles`: a step whose rows are mostly prompt chunks.
+    tiles: Ids,
+    host_tiles: Vec<u32>,
+    use_tiles: bool,
     /// Host copies of the per-step metadata, reused.
     host_ids: Vec<u32>,
     host_tables: Vec<u32>,
@@ -193,6 +210,9 @@ impl CudaExec {
             tables: ids()?,
             table_of: ids()?,
             logit_rows: ids()?,
+            tiles: ids()?,
+            host_tiles: Vec::new(),
+            use_tiles: false,
             host_ids: Vec::new(),
             host_tables: Vec::new(),
             host_table_of: Vec::new(),
@@ -247,22 +267,14 @@ impl CudaExec {
         let qk = self.qk_norm;
         super::forward::dense_forward(self, n_layers, qk, kv, seqs, l)
     }
-}
 
-impl DenseOps for CudaExec {
-    fn embed(&mut self, seqs: &[BatchSeq<'_>], l: &Layout<'_>) -> Result<()> {
-        // The step's metadata, uploaded once: token ids, positions, cache slots, tables.
-        self.host_ids.clear();
-        self.host_ids
-            .extend(seqs.iter().flat_map(|q| q.tokens.iter().copied()));
-        self.dev
-            .write_ids(&mut self.ids, &self.host_ids)
-            .map_err(dev_err)?;
-        self.host_ids.clear();
-        self.host_ids.extend(l.row_pos.iter().map(|&p| p as u32));
-        self.dev
-            .write_ids(&mut self.pos, &self.host_ids)
-            .map_err(dev_err)?;
+    /// The step's inputs to the GPU: token ids, positions, cache slots, block tables,
+    /// attention tiles and the rows whose logits are wanted.
+    fn upload_step(&mut self, seqs: &[BatchSeq<'_>], l: &Layout<'_>) -> Result<()> {
+        let tokens = seqs.iter().flat_map(|q| q.tokens.iter().copied());
+        upload(&self.dev, &mut self.ids, &mut self.host_ids, tokens)?;
+        let positions = l.row_pos.iter().map(|&p| p as u32);
+        upload(&self.dev, &mut self.pos, &mut self.host_ids, positions)?;
         self.host_ids.clear();
         for t in 0..l.tokens {
             let (s, p) = (l.row_seq[t], l.row_pos[t]);
@@ -291,6 +303,34 @@ impl DenseOps for CudaExec {
         self.dev
             .write_ids(&mut self.table_of, &self.host_table_of)
             .map_err(dev_err)?;
+        // Tiles pay when their rows share keys: two rows or more per tile on average.
+        kernels::cuda::attention_tiles_of(l.row_seq, &mut self.host_tiles);
+        self.use_tiles = self.host_tiles.len() * 2 <= l.tokens
+            && self.cfg.head_dim <= kernels::cuda::ATTN_TILED_MAX_HEAD_DIM
+            && self.cfg.head_dim.is_multiple_of(2);
+        if self.use_tiles {
+            self.dev
+                .write_ids(&mut self.tiles, &self.host_tiles)
+                .map_err(dev_err)?;
+        }
+        let wanted = l.logit_rows.iter().map(|&r| r as u32);
+        upload(&self.dev, &mut self.logit_rows, &mut self.host_ids, wanted)
+    }
+
+    fn download_logits(&mut self, rows: usize) -> Result<()> {
+        self.dev
+            .download(
+                &self.logits_dev,
+                rows * self.cfg.vocab_size,
+                &mut self.logits,
+            )
+            .map_err(dev_err)
+    }
+}
+
+impl DenseOps for CudaExec {
+    fn embed(&mut self, seqs: &[BatchSeq<'_>], l: &Layout<'_>) -> Result<()> {
+        self.upload_step(seqs, l)?;
         let mut x = self.take(Role::X)?;
         let r = self
             .dev
@@ -421,6 +461,9 @@ impl DenseOps for CudaExec {
                 .rope(&mut k, &self.pos, n, n_kv_heads, hd, &self.rope)?;
             self.dev
                 .kv_write(&mut self.kv, layer, &k, &v, &self.slots, n)?;
+            let tiles = self
+                .use_tiles
+                .then_some((&self.tiles, self.host_tiles.len()));
             self.dev.attention(
                 &q,
                 &self.kv,
@@ -428,6 +471,7 @@ impl DenseOps for CudaExec {
                 &self.tables,
                 &self.table_of,
                 &self.pos,
+                tiles,
                 n,
                 shape,
                 scale,
@@ -464,11 +508,6 @@ impl DenseOps for CudaExec {
             return Ok(0);
         }
         let d = self.cfg.d_model;
-        self.host_ids.clear();
-        self.host_ids.extend(l.logit_rows.iter().map(|&r| r as u32));
-        self.dev
-            .write_ids(&mut self.logit_rows, &self.host_ids)
-            .map_err(dev_err)?;
         let x = self.take(Role::X)?;
         let r = (|| {
             self.dev
@@ -487,15 +526,11 @@ impl DenseOps for CudaExec {
                 rows,
                 &mut self.logits_dev,
                 &mut self.mm,
-            )?;
-            self.dev.download(
-                &self.logits_dev,
-                rows * self.cfg.vocab_size,
-                &mut self.logits,
             )
         })();
         self.put(Role::X, x);
         r.map_err(dev_err)?;
+        self.download_logits(rows)?;
         Ok(rows)
     }
 }

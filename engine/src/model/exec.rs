@@ -131,6 +131,15 @@ impl Exec {
         }
     }
 
+    /// The GPU's time per operation since the last call, when `OASIS_GPU_PROFILE=1`;
+    /// empty otherwise and on the CPU.
+    pub fn take_gpu_profile(&self) -> Vec<kernels::cuda::OpTime> {
+        match self {
+            Exec::Cpu(_) => Vec::new(),
+            Exec::Cuda { gpu, .. } => gpu.device().take_profile(),
+        }
+    }
+
     /// CPU threads in use (1 on a GPU: the host only schedules).
     pub fn threads(&self) -> usize {
         match self {

@@ -15,11 +15,12 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
-use super::{DeviceInfo, NEEDS_DRIVER_CUDA, source, type_suffix};
+use super::{
+    ATTN_TILED_MAX_HEAD_DIM, DeviceInfo, GEMV_MAX_TOKENS, NEEDS_DRIVER_CUDA, OpTime, source,
+    type_suffix,
+};
 use crate::{AttnShape, GgmlType, KernelError};
 
-/// Tokens a matrix-vector product takes at once; more go through cuBLAS.
-pub const GEMV_MAX_TOKENS: usize = 8;
 const GEMV_WARPS: u32 = 4;
 /// Weight values dequantized to bf16 at a time for one cuBLAS product (rows are taken in
 /// chunks that fit), bounding the scratch a large output head needs.
@@ -232,6 +233,44 @@ pub struct CudaDevice {
     _module: Arc<CudaModule>,
     funcs: std::collections::HashMap<String, CudaFunction>,
     info: DeviceInfo,
+    /// Time per operation, kept only under `OASIS_GPU_PROFILE=1` ([`CudaDevice::take_profile`]).
+    profile: Option<std::sync::Mutex<Vec<OpTime>>>,
+}
+
+/// The rows of an attention call: each row's sequence table, position, and their count.
+struct Rows<'a> {
+    tables: &'a Ids,
+    table_of: &'a Ids,
+    pos: &'a Ids,
+    n_tok: usize,
+}
+
+/// Times one operation when profiling: waits for the GPU on creation and on drop.
+struct OpTimer<'a> {
+    dev: &'a CudaDevice,
+    op: &'static str,
+    start: std::time::Instant,
+}
+
+impl Drop for OpTimer<'_> {
+    fn drop(&mut self) {
+        let _ = self.dev.stream.synchronize();
+        let secs = self.start.elapsed().as_secs_f64();
+        if let Some(p) = &self.dev.profile {
+            let mut p = p.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match p.iter_mut().find(|t| t.op == self.op) {
+                Some(t) => {
+                    t.calls += 1;
+                    t.seconds += secs;
+                }
+                None => p.push(OpTime {
+                    op: self.op,
+                    calls: 1,
+                    seconds: secs,
+                }),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -377,6 +416,8 @@ impl CudaDevice {
                 .map_err(cuda_err("load a kernel"))?;
             funcs.insert(name, f);
         }
+        let profile = (std::env::var("OASIS_GPU_PROFILE").as_deref() == Ok("1"))
+            .then(|| std::sync::Mutex::new(Vec::new()));
         Ok(CudaDevice {
             ctx,
             stream,
@@ -384,11 +425,34 @@ impl CudaDevice {
             _module: module,
             funcs,
             info,
+            profile,
         })
     }
 
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    fn timer(&self, op: &'static str) -> Option<OpTimer<'_>> {
+        self.profile.as_ref()?;
+        let _ = self.stream.synchronize();
+        Some(OpTimer {
+            dev: self,
+            op,
+            start: std::time::Instant::now(),
+        })
+    }
+
+    /// The time per operation since the last call, when `OASIS_GPU_PROFILE=1` was set as
+    /// the device opened (each operation then waits for the GPU before and after it, so
+    /// the run is slower and the figures say where its time goes); else empty.
+    pub fn take_profile(&self) -> Vec<OpTime> {
+        match &self.profile {
+            Some(p) => {
+                std::mem::take(&mut *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Bytes of device memory free now.
@@ -490,6 +554,7 @@ impl CudaDevice {
 
     /// Replaces the contents of `dst` by `v` (growing it as needed).
     pub fn write_ids(&self, dst: &mut Ids, v: &[u32]) -> Result<(), KernelError> {
+        let _timer = self.timer("upload ids");
         if dst.buf.len() < v.len() {
             dst.buf = self
                 .stream
@@ -512,6 +577,7 @@ impl CudaDevice {
         len: usize,
         out: &mut Vec<f32>,
     ) -> Result<(), KernelError> {
+        let _timer = self.timer("download");
         check_len("download", "buffer", src.buf.len(), len)?;
         out.resize(len, 0.0);
         if len == 0 {
@@ -587,6 +653,7 @@ impl CudaDevice {
         n: usize,
         out: &mut Floats,
     ) -> Result<(), KernelError> {
+        let _timer = self.timer("embed");
         self.ensure(out, n * w.cols)?;
         check_len("embed", "ids", ids.buf.len(), n)?;
         let f = self.typed("embed_", w.ty)?;
@@ -613,6 +680,7 @@ impl CudaDevice {
         eps: f32,
         out: &mut Floats,
     ) -> Result<(), KernelError> {
+        let _timer = self.timer("rms_norm");
         check_len("rms_norm", "input", x.buf.len(), rows * n)?;
         check_len("rms_norm", "weight", w.buf.len(), n)?;
         self.ensure(out, rows * n)?;
@@ -640,6 +708,7 @@ impl CudaDevice {
         n: usize,
         eps: f32,
     ) -> Result<(), KernelError> {
+        let _timer = self.timer("rms_norm");
         check_len("rms_norm", "input", x.buf.len(), rows * n)?;
         check_len("rms_norm", "weight", w.buf.len(), n)?;
         let nn = as_i32("rms_norm", n)?;
@@ -663,6 +732,11 @@ impl CudaDevice {
         out: &mut Floats,
         scratch: &mut MatmulScratch,
     ) -> Result<(), KernelError> {
+        let _timer = self.timer(if n_tok <= GEMV_MAX_TOKENS {
+            "gemv"
+        } else {
+            "gemm"
+        });
         check_len("matmul", "input", x.buf.len(), n_tok * w.cols)?;
         self.ensure(out, n_tok * w.rows)?;
         if n_tok == 0 {
@@ -825,6 +899,7 @@ impl CudaDevice {
         rows: usize,
         n: usize,
     ) -> Result<(), KernelError> {
+        let _timer = self.timer("add_bias");
         check_len("add_bias", "input", x.buf.len(), rows * n)?;
         check_len("add_bias", "bias", bias.buf.len(), n)?;
         let (r, nn) = (as_i32("add_bias", rows)?, as_i32("add_bias", n)?);
@@ -845,6 +920,7 @@ impl CudaDevice {
         head_dim: usize,
         t: &RopeTable,
     ) -> Result<(), KernelError> {
+        let _timer = self.timer("rope");
         check_len("rope", "input", x.buf.len(), n_tok * n_heads * head_dim)?;
         check_len("rope", "positions", pos.buf.len(), n_tok)?;
         if n_tok == 0 {
@@ -887,6 +963,7 @@ impl CudaDevice {
         slots: &Ids,
         n_tok: usize,
     ) -> Result<(), KernelError> {
+        let _timer = self.timer("kv_write");
         if layer >= cache.n_layers {
             return Err(KernelError::Shape {
                 op: "kv_write",
@@ -921,7 +998,11 @@ impl CudaDevice {
 
     /// Attention of `n_tok` query rows over `layer` of the cache: token t attends the keys
     /// at positions 0..=pos[t] of the sequence whose block table starts at
-    /// `tables[table_of[t]]`.
+    /// `tables[table_of[t]]`. One block per (row, head); or, given `tiles` (their list on
+    /// the GPU and its length), one per (tile, head), a tile being up to
+    /// [`super::ATTN_TILE_ROWS`] consecutive rows of one sequence (`first row << 5 | rows`,
+    /// as [`super::attention_tiles_of`] makes them) that read each key once for all of
+    /// them: for prompt chunks, heads of at most [`ATTN_TILED_MAX_HEAD_DIM`] dimensions.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -931,14 +1012,63 @@ impl CudaDevice {
         tables: &Ids,
         table_of: &Ids,
         pos: &Ids,
+        tiles: Option<(&Ids, usize)>,
         n_tok: usize,
         shape: AttnShape,
         scale: f32,
         out: &mut Floats,
     ) -> Result<(), KernelError> {
-        let qd = shape.n_heads * shape.head_dim;
+        let _timer = self.timer(match (tiles, n_tok) {
+            (Some(_), _) => "attention (tiles)",
+            (None, 1) => "attention (one row)",
+            (None, _) => "attention (many rows)",
+        });
+        let (kernel, max_head_dim) = match tiles {
+            Some((t, n)) => {
+                check_len("attention", "tiles", t.buf.len(), n)?;
+                ("attention_tiles", ATTN_TILED_MAX_HEAD_DIM)
+            }
+            None => ("attention", 256),
+        };
+        let rows = Rows {
+            tables,
+            table_of,
+            pos,
+            n_tok,
+        };
+        self.attend(
+            kernel,
+            max_head_dim,
+            q,
+            cache,
+            layer,
+            &rows,
+            tiles,
+            shape,
+            scale,
+            out,
+        )
+    }
+
+    /// Launches an attention kernel: one block per (row, head), or per (tile, head) when
+    /// `tiles` is given (its list on the GPU and its length).
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        kernel: &str,
+        max_head_dim: usize,
+        q: &Floats,
+        cache: &KvCache,
+        layer: usize,
+        rows: &Rows<'_>,
+        tiles: Option<(&Ids, usize)>,
+        shape: AttnShape,
+        scale: f32,
+        out: &mut Floats,
+    ) -> Result<(), KernelError> {
+        let (n_tok, qd) = (rows.n_tok, shape.n_heads * shape.head_dim);
         check_len("attention", "queries", q.buf.len(), n_tok * qd)?;
-        if shape.head_dim > 256
+        if shape.head_dim > max_head_dim
             || !shape.head_dim.is_multiple_of(2)
             || shape.n_kv_heads == 0
             || !shape.n_heads.is_multiple_of(shape.n_kv_heads)
@@ -946,12 +1076,13 @@ impl CudaDevice {
             return Err(KernelError::Shape {
                 op: "attention",
                 what: "head_dim",
-                expected: 256,
+                expected: max_head_dim,
                 got: shape.head_dim,
             });
         }
         self.ensure(out, n_tok * qd)?;
-        if n_tok == 0 {
+        let blocks = tiles.map_or(n_tok, |t| t.1);
+        if n_tok == 0 || blocks == 0 {
             return Ok(());
         }
         let range = layer * cache.per_layer..(layer + 1) * cache.per_layer;
@@ -962,32 +1093,34 @@ impl CudaDevice {
             as_i32("attention", shape.n_kv_heads)?,
             as_i32("attention", shape.head_dim)?,
         );
-        let mut b = self.stream.launch_builder(self.func("attention")?);
+        let mut b = self.stream.launch_builder(self.func(kernel)?);
         b.arg(&q.buf)
             .arg(&kc)
             .arg(&vc)
-            .arg(&tables.buf)
-            .arg(&table_of.buf)
-            .arg(&pos.buf)
-            .arg(&nh)
-            .arg(&nkv)
-            .arg(&hd)
-            .arg(&scale)
-            .arg(&mut out.buf);
+            .arg(&rows.tables.buf)
+            .arg(&rows.table_of.buf)
+            .arg(&rows.pos.buf);
+        if let Some((t, _)) = tiles {
+            b.arg(&t.buf);
+        }
+        b.arg(&nh).arg(&nkv).arg(&hd).arg(&scale).arg(&mut out.buf);
         let cfg = LaunchConfig {
-            grid_dim: (n_tok as u32, shape.n_heads as u32, 1),
+            grid_dim: (blocks as u32, shape.n_heads as u32, 1),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: one block per (token, head); each reads its query row, the blocks its
-        // table lists (inside the layer's range) up to its position, and writes its output
-        // row; lengths checked above and by the engine's block tables.
+        // SAFETY: one block per (row or tile, head); a tile's rows lie inside the n_tok rows
+        // of q and out (attention_tiles_of made them from the step's rows); each row reads
+        // its query, the blocks its sequence's table lists (inside the layer's range) up
+        // to its position, and writes its output row; lengths checked above and by the
+        // engine's block tables.
         unsafe { b.launch(cfg) }.map_err(cuda_err("attention"))?;
         Ok(())
     }
 
     /// `gate = silu(gate) * up` over n values.
     pub fn swiglu(&self, gate: &mut Floats, up: &Floats, n: usize) -> Result<(), KernelError> {
+        let _timer = self.timer("swiglu");
         check_len("swiglu", "gate", gate.buf.len(), n)?;
         check_len("swiglu", "up", up.buf.len(), n)?;
         let nn = n as u64;
@@ -1000,6 +1133,7 @@ impl CudaDevice {
 
     /// `x += y` over n values.
     pub fn add_assign(&self, x: &mut Floats, y: &Floats, n: usize) -> Result<(), KernelError> {
+        let _timer = self.timer("add_assign");
         check_len("add_assign", "x", x.buf.len(), n)?;
         check_len("add_assign", "y", y.buf.len(), n)?;
         let nn = n as u64;
@@ -1019,6 +1153,7 @@ impl CudaDevice {
         n: usize,
         out: &mut Floats,
     ) -> Result<(), KernelError> {
+        let _timer = self.timer("gather_rows");
         check_len("gather_rows", "rows", rows.buf.len(), n_rows)?;
         self.ensure(out, n_rows * n)?;
         let (nr, nn) = (as_i32("gather_rows", n_rows)?, as_i32("gather_rows", n)?);

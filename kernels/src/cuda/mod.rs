@@ -63,6 +63,39 @@ pub struct Ceilings {
     pub gemm_size: usize,
 }
 
+/// One operation's share of a GPU profile (`OASIS_GPU_PROFILE=1`): calls and seconds, each
+/// call timed from an idle GPU to the end of its work (so launch latency counts, and work
+/// never overlaps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    pub op: &'static str,
+    pub calls: u64,
+    pub seconds: f64,
+}
+
+/// Tokens a matrix-vector product takes at once; more go through cuBLAS.
+pub const GEMV_MAX_TOKENS: usize = 8;
+/// Rows per tile of [`CudaDevice::attention`] with tiles (`ATTN_QT` in attention.cu).
+pub const ATTN_TILE_ROWS: usize = 16;
+/// The largest head of [`CudaDevice::attention`] with tiles (`ATTN_TILED_MAX_HD`).
+pub const ATTN_TILED_MAX_HEAD_DIM: usize = 128;
+
+/// The tiles of [`CudaDevice::attention`] with tiles for a step whose row `t` belongs to
+/// sequence `row_seq[t]`: runs of consecutive rows of one sequence, cut every
+/// [`ATTN_TILE_ROWS`], each as `first row << 5 | rows`.
+pub fn attention_tiles_of(row_seq: &[usize], out: &mut Vec<u32>) {
+    out.clear();
+    let mut t = 0;
+    while t < row_seq.len() {
+        let mut n = 1;
+        while n < ATTN_TILE_ROWS && t + n < row_seq.len() && row_seq[t + n] == row_seq[t] {
+            n += 1;
+        }
+        out.push(((t as u32) << 5) | n as u32);
+        t += n;
+    }
+}
+
 /// The CUDA version this build's bindings expect from the driver, `(major, minor)`.
 pub const NEEDS_DRIVER_CUDA: (u32, u32) = (13, 0);
 
@@ -94,4 +127,33 @@ pub fn type_suffix(ty: crate::GgmlType) -> Option<&'static str> {
         G::Q6_K => "q6_k",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tile_tests {
+    use super::*;
+
+    #[test]
+    fn tiles_are_runs_of_one_sequence_cut_every_sixteen_rows() {
+        let mut out = Vec::new();
+        // A 40-row prompt chunk, then three decoding sequences, then a 3-row chunk.
+        let mut rows = vec![0usize; 40];
+        rows.extend([1, 2, 3, 4, 4, 4]);
+        attention_tiles_of(&rows, &mut out);
+        let decoded: Vec<(u32, u32)> = out.iter().map(|t| (t >> 5, t & 31)).collect();
+        assert_eq!(
+            decoded,
+            vec![
+                (0, 16),
+                (16, 16),
+                (32, 8),
+                (40, 1),
+                (41, 1),
+                (42, 1),
+                (43, 3)
+            ]
+        );
+        attention_tiles_of(&[], &mut out);
+        assert!(out.is_empty());
+    }
 }
