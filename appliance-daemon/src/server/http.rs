@@ -14,7 +14,10 @@
 //!   TLS handshake or head) is closed at once to make room;
 //! - when none is idle, a few more are accepted in an overflow mode that answers the
 //!   health routes and gives every other request 503 with `Retry-After`, then closes;
-//!   beyond that a new connection is closed at once.
+//!   when the overflow is full too, its connection idle the longest (one that has not
+//!   sent its request) is closed to make room, so a health check always gets in; while
+//!   every overflow connection is busy, or too many are already leaving, no connection is
+//!   accepted: newcomers wait in the kernel's backlog until one closes.
 //!
 //! Every request gets the client's address as `ConnectInfo<Peer>`, with IPv4 clients of an
 //! IPv6 listener (`::ffff:a.b.c.d`) given as plain IPv4.
@@ -114,7 +117,36 @@ struct Conn {
 struct Table {
     next_id: u64,
     normal: HashMap<u64, Arc<Conn>>,
-    overflow: usize,
+    overflow: HashMap<u64, Arc<Conn>>,
+}
+
+impl Table {
+    /// Connections asked to leave that still hold their descriptor.
+    fn leaving(&self) -> usize {
+        self.normal
+            .values()
+            .chain(self.overflow.values())
+            .filter(|c| c.evicting.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Asks the connection of `pool` idle the longest to leave, when one is idle and
+    /// fewer than `EVICTING_SLACK` are already leaving; whether one was asked.
+    fn evict_longest_idle(pool: &HashMap<u64, Arc<Conn>>, leaving: usize) -> bool {
+        let victim = pool
+            .values()
+            .filter(|c| !c.evicting.load(Ordering::Relaxed) && c.busy.load(Ordering::Relaxed) == 0)
+            .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
+            .filter(|_| leaving < EVICTING_SLACK);
+        match victim {
+            Some(v) => {
+                v.evicting.store(true, Ordering::Relaxed);
+                v.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// The open connections.
@@ -136,18 +168,18 @@ enum Admit {
 /// A connection's place in the registry, given back when dropped.
 struct Slot {
     registry: Arc<Registry>,
-    id: Option<u64>,
+    id: u64,
+    overflow: bool,
     conn: Arc<Conn>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut t = self.registry.lock();
-        match self.id {
-            Some(id) => {
-                t.normal.remove(&id);
-            }
-            None => t.overflow = t.overflow.saturating_sub(1),
+        if self.overflow {
+            t.overflow.remove(&self.id);
+        } else {
+            t.normal.remove(&self.id);
         }
         drop(t);
         self.registry.ended.notify_waiters();
@@ -182,52 +214,75 @@ impl Registry {
             evict: Notify::new(),
         });
         let mut t = self.lock();
-        let leaving = t
+        let leaving = t.leaving();
+        let normal_leaving = t
             .normal
             .values()
             .filter(|c| c.evicting.load(Ordering::Relaxed))
             .count();
-        if t.normal.len() - leaving >= self.max {
-            // Full: make room by closing the connection idle the longest (unless too many
-            // are already on their way out).
-            let victim = t
-                .normal
+        // Full: make room by closing the connection idle the longest (unless too many are
+        // already on their way out); else the overflow, whose own longest-idle connection
+        // makes room when it is full too.
+        let overflow = t.normal.len() - normal_leaving >= self.max
+            && !Table::evict_longest_idle(&t.normal, leaving);
+        if overflow {
+            let overflow_leaving = t
+                .overflow
                 .values()
-                .filter(|c| {
-                    !c.evicting.load(Ordering::Relaxed) && c.busy.load(Ordering::Relaxed) == 0
-                })
-                .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
-                .cloned()
-                .filter(|_| leaving < EVICTING_SLACK);
-            match victim {
-                Some(v) => {
-                    v.evicting.store(true, Ordering::Relaxed);
-                    v.evict.notify_one();
-                }
-                None if t.overflow < OVERFLOW_CONNECTIONS => {
-                    t.overflow += 1;
-                    return Admit::Overflow(Slot {
-                        registry: self.clone(),
-                        id: None,
-                        conn,
-                    });
-                }
-                None => return Admit::Refuse,
+                .filter(|c| c.evicting.load(Ordering::Relaxed))
+                .count();
+            if t.overflow.len() - overflow_leaving >= OVERFLOW_CONNECTIONS
+                && !Table::evict_longest_idle(&t.overflow, leaving)
+            {
+                return Admit::Refuse;
             }
         }
         let id = t.next_id;
         t.next_id += 1;
-        t.normal.insert(id, conn.clone());
-        Admit::Normal(Slot {
+        let pool = if overflow {
+            &mut t.overflow
+        } else {
+            &mut t.normal
+        };
+        pool.insert(id, conn.clone());
+        let slot = Slot {
             registry: self.clone(),
-            id: Some(id),
+            id,
+            overflow,
             conn,
-        })
+        };
+        if overflow {
+            Admit::Overflow(slot)
+        } else {
+            Admit::Normal(slot)
+        }
+    }
+
+    /// Whether a newcomer would be admitted (normally, or in the overflow), without
+    /// asking anyone to leave.
+    fn has_room(&self) -> bool {
+        let t = self.lock();
+        let leaving = t.leaving();
+        let evictable = |pool: &HashMap<u64, Arc<Conn>>| {
+            leaving < EVICTING_SLACK
+                && pool.values().any(|c| {
+                    !c.evicting.load(Ordering::Relaxed) && c.busy.load(Ordering::Relaxed) == 0
+                })
+        };
+        let staying = |pool: &HashMap<u64, Arc<Conn>>| {
+            pool.values()
+                .filter(|c| !c.evicting.load(Ordering::Relaxed))
+                .count()
+        };
+        staying(&t.normal) < self.max
+            || evictable(&t.normal)
+            || staying(&t.overflow) < OVERFLOW_CONNECTIONS
+            || evictable(&t.overflow)
     }
 
     fn open(&self) -> usize {
         let t = self.lock();
-        t.normal.len() + t.overflow
+        t.normal.len() + t.overflow.len()
     }
 }
 
@@ -320,6 +375,17 @@ pub async fn serve(
     let registry = Registry::new(limits.max_connections);
     let mut accept_errors_logged = Instant::now() - Duration::from_secs(60);
     loop {
+        // No room (a burst has more connections leaving than allowed at once, or every
+        // slot is busy): the next connection waits in the kernel's backlog until one
+        // closes, rather than being accepted only to be closed unanswered.
+        while !registry.has_room() && !*stop.borrow() {
+            let ended = registry.ended.notified();
+            tokio::select! {
+                () = ended => {}
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = stop.wait_for(|s| *s) => break,
@@ -496,7 +562,7 @@ mod tests {
         assert!(a.conn.evicting.load(Ordering::Relaxed));
         assert!(!b.conn.evicting.load(Ordering::Relaxed));
         drop(a);
-        // b and c busy: nobody to evict, so overflow, then refusal.
+        // b and c busy: nobody to evict, so overflow.
         let _busy_b = Busy::new(b.conn.clone(), reg.clone());
         let _busy_c = Busy::new(c.conn.clone(), reg.clone());
         let mut overflow = Vec::new();
@@ -505,10 +571,51 @@ mod tests {
                 Admit::Overflow(s) => overflow.push(s),
                 _ => panic!("expected overflow"),
             }
+            std::thread::sleep(Duration::from_millis(1));
         }
+        // The overflow full of idle connections: its oldest makes room, so a health check
+        // still gets in.
+        let Admit::Overflow(d) = reg.admit() else {
+            panic!("a newcomer while the overflow is idle");
+        };
+        assert!(overflow[0].conn.evicting.load(Ordering::Relaxed));
+        assert!(!overflow[1].conn.evicting.load(Ordering::Relaxed));
+        drop(overflow.remove(0));
+        // Every overflow connection busy: nobody to evict, so refusal.
+        let busy: Vec<Busy> = overflow
+            .iter()
+            .chain([&d])
+            .map(|s| Busy::new(s.conn.clone(), reg.clone()))
+            .collect();
+        assert!(!reg.has_room());
         assert!(matches!(reg.admit(), Admit::Refuse));
         assert_eq!(reg.open(), 2 + OVERFLOW_CONNECTIONS);
+        drop(busy);
+        assert!(reg.has_room());
         drop(overflow);
+        drop(d);
         assert_eq!(reg.open(), 2);
+    }
+
+    #[test]
+    fn no_more_than_the_slack_are_asked_to_leave_at_once() {
+        let reg = Registry::new(1);
+        let Admit::Normal(_a) = reg.admit() else {
+            panic!("first");
+        };
+        // Every newcomer evicts the previous one, which never closes (its task is
+        // stuck): after EVICTING_SLACK of them the registry stops evicting.
+        let mut held = Vec::new();
+        loop {
+            match reg.admit() {
+                Admit::Refuse => break,
+                Admit::Normal(s) | Admit::Overflow(s) => held.push(s),
+            }
+            assert!(held.len() <= 1 + EVICTING_SLACK + OVERFLOW_CONNECTIONS);
+        }
+        assert!(!reg.has_room());
+        let t = reg.lock();
+        assert_eq!(t.leaving(), EVICTING_SLACK);
+        assert!(t.normal.len() + t.overflow.len() <= 1 + EVICTING_SLACK + OVERFLOW_CONNECTIONS);
     }
 }
