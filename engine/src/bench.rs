@@ -30,9 +30,9 @@ pub struct BenchResult {
     pub decode_tok_s: f64,
     /// Fraction of the decode time in each phase (empty for dense models).
     pub decode_time_fraction: Vec<(&'static str, f64)>,
-    /// On a GPU under `OASIS_GPU_PROFILE=1`: seconds per operation in the measured
-    /// prefill and decode repetitions, as (`prefill` or `decode`, operation, calls, seconds).
-    pub gpu_profile: Vec<(&'static str, &'static str, u64, f64)>,
+    /// On a GPU under `OASIS_GPU_PROFILE=1`: the time per operation in the measured
+    /// prefill and decode repetitions, by phase (`prefill`, `decode`).
+    pub gpu_profile: Vec<(&'static str, Vec<kernels::cuda::OpTime>)>,
     /// `cpu` or `cuda:N`.
     pub device: String,
     pub threads: usize,
@@ -118,7 +118,7 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
     let mut decode = Vec::with_capacity(cfg.reps);
     let mut phases = vec![0f64; Phase::ALL.len()];
     let mut decode_secs = 0f64;
-    let mut gpu_profile = Vec::new();
+    let (mut prefill_profile, mut decode_profile) = (Vec::new(), Vec::new());
     for rep in 0..=cfg.reps {
         // What the warm-up left in the GPU profile is not this repetition's.
         let _ = exec.take_gpu_profile();
@@ -173,22 +173,11 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
             prefill.push(pp);
             decode.push(tg);
             decode_secs += secs;
-            for (phase, ops) in [
-                ("prefill", prefill_ops),
-                ("decode", exec.take_gpu_profile()),
-            ] {
-                for o in ops {
-                    match gpu_profile
-                        .iter_mut()
-                        .find(|p: &&mut (&str, &str, u64, f64)| p.0 == phase && p.1 == o.op)
-                    {
-                        Some(p) => {
-                            p.2 += o.calls;
-                            p.3 += o.seconds;
-                        }
-                        None => gpu_profile.push((phase, o.op, o.calls, o.seconds)),
-                    }
-                }
+            for o in prefill_ops {
+                kernels::cuda::OpTime::add(&mut prefill_profile, o);
+            }
+            for o in exec.take_gpu_profile() {
+                kernels::cuda::OpTime::add(&mut decode_profile, o);
             }
             for ((sum, after), before) in phases.iter_mut().zip(phase_seconds(model)).zip(before) {
                 *sum += after - before;
@@ -207,7 +196,7 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
         prefill_tok_s: median(prefill),
         decode_tok_s: median(decode),
         decode_time_fraction,
-        gpu_profile,
+        gpu_profile: vec![("prefill", prefill_profile), ("decode", decode_profile)],
         device: exec.device_name(),
         threads: exec.threads(),
         isa: exec.isa().map(|i| i.name()),

@@ -37,7 +37,6 @@ pub struct Launch<'a> {
 }
 
 impl Daemon {
-    /// Starts `oasis serve --listen 127.0.0.1:0 --data-dir DATA_DIR ARGS...`.
     /// A daemon on `data_dir` serving the default model on two threads, and that model's
     /// id.
     pub fn serving_default_model(data_dir: &Path) -> (Daemon, String) {
@@ -51,6 +50,7 @@ impl Daemon {
         (d, id)
     }
 
+    /// Starts `oasis serve --listen 127.0.0.1:0 --data-dir DATA_DIR ARGS...`.
     pub fn start(data_dir: &Path, args: &[&str]) -> Daemon {
         Self::start_with_env(data_dir, args, &[])
     }
@@ -186,14 +186,7 @@ impl Daemon {
 
     /// PATCH `body` as JSON to `path`: (status, JSON body).
     pub fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let resp = raw_request(
-            &self.addr,
-            "PATCH",
-            path,
-            &[("Content-Type", "application/json")],
-            &bytes,
-        );
+        let resp = self.send_json("PATCH", path, body);
         (resp.status, resp.json())
     }
 
@@ -208,10 +201,15 @@ impl Daemon {
     }
 
     fn post_raw(&self, path: &str, body: &Value) -> RawResponse {
+        self.send_json("POST", path, body)
+    }
+
+    /// `body` as JSON with `method` to `path`.
+    fn send_json(&self, method: &str, path: &str, body: &Value) -> RawResponse {
         let bytes = serde_json::to_vec(body).unwrap_or_default();
         raw_request(
             &self.addr,
-            "POST",
+            method,
             path,
             &[("Content-Type", "application/json")],
             &bytes,

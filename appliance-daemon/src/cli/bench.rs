@@ -87,7 +87,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "batch": args.batch,
             "isa": isa,
             "decode_time_fraction": r.decode_time_fraction.iter().map(|(n, f)| (n.to_string(), serde_json::json!((f * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
-            "gpu_profile": r.gpu_profile.iter().map(|(phase, op, calls, secs)| serde_json::json!({"phase": phase, "op": op, "calls": calls, "seconds": secs})).collect::<Vec<_>>(),
+            "gpu_profile": r.gpu_profile.iter().flat_map(|(phase, ops)| ops.iter().map(move |o| serde_json::json!({"phase": phase, "op": o.op, "calls": o.calls, "seconds": o.seconds}))).collect::<Vec<_>>(),
         });
         println!("{doc}");
     } else {

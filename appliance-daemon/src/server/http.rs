@@ -120,6 +120,13 @@ struct Table {
     overflow: HashMap<u64, Arc<Conn>>,
 }
 
+/// Where a newcomer goes: normal or overflow, and the connection there that must leave
+/// to make room, if any.
+struct Place {
+    overflow: bool,
+    victim: Option<Arc<Conn>>,
+}
+
 impl Table {
     /// Connections asked to leave that still hold their descriptor.
     fn leaving(&self) -> usize {
@@ -130,22 +137,41 @@ impl Table {
             .count()
     }
 
-    /// Asks the connection of `pool` idle the longest to leave, when one is idle and
-    /// fewer than `EVICTING_SLACK` are already leaving; whether one was asked.
-    fn evict_longest_idle(pool: &HashMap<u64, Arc<Conn>>, leaving: usize) -> bool {
-        let victim = pool
-            .values()
-            .filter(|c| !c.evicting.load(Ordering::Relaxed) && c.busy.load(Ordering::Relaxed) == 0)
-            .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
-            .filter(|_| leaving < EVICTING_SLACK);
-        match victim {
-            Some(v) => {
-                v.evicting.store(true, Ordering::Relaxed);
-                v.evict.notify_one();
-                true
+    /// Where a newcomer would go: a free normal slot; else the place of the normal
+    /// connection idle the longest (unless too many are already on their way out); else
+    /// the same in the overflow; else nowhere.
+    fn place(&self, max: usize) -> Option<Place> {
+        let leaving = self.leaving();
+        let pools = [
+            (false, &self.normal, max),
+            (true, &self.overflow, OVERFLOW_CONNECTIONS),
+        ];
+        for (overflow, pool, cap) in pools {
+            let staying = pool
+                .values()
+                .filter(|c| !c.evicting.load(Ordering::Relaxed))
+                .count();
+            if staying < cap {
+                return Some(Place {
+                    overflow,
+                    victim: None,
+                });
             }
-            None => false,
+            let victim = pool
+                .values()
+                .filter(|c| {
+                    !c.evicting.load(Ordering::Relaxed) && c.busy.load(Ordering::Relaxed) == 0
+                })
+                .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
+                .filter(|_| leaving < EVICTING_SLACK);
+            if let Some(v) = victim {
+                return Some(Place {
+                    overflow,
+                    victim: Some(v.clone()),
+                });
+            }
         }
+        None
     }
 }
 
@@ -214,28 +240,12 @@ impl Registry {
             evict: Notify::new(),
         });
         let mut t = self.lock();
-        let leaving = t.leaving();
-        let normal_leaving = t
-            .normal
-            .values()
-            .filter(|c| c.evicting.load(Ordering::Relaxed))
-            .count();
-        // Full: make room by closing the connection idle the longest (unless too many are
-        // already on their way out); else the overflow, whose own longest-idle connection
-        // makes room when it is full too.
-        let overflow = t.normal.len() - normal_leaving >= self.max
-            && !Table::evict_longest_idle(&t.normal, leaving);
-        if overflow {
-            let overflow_leaving = t
-                .overflow
-                .values()
-                .filter(|c| c.evicting.load(Ordering::Relaxed))
-                .count();
-            if t.overflow.len() - overflow_leaving >= OVERFLOW_CONNECTIONS
-                && !Table::evict_longest_idle(&t.overflow, leaving)
-            {
-                return Admit::Refuse;
-            }
+        let Some(Place { overflow, victim }) = t.place(self.max) else {
+            return Admit::Refuse;
+        };
+        if let Some(v) = victim {
+            v.evicting.store(true, Ordering::Relaxed);
+            v.evict.notify_one();
         }
         let id = t.next_id;
         t.next_id += 1;
@@ -258,26 +268,9 @@ impl Registry {
         }
     }
 
-    /// Whether a newcomer would be admitted (normally, or in the overflow), without
-    /// asking anyone to leave.
+    /// Whether a newcomer would be admitted (normally, or in the overflow).
     fn has_room(&self) -> bool {
-        let t = self.lock();
-        let leaving = t.leaving();
-        let evictable = |pool: &HashMap<u64, Arc<Conn>>| {
-            leaving < EVICTING_SLACK
-                && pool.values().any(|c| {
-                    !c.evicting.load(Ordering::Relaxed) && c.busy.load(Ordering::Relaxed) == 0
-                })
-        };
-        let staying = |pool: &HashMap<u64, Arc<Conn>>| {
-            pool.values()
-                .filter(|c| !c.evicting.load(Ordering::Relaxed))
-                .count()
-        };
-        staying(&t.normal) < self.max
-            || evictable(&t.normal)
-            || staying(&t.overflow) < OVERFLOW_CONNECTIONS
-            || evictable(&t.overflow)
+        self.lock().place(self.max).is_some()
     }
 
     fn open(&self) -> usize {

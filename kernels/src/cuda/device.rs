@@ -237,14 +237,6 @@ pub struct CudaDevice {
     profile: Option<std::sync::Mutex<Vec<OpTime>>>,
 }
 
-/// The rows of an attention call: each row's sequence table, position, and their count.
-struct Rows<'a> {
-    tables: &'a Ids,
-    table_of: &'a Ids,
-    pos: &'a Ids,
-    n_tok: usize,
-}
-
 /// Times one operation when profiling: waits for the GPU on creation and on drop.
 struct OpTimer<'a> {
     dev: &'a CudaDevice,
@@ -258,17 +250,14 @@ impl Drop for OpTimer<'_> {
         let secs = self.start.elapsed().as_secs_f64();
         if let Some(p) = &self.dev.profile {
             let mut p = p.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match p.iter_mut().find(|t| t.op == self.op) {
-                Some(t) => {
-                    t.calls += 1;
-                    t.seconds += secs;
-                }
-                None => p.push(OpTime {
+            OpTime::add(
+                &mut p,
+                OpTime {
                     op: self.op,
                     calls: 1,
                     seconds: secs,
-                }),
-            }
+                },
+            );
         }
     }
 }
@@ -1030,43 +1019,7 @@ impl CudaDevice {
             }
             None => ("attention", 256),
         };
-        let rows = Rows {
-            tables,
-            table_of,
-            pos,
-            n_tok,
-        };
-        self.attend(
-            kernel,
-            max_head_dim,
-            q,
-            cache,
-            layer,
-            &rows,
-            tiles,
-            shape,
-            scale,
-            out,
-        )
-    }
-
-    /// Launches an attention kernel: one block per (row, head), or per (tile, head) when
-    /// `tiles` is given (its list on the GPU and its length).
-    #[allow(clippy::too_many_arguments)]
-    fn attend(
-        &self,
-        kernel: &str,
-        max_head_dim: usize,
-        q: &Floats,
-        cache: &KvCache,
-        layer: usize,
-        rows: &Rows<'_>,
-        tiles: Option<(&Ids, usize)>,
-        shape: AttnShape,
-        scale: f32,
-        out: &mut Floats,
-    ) -> Result<(), KernelError> {
-        let (n_tok, qd) = (rows.n_tok, shape.n_heads * shape.head_dim);
+        let qd = shape.n_heads * shape.head_dim;
         check_len("attention", "queries", q.buf.len(), n_tok * qd)?;
         if shape.head_dim > max_head_dim
             || !shape.head_dim.is_multiple_of(2)
@@ -1097,9 +1050,9 @@ impl CudaDevice {
         b.arg(&q.buf)
             .arg(&kc)
             .arg(&vc)
-            .arg(&rows.tables.buf)
-            .arg(&rows.table_of.buf)
-            .arg(&rows.pos.buf);
+            .arg(&tables.buf)
+            .arg(&table_of.buf)
+            .arg(&pos.buf);
         if let Some((t, _)) = tiles {
             b.arg(&t.buf);
         }

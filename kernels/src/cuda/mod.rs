@@ -73,6 +73,19 @@ pub struct OpTime {
     pub seconds: f64,
 }
 
+impl OpTime {
+    /// Adds `t` to the entry of `profile` for the same operation (or a new one).
+    pub fn add(profile: &mut Vec<OpTime>, t: OpTime) {
+        match profile.iter_mut().find(|p| p.op == t.op) {
+            Some(p) => {
+                p.calls += t.calls;
+                p.seconds += t.seconds;
+            }
+            None => profile.push(t),
+        }
+    }
+}
+
 /// Tokens a matrix-vector product takes at once; more go through cuBLAS.
 pub const GEMV_MAX_TOKENS: usize = 8;
 /// Rows per tile of [`CudaDevice::attention`] with tiles (`ATTN_QT` in attention.cu).
