@@ -24,6 +24,14 @@ pub const DEFAULT_MAX_WAITING: usize = 256;
 pub const DEFAULT_MAX_BATCH_TOKENS: usize = 512;
 /// Sequences in a model's batch at once.
 pub const DEFAULT_MAX_RUNNING: usize = 32;
+/// Latency target of an engine step that carries generating sequences, in milliseconds:
+/// prompt chunks beside decode tokens are sized to it from the measured step times (0: off,
+/// every step may carry `max_batch_tokens`).
+pub const DEFAULT_MAX_STEP_MS: u64 = 50;
+/// First-token wait after which a prompt being read gets whole steps again, in
+/// milliseconds: under load the step budget yields to prompts rather than starve them
+/// (0: never).
+pub const DEFAULT_TTFT_TARGET_MS: u64 = 2000;
 /// Memory for all running sequences' keys and values, per model.
 pub const DEFAULT_KV_CACHE_BYTES: usize = 2 << 30;
 /// Time a connection gets to send a whole request head, counted from when it connects or
@@ -51,6 +59,8 @@ pub struct Overrides {
     pub max_waiting: Option<usize>,
     pub max_batch_tokens: Option<usize>,
     pub max_running: Option<usize>,
+    pub max_step_ms: Option<u64>,
+    pub ttft_target_ms: Option<u64>,
     pub kv_cache_bytes: Option<usize>,
     pub ranks: Option<usize>,
     pub redundant_experts: Option<usize>,
@@ -159,6 +169,10 @@ pub struct ServeConfig {
     pub max_batch_tokens: usize,
     /// Sequences in a batch at once.
     pub max_running: usize,
+    /// Step-time target while sequences generate (`None`: off).
+    pub max_step_ms: Option<u32>,
+    /// First-token wait after which prompts get whole steps (`None`: never).
+    pub ttft_target_ms: Option<u32>,
     /// Bytes of keys and values for all running sequences of a model.
     pub kv_cache_bytes: usize,
     /// Ranks of each MoE model's engine (attention data-parallel, experts spread).
@@ -324,6 +338,16 @@ impl ServeConfig {
             DEFAULT_MAX_RUNNING,
             1..=4096,
         )?;
+        let max_step_ms = pick_ms(
+            "max_step_ms",
+            over.max_step_ms.or(file.max_step_ms),
+            DEFAULT_MAX_STEP_MS,
+        )?;
+        let ttft_target_ms = pick_ms(
+            "ttft_target_ms",
+            over.ttft_target_ms.or(file.ttft_target_ms),
+            DEFAULT_TTFT_TARGET_MS,
+        )?;
         let kv_cache_bytes = pick(
             "kv_cache_bytes",
             over.kv_cache_bytes.or(file.kv_cache_bytes),
@@ -424,6 +448,8 @@ impl ServeConfig {
             max_waiting,
             max_batch_tokens,
             max_running,
+            max_step_ms,
+            ttft_target_ms,
             kv_cache_bytes,
             ranks,
             redundant_experts,
@@ -452,6 +478,12 @@ impl ServeConfig {
             origins,
         })
     }
+}
+
+/// A time target in milliseconds, at most an hour: `None` when it is 0 (off).
+fn pick_ms(key: &str, value: Option<u64>, default: u64) -> Result<Option<u32>> {
+    let ms = pick(key, value, default, 0..=3_600_000)?;
+    Ok(u32::try_from(ms).ok().filter(|&ms| ms > 0))
 }
 
 /// `value` (or `default`), checked against `range`; the error names the key and the bound.
@@ -561,5 +593,25 @@ mod tests {
         );
         let wrong_type = FileConfig::parse("threads = \"two\"\n").unwrap_err();
         assert!(wrong_type.to_string().contains("line 1"), "{wrong_type}");
+        assert!(
+            bad(Overrides {
+                max_step_ms: Some(3_600_001),
+                ..Overrides::default()
+            })
+            .contains("`max_step_ms` must be between 0 and 3600000")
+        );
+    }
+
+    #[test]
+    fn step_targets_default_on_and_zero_turns_them_off() {
+        let resolve = |text: &str| {
+            ServeConfig::resolve(FileConfig::parse(text).unwrap(), Overrides::default()).unwrap()
+        };
+        let cfg = resolve("");
+        assert_eq!(cfg.max_step_ms, Some(50));
+        assert_eq!(cfg.ttft_target_ms, Some(2000));
+        let cfg = resolve("max_step_ms = 0\nttft_target_ms = 0\n");
+        assert_eq!((cfg.max_step_ms, cfg.ttft_target_ms), (None, None));
+        assert_eq!(resolve("max_step_ms = 120\n").max_step_ms, Some(120));
     }
 }

@@ -92,6 +92,9 @@ pub struct DeploymentRecord {
     /// Sequences batched at once [default: the daemon's].
     #[serde(default)]
     pub max_sequences: Option<usize>,
+    /// Prompt-lookup draft tokens per step for requests that do not say [default: off].
+    #[serde(default)]
+    pub prompt_lookup: Option<usize>,
     /// Bumped by every change that reloads the model (a hot swap).
     pub generation: u64,
     pub created_at: u64,
@@ -610,6 +613,7 @@ mod tests {
                     ranks: None,
                     context_length: Some(2048),
                     max_sequences: None,
+                    prompt_lookup: None,
                     generation: 1,
                     created_at: 1,
                     updated_at: 1,

@@ -82,6 +82,9 @@ pub struct GenerateRequest {
     /// What the output must match (structured output), checked and compiled before the
     /// request is queued: [`crate::Model::grammars`].
     pub constraint: Option<crate::grammar::Constraint>,
+    /// Prompt-lookup speculative decoding: draft tokens verified per step at most (0: off;
+    /// at most [`crate::scheduler::lookup::MAX_DRAFT`]). The output is the same with it.
+    pub prompt_lookup: usize,
 }
 
 /// Why generation ended, in OpenAI's terms.

@@ -29,6 +29,10 @@ pub struct EngineConfig {
     pub max_batch_tokens: usize,
     /// Sequences batched at once, per rank.
     pub max_running: usize,
+    /// Step-time target while sequences generate (milliseconds; `None`: none).
+    pub max_step_ms: Option<u32>,
+    /// First-token wait after which a prompt gets whole steps (milliseconds; `None`: none).
+    pub ttft_target_ms: Option<u32>,
     /// The key/value cache of the whole engine (split over the ranks).
     pub kv: KvBudget,
 }
@@ -55,6 +59,8 @@ pub fn spawn(model: Arc<Model>, cfg: EngineConfig, name: &str) -> Result<Handle>
             n_ctx: cfg.n_ctx,
             max_batch_tokens: cfg.max_batch_tokens,
             max_running: cfg.max_running,
+            max_step_ms: cfg.max_step_ms,
+            ttft_target_ms: cfg.ttft_target_ms,
             kv: cfg.kv,
             device: cfg.device,
         },

@@ -24,6 +24,10 @@ pub struct FileConfig {
     pub max_waiting: Option<usize>,
     pub max_batch_tokens: Option<usize>,
     pub max_running: Option<usize>,
+    /// Step-time target in milliseconds while sequences generate (0: off).
+    pub max_step_ms: Option<u64>,
+    /// First-token wait in milliseconds after which prompts get whole steps (0: never).
+    pub ttft_target_ms: Option<u64>,
     pub kv_cache_bytes: Option<usize>,
     /// Engine ranks per MoE model (expert parallelism).
     pub ranks: Option<usize>,

@@ -485,6 +485,7 @@ fn greedy_request(prompt: Vec<u32>, max_tokens: usize) -> engine::GenerateReques
         min_tokens: 0,
         logprobs: None,
         constraint: None,
+        prompt_lookup: 0,
     }
 }
 
@@ -520,6 +521,8 @@ fn run_group_rebalancing(
         n_ctx: 512,
         max_batch_tokens: 64,
         max_running: 8,
+        max_step_ms: None,
+        ttft_target_ms: None,
         kv: engine::model::KvBudget::Blocks(64),
     };
     let group = engine::serve::spawn(model.clone(), cfg, "test").unwrap();

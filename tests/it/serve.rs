@@ -15,7 +15,15 @@ fn model_arg() -> String {
 }
 
 fn start(dir: &std::path::Path) -> Daemon {
-    Daemon::start(dir, &["--model", &model_arg(), "--threads", "2"])
+    start_with(dir, &[])
+}
+
+/// [`start`] with more flags.
+fn start_with(dir: &std::path::Path, flags: &[&str]) -> Daemon {
+    let model = model_arg();
+    let mut args = vec!["--model", &model, "--threads", "2"];
+    args.extend_from_slice(flags);
+    Daemon::start(dir, &args)
 }
 
 fn model_id(d: &Daemon) -> String {
@@ -483,17 +491,7 @@ fn kill_9_mid_stream_loses_nothing_and_the_daemon_comes_back() {
 fn disconnect_stops_generation_and_sigterm_lets_streams_finish() {
     let dir = tempfile::tempdir().unwrap();
     // A grace period far beyond what the stream needs even on a loaded machine.
-    let d = Daemon::start(
-        &dir.path().join("data"),
-        &[
-            "--model",
-            &model_arg(),
-            "--threads",
-            "2",
-            "--shutdown-grace-s",
-            "120",
-        ],
-    );
+    let d = start_with(&dir.path().join("data"), &["--shutdown-grace-s", "120"]);
     let id = model_id(&d);
     let long = json!({"model": id, "messages": [{"role": "user", "content": "Tell me a long story."}],
                       "max_tokens": 2000, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
@@ -852,4 +850,208 @@ fn a_small_cache_preempts_instead_of_failing() {
         metric(&d, &format!("oasis_kv_blocks_used{{model=\"{id}\"}}")),
         0.0
     );
+}
+
+/// With `max_step_ms` a long prompt arriving while a stream generates is read in chunks
+/// that ride beside the stream's decode steps, instead of one step the stream waits for;
+/// with 0 (off) it is one step. The answers are the same either way.
+#[test]
+fn a_long_prompt_is_read_beside_a_stream_within_the_step_budget() {
+    let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(30);
+    // (stream tokens that arrived while the long prompt was read, its answer, the stream's)
+    let run = |max_step_ms: &str| -> (usize, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        // The budget never yields to a late prompt here, however slow the box.
+        let d = start_with(
+            &dir.path().join("data"),
+            &["--max-step-ms", max_step_ms, "--ttft-target-ms", "0"],
+        );
+        let id = model_id(&d);
+        let mut stream = open_stream(
+            &d.addr,
+            "/v1/completions",
+            &json!({"model": id, "prompt": "Once upon a time", "max_tokens": 60,
+                    "temperature": 0, "ignore_eos": true, "stream": true}),
+        );
+        assert_eq!(read_events(&mut stream, 3).len(), 3);
+        // Each event with the time it arrived.
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if stream.read_line(&mut line).unwrap_or(0) == 0 {
+                    break seen;
+                }
+                if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                    seen.push((Instant::now(), data.to_string()));
+                    if data == "[DONE]" {
+                        break seen;
+                    }
+                }
+            }
+        });
+        let sent = Instant::now();
+        let (status, doc) = d.post(
+            "/v1/completions",
+            &json!({"model": id, "prompt": long_prompt, "max_tokens": 1, "temperature": 0}),
+        );
+        let answered = Instant::now();
+        assert_eq!(status, 200, "{doc}");
+        let prompt_tokens = doc["usage"]["prompt_tokens"].as_u64().unwrap();
+        assert!((250..=512).contains(&prompt_tokens), "{prompt_tokens}");
+        let events = reader.join().unwrap();
+        let during = events
+            .iter()
+            .filter(|(t, _)| *t > sent && *t <= answered)
+            .count();
+        let text: String = sse_json(&events.iter().map(|e| e.1.clone()).collect::<Vec<_>>())
+            .iter()
+            .filter_map(|v| v["choices"][0]["text"].as_str().map(str::to_string))
+            .collect();
+        let answer = doc["choices"][0]["text"].as_str().unwrap().to_string();
+        (during, answer, text)
+    };
+    let (budgeted, answer_budgeted, stream_budgeted) = run("1");
+    let (whole, answer_whole, stream_whole) = run("0");
+    eprintln!("stream tokens during the long prompt: {budgeted} budgeted, {whole} off");
+    // At 1 ms every step beside the stream carries its decode token and 16 prompt tokens:
+    // the ~330-token prompt takes ~21 steps, each giving the stream a token.
+    assert!(
+        budgeted >= 12,
+        "the stream got {budgeted} tokens while the long prompt was read in chunks"
+    );
+    assert!(
+        whole * 3 <= budgeted,
+        "off, the prompt should be one step: {whole} stream tokens vs {budgeted} budgeted"
+    );
+    assert_eq!(answer_budgeted, answer_whole, "chunking changed the answer");
+    assert_eq!(stream_budgeted, stream_whole, "chunking changed the stream");
+}
+
+/// Prompt-lookup speculative decoding changes no output: greedy and seeded, whole and
+/// streamed, asked per request or set on the deployment; on an answer that copies its
+/// prompt most drafts are kept (fewer steps than tokens). Bad values are 400s.
+#[test]
+fn prompt_lookup_speculation_gives_the_same_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&dir.path().join("data"));
+    let id = model_id(&d);
+    let text = "The Treaty of Westphalia was signed in 1648 in the cities of Osnabrück and \
+                Münster. It ended the Thirty Years' War in the Holy Roman Empire and the \
+                Eighty Years' War between Spain and the Dutch Republic.";
+    let prompts = [
+        format!("Repeat the following text exactly, word for word:\n\n{text}"),
+        format!("Copy this paragraph:\n{text}\nNow copy it again."),
+        "Write a short story about a cat.".to_string(),
+        "1, 2, 3, 1, 2, 3, 1, 2,".to_string(),
+    ];
+    let ask = |prompt: &str, lookup: Option<u64>, seed: Option<u64>| -> Value {
+        let mut body = json!({"model": id, "messages": [{"role": "user", "content": prompt}],
+                              "max_tokens": 96, "temperature": if seed.is_some() { 0.8 } else { 0.0 }});
+        if let Some(s) = seed {
+            body["seed"] = json!(s);
+        }
+        if let Some(k) = lookup {
+            body["prompt_lookup"] = json!(k);
+        }
+        let (status, doc) = d.post("/v1/chat/completions", &body);
+        assert_eq!(status, 200, "{doc}");
+        doc
+    };
+    let content = |doc: &Value| doc["choices"][0]["message"]["content"].clone();
+    let steps = || metric(&d, &format!("oasis_engine_steps_total{{model=\"{id}\"}}"));
+    let tokens = || {
+        metric(
+            &d,
+            &format!("oasis_generation_tokens_total{{model=\"{id}\"}}"),
+        )
+    };
+    for (i, p) in prompts.iter().enumerate() {
+        for seed in [None, Some(7)] {
+            let plain = ask(p, None, seed);
+            for k in [1, 4, 16] {
+                let (s0, t0) = (steps(), tokens());
+                let fast = ask(p, Some(k), seed);
+                assert_eq!(
+                    content(&fast),
+                    content(&plain),
+                    "prompt {i}, seed {seed:?}, {k} draft tokens"
+                );
+                assert_eq!(fast["usage"], plain["usage"]);
+                assert_eq!(
+                    fast["choices"][0]["finish_reason"],
+                    plain["choices"][0]["finish_reason"]
+                );
+                if i == 0 && seed.is_none() && k == 16 {
+                    let (s, t) = (steps() - s0, tokens() - t0);
+                    assert!(
+                        s * 1.5 <= t,
+                        "copying its prompt, {t} tokens took {s} steps"
+                    );
+                }
+            }
+        }
+    }
+    let drafted = metric(&d, &format!("oasis_draft_tokens_total{{model=\"{id}\"}}"));
+    let kept = metric(
+        &d,
+        &format!("oasis_draft_tokens_accepted_total{{model=\"{id}\"}}"),
+    );
+    assert!(kept > 0.0 && kept <= drafted, "{kept} of {drafted}");
+
+    // Streamed, the chunks put together are the same text.
+    let streamed = |lookup: u64| -> String {
+        let (status, events) = d.post_stream(
+            "/v1/completions",
+            &json!({"model": id, "prompt": prompts[1], "max_tokens": 64, "temperature": 0,
+                    "stream": true, "prompt_lookup": lookup}),
+        );
+        assert_eq!(status, 200);
+        sse_json(&events)
+            .iter()
+            .filter_map(|v| v["choices"][0]["text"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(streamed(8), streamed(0));
+
+    // On the deployment: requests that do not say get it; those that say 0 do not.
+    let (status, doc) = d.patch(
+        &format!("/admin/v1/deployments/{id}"),
+        &json!({"prompt_lookup": 8}),
+    );
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["prompt_lookup"], 8);
+    let before = metric(&d, &format!("oasis_draft_tokens_total{{model=\"{id}\"}}"));
+    let by_deployment = ask(&prompts[0], None, None);
+    let after = metric(&d, &format!("oasis_draft_tokens_total{{model=\"{id}\"}}"));
+    assert!(
+        after > before,
+        "the deployment's prompt_lookup was not used"
+    );
+    assert_eq!(
+        content(&by_deployment),
+        content(&ask(&prompts[0], Some(0), None))
+    );
+    assert_eq!(
+        metric(&d, &format!("oasis_draft_tokens_total{{model=\"{id}\"}}")),
+        after,
+        "prompt_lookup 0 in the request still drafted"
+    );
+
+    // Bad values name the field.
+    for bad in [json!(17), json!(-1), json!("many")] {
+        let (status, doc) = d.post(
+            "/v1/chat/completions",
+            &json!({"model": id, "messages": [{"role": "user", "content": "hi"}], "prompt_lookup": bad}),
+        );
+        assert_eq!(status, 400, "{bad}: {doc}");
+        assert_eq!(doc["error"]["param"], "prompt_lookup", "{doc}");
+    }
+    let (status, doc) = d.patch(
+        &format!("/admin/v1/deployments/{id}"),
+        &json!({"prompt_lookup": 17}),
+    );
+    assert_eq!(status, 400, "{doc}");
+    assert_eq!(doc["error"]["param"], "prompt_lookup", "{doc}");
 }

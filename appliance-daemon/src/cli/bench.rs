@@ -168,6 +168,8 @@ fn bench_ranks(args: &BenchArgs) -> Result<()> {
         n_ctx,
         max_batch_tokens: 512,
         max_running: args.batch,
+        max_step_ms: None,
+        ttft_target_ms: None,
         kv: engine::model::KvBudget::Sequences(args.batch),
     };
     let group = engine::serve::spawn(model.clone(), cfg, "bench")?;
@@ -206,6 +208,7 @@ fn bench_ranks(args: &BenchArgs) -> Result<()> {
                 min_tokens: 0,
                 logprobs: None,
                 constraint: None,
+                prompt_lookup: 0,
             };
             let sub = engine::serve::Submission {
                 request,

@@ -55,6 +55,10 @@ pub struct DeployArgs {
     /// Sequences batched at once [default: the daemon's].
     #[arg(long, value_name = "N")]
     pub max_sequences: Option<usize>,
+    /// Prompt-lookup speculative decoding for requests that do not ask: draft tokens
+    /// verified per step, 0 to 16 (0: off) [default: off].
+    #[arg(long, value_name = "TOKENS")]
+    pub prompt_lookup: Option<usize>,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -266,6 +270,7 @@ pub fn deploy(args: &DeployArgs) -> Result<()> {
         ("ranks", args.ranks),
         ("context_length", args.context),
         ("max_sequences", args.max_sequences),
+        ("prompt_lookup", args.prompt_lookup),
     ] {
         if let Some(v) = v {
             body[key] = json!(v);

@@ -105,6 +105,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         min_tokens: 0,
         logprobs: None,
         constraint: None,
+        prompt_lookup: 0,
     };
     if args.ranks > 1 {
         return run_ranked(args, request);
@@ -193,6 +194,8 @@ fn run_ranked(args: &RunArgs, request: GenerateRequest) -> Result<()> {
         n_ctx,
         max_batch_tokens: 512,
         max_running: 1,
+        max_step_ms: None,
+        ttft_target_ms: None,
         kv: engine::model::KvBudget::Sequences(ranks),
     };
     let group = engine::serve::spawn(model, cfg, "run").context("cannot start the engine ranks")?;

@@ -53,6 +53,16 @@ pub struct ServeArgs {
     /// Sequences batched together per model [default: the profile's, else 32].
     #[arg(long, env = "OASIS_MAX_RUNNING", value_name = "N")]
     pub max_running: Option<usize>,
+    /// Latency target of an engine step while sequences generate, in milliseconds: prompt
+    /// chunks beside the decode tokens are sized to it from the measured step times; 0
+    /// turns it off [default: 50].
+    #[arg(long, env = "OASIS_MAX_STEP_MS", value_name = "MS")]
+    pub max_step_ms: Option<u64>,
+    /// First-token wait after which a prompt being read gets whole engine steps again
+    /// (the step budget yields rather than starve prompts under load), in milliseconds;
+    /// 0: never [default: 2000].
+    #[arg(long, env = "OASIS_TTFT_TARGET_MS", value_name = "MS")]
+    pub ttft_target_ms: Option<u64>,
     /// Engine ranks per MoE model: attention data-parallel, routed experts spread over
     /// the ranks, tokens exchanged at each MoE layer [default: the profile's, else 1].
     #[arg(long, env = "OASIS_RANKS", value_name = "R")]
@@ -155,6 +165,8 @@ impl ServeArgs {
                 max_waiting: self.max_waiting,
                 max_batch_tokens: self.max_batch_tokens,
                 max_running: self.max_running,
+                max_step_ms: self.max_step_ms,
+                ttft_target_ms: self.ttft_target_ms,
                 ranks: self.ranks,
                 redundant_experts: self.redundant_experts,
                 telemetry_interval_ms: self.telemetry_interval_ms,

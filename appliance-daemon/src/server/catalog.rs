@@ -192,6 +192,7 @@ pub fn new_deployment(name: &str, model: &str) -> DeploymentRecord {
         ranks: None,
         context_length: None,
         max_sequences: None,
+        prompt_lookup: None,
         generation: 1,
         created_at: now,
         updated_at: now,
@@ -396,6 +397,8 @@ pub fn serve(
         n_ctx,
         max_batch_tokens: config.max_batch_tokens,
         max_running: d.max_sequences.unwrap_or(config.max_running),
+        max_step_ms: config.max_step_ms,
+        ttft_target_ms: config.ttft_target_ms,
         kv,
     };
     let worker = WorkerHandle::spawn(model.clone(), engine_config, &d.name, config.max_waiting)

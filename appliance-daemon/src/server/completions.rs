@@ -165,6 +165,7 @@ async fn start(
             Duration::from_secs(5),
         ));
     }
+    plan.default_prompt_lookup(served.deployment.prompt_lookup);
     let reservation = admit(st, who, &served, &mut plan)?;
     let tenant = who
         .and_then(Principal::tenant)

@@ -46,6 +46,11 @@ pub struct CreateDeployment {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 4096)]
     pub max_sequences: Option<usize>,
+    /// Prompt-lookup speculative decoding for requests that do not set `prompt_lookup`:
+    /// draft tokens verified per step (0: off) [default: off].
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 16)]
+    pub prompt_lookup: Option<usize>,
 }
 
 /// A served name: letters, digits, `.`, `_` and `-`, starting with a letter or digit.
@@ -73,6 +78,9 @@ pub struct ChangeDeployment {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 4096)]
     pub max_sequences: Option<usize>,
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 16)]
+    pub prompt_lookup: Option<usize>,
 }
 
 /// A deployment and how it is doing.
@@ -90,6 +98,7 @@ pub struct DeploymentView {
     pub ranks: Option<usize>,
     pub context_length: Option<usize>,
     pub max_sequences: Option<usize>,
+    pub prompt_lookup: Option<usize>,
     /// What the engine runs with (ready deployments).
     pub engine: Option<EngineSettings>,
     /// Bumped by each change that reloaded the model.
@@ -131,6 +140,7 @@ fn view(
         ranks: d.ranks,
         context_length: d.context_length,
         max_sequences: d.max_sequences,
+        prompt_lookup: d.prompt_lookup,
         engine: live.map(|m| EngineSettings {
             ranks: m.worker.ranks,
             context_length: m.n_ctx,
@@ -223,6 +233,12 @@ fn check(st: &AppState, d: &DeploymentRecord) -> Result<(), ApiError> {
     bound("ranks", d.ranks, 1, 64)?;
     bound("context_length", d.context_length, 1, 10_000_000)?;
     bound("max_sequences", d.max_sequences, 1, 4096)?;
+    bound(
+        "prompt_lookup",
+        d.prompt_lookup,
+        0,
+        engine::scheduler::lookup::MAX_DRAFT,
+    )?;
     for other in records(st)? {
         if other.name == d.name {
             continue;
@@ -312,7 +328,7 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateDeployment>,
 ) -> Result<Response, ApiError> {
     let who = who.map(|w| w.0);
-    let what = serde_json::json!({ "model": req.model, "name": req.name, "aliases": req.aliases, "ranks": req.ranks, "context_length": req.context_length, "max_sequences": req.max_sequences });
+    let what = serde_json::json!({ "model": req.model, "name": req.name, "aliases": req.aliases, "ranks": req.ranks, "context_length": req.context_length, "max_sequences": req.max_sequences, "prompt_lookup": req.prompt_lookup });
     let r: Result<Response, ApiError> = async {
     let _one_change = st.deploy_lock.lock().await;
     let now = unix_now();
@@ -322,6 +338,7 @@ pub async fn create(
         ranks: req.ranks,
         context_length: req.context_length,
         max_sequences: req.max_sequences,
+        prompt_lookup: req.prompt_lookup,
         created_at: now,
         updated_at: now,
         ..catalog::new_deployment("", &req.model)
@@ -354,7 +371,7 @@ pub async fn change(
     JsonBody(req): JsonBody<ChangeDeployment>,
 ) -> Result<Json<DeploymentView>, ApiError> {
     let who = who.map(|w| w.0);
-    let what = serde_json::json!({ "name": name, "model": req.model, "aliases": req.aliases, "ranks": req.ranks, "context_length": req.context_length, "max_sequences": req.max_sequences });
+    let what = serde_json::json!({ "name": name, "model": req.model, "aliases": req.aliases, "ranks": req.ranks, "context_length": req.context_length, "max_sequences": req.max_sequences, "prompt_lookup": req.prompt_lookup });
     let r: Result<Json<DeploymentView>, ApiError> = async {
         let _one_change = st.deploy_lock.lock().await;
         let old = st
@@ -375,6 +392,9 @@ pub async fn change(
         }
         if req.max_sequences.is_some() {
             d.max_sequences = req.max_sequences;
+        }
+        if req.prompt_lookup.is_some() {
+            d.prompt_lookup = req.prompt_lookup;
         }
         check(&st, &d)?;
         d.generation = old.generation + 1;

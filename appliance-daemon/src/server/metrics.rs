@@ -206,6 +206,20 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         "Forward passes run.",
         &per(&|m| load(&m.worker.stats.engine.steps_total)),
     );
+    gauge(
+        &mut out,
+        "oasis_draft_tokens_total",
+        "counter",
+        "Prompt-lookup draft tokens verified (speculative decoding).",
+        &per(&|m| load(&m.worker.stats.engine.draft_tokens_total)),
+    );
+    gauge(
+        &mut out,
+        "oasis_draft_tokens_accepted_total",
+        "counter",
+        "Draft tokens the model chose itself, kept without a step of their own.",
+        &per(&|m| load(&m.worker.stats.engine.draft_accepted_total)),
+    );
     let _ = writeln!(
         out,
         "# HELP oasis_moe_expert_tokens_total Tokens routed to each expert of each MoE layer (the load balancer's input).\n# TYPE oasis_moe_expert_tokens_total counter"

@@ -55,6 +55,12 @@ pub struct ChatCompletionRequest {
     /// extension); at most `max_tokens`.
     #[schema(minimum = 0, maximum = 2147483647)]
     pub min_tokens: Option<i64>,
+    /// Prompt-lookup speculative decoding (an extension): each step also verifies up to
+    /// this many draft tokens copied from earlier in the sequence; the output is the same
+    /// as without it, faster when the answer copies from the prompt. 0: off [default:
+    /// the deployment's `prompt_lookup`, else 0].
+    #[schema(minimum = 0, maximum = 16)]
+    pub prompt_lookup: Option<i64>,
     /// Same seed, same output.
     #[schema(minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)]
     pub seed: Option<i64>,
@@ -182,6 +188,12 @@ pub struct CompletionRequest {
     /// extension); at most `max_tokens`.
     #[schema(minimum = 0, maximum = 2147483647)]
     pub min_tokens: Option<i64>,
+    /// Prompt-lookup speculative decoding (an extension): each step also verifies up to
+    /// this many draft tokens copied from earlier in the sequence; the output is the same
+    /// as without it, faster when the answer copies from the prompt. 0: off [default:
+    /// the deployment's `prompt_lookup`, else 0].
+    #[schema(minimum = 0, maximum = 16)]
+    pub prompt_lookup: Option<i64>,
     /// Same seed, same output.
     #[schema(minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)]
     pub seed: Option<i64>,

@@ -46,6 +46,8 @@ pub struct Plan {
     /// The model thinks in `<think>` tags: `Some(opened)`, where `opened` says the prompt
     /// left it inside its thinking.
     pub reasoning: Option<bool>,
+    /// `prompt_lookup` was given (else the deployment's applies).
+    pub prompt_lookup_given: bool,
 }
 
 /// Tools offered: the model's call syntax and how many calls an answer may make.
@@ -68,6 +70,17 @@ enum ToolChoice {
 }
 
 impl Plan {
+    /// Prompt-lookup speculation for every choice at the deployment's `draft` tokens,
+    /// unless the request said otherwise.
+    pub fn default_prompt_lookup(&mut self, draft: Option<usize>) {
+        if self.prompt_lookup_given {
+            return;
+        }
+        for r in &mut self.requests {
+            r.prompt_lookup = draft.unwrap_or(0);
+        }
+    }
+
     /// Prompt tokens counted once per prompt (not per choice), as OpenAI counts them.
     pub fn prompt_tokens_once(&self) -> usize {
         self.prompt_tokens.iter().step_by(self.n.max(1)).sum()
@@ -97,6 +110,7 @@ struct Shared<'a> {
     repetition_penalty: Option<f64>,
     ignore_eos: Option<bool>,
     min_tokens: Option<i64>,
+    prompt_lookup: Option<i64>,
     seed: Option<i64>,
     stop: Option<&'a Value>,
     n: Option<i64>,
@@ -118,6 +132,7 @@ macro_rules! shared {
             repetition_penalty: $req.repetition_penalty,
             ignore_eos: $req.ignore_eos,
             min_tokens: $req.min_tokens,
+            prompt_lookup: $req.prompt_lookup,
             seed: $req.seed,
             stop: $req.stop.as_ref(),
             n: $req.n,
@@ -676,6 +691,15 @@ fn build(
         None => 0,
         Some(m) => bounded("min_tokens", m, 0, max_tokens.unwrap_or(n_ctx))?,
     };
+    let prompt_lookup = match s.prompt_lookup {
+        None => None,
+        Some(k) => Some(bounded(
+            "prompt_lookup",
+            k,
+            0,
+            engine::scheduler::lookup::MAX_DRAFT,
+        )?),
+    };
     let sampling = SamplingParams {
         temperature: temperature as f32,
         top_k,
@@ -727,6 +751,7 @@ fn build(
                 min_tokens,
                 logprobs,
                 constraint: None,
+                prompt_lookup: prompt_lookup.unwrap_or(0),
             });
             prompt_tokens.push(ids.len());
             echo.push(text.clone());
@@ -746,6 +771,7 @@ fn build(
         user: s.user.cloned(),
         tools: None,
         reasoning: None,
+        prompt_lookup_given: prompt_lookup.is_some(),
     })
 }
 

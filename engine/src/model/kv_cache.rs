@@ -104,6 +104,12 @@ impl SeqKv {
     pub fn advance(&mut self, n: usize) {
         self.len += n;
     }
+
+    /// Forgets the positions from `len` on (a rejected draft's), keeping the blocks: the
+    /// next tokens overwrite them. Positions past the end get zero attention weight.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 /// Blocks needed to hold `positions`.

@@ -2,7 +2,9 @@
 //!
 //! Each [`Scheduler::step`] runs one forward pass over the batch: the decode token of each
 //! sequence that is generating, plus chunks of prompts still being read, within a token
-//! budget per step (`max_batch_tokens`) and a cap on running sequences. The weights are
+//! budget per step (`max_batch_tokens`) and a cap on running sequences. While some sequence
+//! is generating, its stream waits for every step, so the step's prompt share is also held
+//! to a time budget (`max_step_ms`) by the step times measured so far ([`budget`]). The weights are
 //! read once per step for the whole batch. The keys and values live in a paged pool
 //! ([`crate::model::KvPool`]): blocks are taken as sequences grow and given back when they
 //! end; full prompt blocks are shared between sequences with the same prefix. Waiting
@@ -14,13 +16,16 @@
 //! Results leave through each request's [`SeqSink`]; a sink that reports its consumer gone
 //! takes its sequence out of the batch at the next step and frees its blocks.
 
+mod budget;
 pub mod fair;
+pub mod lookup;
 mod sequence;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+pub use self::budget::StepCost;
 pub use self::fair::FairQueue;
 pub use self::sequence::{Progress, Sequence};
 use crate::error::{EngineError, Result};
@@ -38,11 +43,26 @@ pub struct SchedulerConfig {
     pub max_batch_tokens: usize,
     /// Sequences running at once.
     pub max_running: usize,
+    /// The latency target of a step that carries generating sequences, in milliseconds:
+    /// such a step takes prompt tokens only as far as the measured step times say fit
+    /// (at least [`MIN_PREFILL_TOKENS`], so prompts always advance). `None`: every step
+    /// may carry `max_batch_tokens`.
+    pub max_step_ms: Option<u32>,
+    /// How long a prompt may wait for its first token before the step budget grows for
+    /// it, in milliseconds: once a running sequence still reading its prompt was
+    /// submitted `k` times this long ago (`k >= 1`), the step's time budget is
+    /// `2^k x max_step_ms` (under load a fixed budget would starve prompts, and
+    /// throughput with them). `None`: never.
+    pub ttft_target_ms: Option<u32>,
     /// The key/value cache (at least one sequence of `n_ctx` fits).
     pub kv: crate::model::KvBudget,
     /// Where the model runs.
     pub device: crate::device::DeviceSpec,
 }
+
+/// Prompt tokens a step may always carry beside its decode tokens, whatever the step-time
+/// budget says: prompts advance even when decoding alone fills the budget.
+pub const MIN_PREFILL_TOKENS: usize = 16;
 
 /// Where a request's results go.
 pub trait SeqSink: Send {
@@ -92,9 +112,24 @@ pub struct SchedulerStats {
     pub prompt_tokens_total: AtomicU64,
     pub completion_tokens_total: AtomicU64,
     pub cancelled_total: AtomicU64,
+    /// Prompt-lookup draft tokens verified, and of those kept.
+    pub draft_tokens_total: AtomicU64,
+    pub draft_accepted_total: AtomicU64,
     /// Set once the device failed under the engine (a GPU error mid-step): the engine has
     /// stopped and the model is unavailable, for this reason.
     pub broken: std::sync::OnceLock<String>,
+}
+
+/// One sequence's part of a step.
+struct Picked {
+    /// Its index in `running`.
+    index: usize,
+    /// Tokens it runs (with its draft).
+    tokens: usize,
+    wants_logits: bool,
+    from_prompt: bool,
+    /// Draft tokens verified.
+    draft: usize,
 }
 
 /// A sequence with its consumer, waiting or running.
@@ -106,6 +141,8 @@ struct Entry {
     admitted: u64,
     /// `started` was sent (a preempted sequence is not announced twice).
     announced: bool,
+    /// When it was submitted (for `ttft_target_ms`).
+    since: std::time::Instant,
 }
 
 /// The batching loop's state.
@@ -123,6 +160,8 @@ pub struct Scheduler {
     /// used, blocks cached, prefix lookups, prefix hits): several ranks share one
     /// [`SchedulerStats`], so each publishes its changes, not its values.
     published: [u64; 6],
+    /// How long steps take by their token count (for `max_step_ms`).
+    cost: StepCost,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -167,6 +206,7 @@ impl Scheduler {
             admissions: 0,
             stats,
             published: [0; 6],
+            cost: StepCost::default(),
         })
     }
 
@@ -224,6 +264,7 @@ impl Scheduler {
             sink,
             admitted: 0,
             announced: false,
+            since: std::time::Instant::now(),
         };
         self.waiting.push(&tenant, entry, active);
         self.publish();
@@ -295,10 +336,50 @@ impl Scheduler {
         self.published = now;
     }
 
+    /// Tokens this step may carry: `max_batch_tokens`, or while some sequence is
+    /// generating (its stream waits for the step), what fits in `max_step_ms` by the
+    /// measured step times, decode tokens plus at least [`MIN_PREFILL_TOKENS`]. Once a
+    /// prompt being read has waited `ttft_target_ms`, the time budget doubles for every
+    /// further `ttft_target_ms` it waits: under load the prompts catch up gradually
+    /// instead of starving, and streams see longer steps, not one long stall.
+    fn token_budget(&self) -> usize {
+        let cap = self.config.max_batch_tokens.max(1);
+        let Some(ms) = self.config.max_step_ms else {
+            return cap;
+        };
+        let mut budget = f64::from(ms) / 1000.0;
+        if let Some(ttft) = self.config.ttft_target_ms {
+            // The longest wait of a prompt still being read, in units of the target.
+            let late = self
+                .running
+                .iter()
+                .filter(|e| e.seq.output.is_empty() && e.seq.uncomputed() > 0)
+                .map(|e| e.since.elapsed().as_secs_f64() * 1000.0 / f64::from(ttft.max(1)))
+                .fold(0.0, f64::max);
+            if late >= 1.0 {
+                budget *= late.min(20.0).exp2();
+            }
+        }
+        let decoding = self
+            .running
+            .iter()
+            .filter(|e| e.seq.uncomputed() == 1)
+            .count();
+        let streaming = self
+            .running
+            .iter()
+            .any(|e| e.seq.uncomputed() == 1 && !e.seq.output.is_empty());
+        if !streaming {
+            return cap;
+        }
+        self.cost
+            .tokens_within(budget, decoding + MIN_PREFILL_TOKENS, cap)
+    }
+
     /// This step's inputs as (running index, tokens): decode tokens first, then chunks
     /// of prompts (and recomputations) in admission order, within the token budget.
     fn plan(&self) -> Vec<(usize, usize)> {
-        let mut budget = self.config.max_batch_tokens.max(1);
+        let mut budget = self.token_budget();
         let mut order: Vec<usize> = (0..self.running.len()).collect();
         order.sort_by_key(|&i| {
             let e = &self.running[i];
@@ -306,7 +387,7 @@ impl Scheduler {
         });
         let mut plan = Vec::with_capacity(order.len());
         for i in order {
-            let take = self.running[i].seq.uncomputed().min(budget);
+            let take = self.running[i].seq.wants().min(budget);
             if take == 0 {
                 continue;
             }
@@ -352,6 +433,9 @@ impl Scheduler {
             }
         }
         self.admit();
+        for e in &mut self.running {
+            e.seq.propose_draft();
+        }
         // Make room: preempt the newest sequences until this step's blocks fit.
         let plan = loop {
             let plan = self.plan();
@@ -385,6 +469,7 @@ impl Scheduler {
             })
             .collect();
         let mut picked = Vec::with_capacity(plan.len());
+        let started = std::time::Instant::now();
         {
             let mut slots: Vec<Option<&mut Entry>> = self.running.iter_mut().map(Some).collect();
             let mut batch: Vec<BatchSeq<'_>> = Vec::with_capacity(plan.len());
@@ -393,12 +478,20 @@ impl Scheduler {
                 let Some(input) = e.seq.next_input(n) else {
                     continue;
                 };
-                picked.push((i, input.tokens.len(), input.wants_logits, input.from_prompt));
+                picked.push(Picked {
+                    index: i,
+                    tokens: input.tokens.len(),
+                    wants_logits: input.wants_logits,
+                    from_prompt: input.from_prompt,
+                    draft: input.draft,
+                });
                 batch.push(BatchSeq {
                     kv: input.kv,
                     tokens: input.tokens,
                     batched_order: input.batched_order,
-                    logits: if input.wants_logits {
+                    logits: if input.draft > 0 {
+                        Logits::All
+                    } else if input.wants_logits {
                         Logits::Last
                     } else {
                         Logits::None
@@ -427,7 +520,7 @@ impl Scheduler {
             }
             if let Err(e) = result {
                 // A failed pass leaves these sequences' caches unknown: fail them.
-                let mut failed: Vec<usize> = picked.iter().map(|p| p.0).collect();
+                let mut failed: Vec<usize> = picked.iter().map(|p| p.index).collect();
                 failed.sort_unstable_by(|a, b| b.cmp(a));
                 for i in failed {
                     let mut entry = self.running.swap_remove(i);
@@ -442,27 +535,44 @@ impl Scheduler {
         let vocab = self.model.config.vocab_size;
         let mut row = 0;
         let mut done: Vec<(usize, Progress)> = Vec::new();
-        for &(i, n, wants_logits, from_prompt) in &picked {
+        for p in &picked {
+            let (i, n) = (p.index, p.tokens);
             let e = &mut self.running[i];
             e.seq.register_prefix(&mut self.kv);
-            if from_prompt {
+            if p.from_prompt {
                 self.stats
                     .prompt_tokens_total
                     .fetch_add(n as u64, Ordering::Relaxed);
             }
             self.waiting.charge(&e.tenant, n as u64);
-            if !wants_logits {
+            if !p.wants_logits {
                 continue;
             }
-            let logits = &self.exec.logits()[row * vocab..(row + 1) * vocab];
-            row += 1;
+            let rows = 1 + p.draft;
+            let logits = &self.exec.logits()[row * vocab..(row + rows) * vocab];
+            row += rows;
             let sink = &mut e.sink;
-            let progress = e
-                .seq
-                .on_logits(&self.model, logits, &mut |ev| sink.token(ev));
+            let (progress, generated) = if p.draft > 0 {
+                e.seq
+                    .on_verified(&self.model, logits, &mut |ev| sink.token(ev))
+            } else {
+                let progress = e
+                    .seq
+                    .on_logits(&self.model, logits, &mut |ev| sink.token(ev));
+                (progress, 1)
+            };
             self.stats
                 .completion_tokens_total
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(generated as u64, Ordering::Relaxed);
+            if p.draft > 0 {
+                let kept = p.draft.min(generated.saturating_sub(1));
+                self.stats
+                    .draft_tokens_total
+                    .fetch_add(p.draft as u64, Ordering::Relaxed);
+                self.stats
+                    .draft_accepted_total
+                    .fetch_add(kept as u64, Ordering::Relaxed);
+            }
             if progress != Progress::Running {
                 done.push((i, progress));
             }
@@ -483,6 +593,8 @@ impl Scheduler {
             }
             ended.push(e);
         }
+        let tokens = picked.iter().map(|p| p.tokens).sum();
+        self.cost.observe(tokens, started.elapsed().as_secs_f64());
         // Counters first, then the sinks go: a client that sees its request end and then
         // reads the metrics finds it counted.
         self.publish();

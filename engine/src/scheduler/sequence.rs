@@ -62,6 +62,13 @@ pub struct Sequence {
     /// The grammar the output must match, and its scratch of masked logits.
     constraint: Option<crate::grammar::Constraint>,
     constrained: Vec<f32>,
+    /// Prompt-lookup speculation ([`crate::scheduler::lookup`]): the most draft tokens a
+    /// step may verify (0: off), the draft length now (it adapts to what is accepted),
+    /// this step's draft, and the tokens the model runs to verify it.
+    lookup_max: usize,
+    lookup_len: usize,
+    draft: Vec<u32>,
+    verify: Vec<u32>,
 }
 
 impl Sequence {
@@ -117,12 +124,40 @@ impl Sequence {
             masked: Vec::new(),
             constraint: request.constraint.clone(),
             constrained: Vec::new(),
+            lookup_max: request.prompt_lookup.min(super::lookup::MAX_DRAFT),
+            lookup_len: request.prompt_lookup.min(super::lookup::MAX_DRAFT),
+            draft: Vec::new(),
+            verify: Vec::new(),
         })
     }
 
     /// History tokens not yet in the cache.
     pub fn uncomputed(&self) -> usize {
         self.history.len() - self.kv.len()
+    }
+
+    /// Tokens the next step would run: what is not yet in the cache, and the draft.
+    pub fn wants(&self) -> usize {
+        self.uncomputed() + self.draft.len()
+    }
+
+    /// Proposes this step's draft by prompt lookup: for a sequence generating without a
+    /// grammar, the tokens that followed the latest earlier occurrence of its last few
+    /// tokens, as many as the adaptive length, the `max_tokens` left after the next token
+    /// and the context allow.
+    pub(crate) fn propose_draft(&mut self) {
+        self.draft.clear();
+        if self.lookup_len == 0
+            || self.uncomputed() != 1
+            || self.output.is_empty()
+            || self.constraint.is_some()
+        {
+            return;
+        }
+        let left = self.max_tokens.saturating_sub(self.output.len() + 1);
+        let room = self.kv.max_len().saturating_sub(self.kv.len() + 1);
+        let n = self.lookup_len.min(left).min(room);
+        super::lookup::draft(&self.history, n, &mut self.draft);
     }
 
     /// Blocks the next `tokens` tokens need beyond those held.
@@ -171,6 +206,23 @@ impl Sequence {
     /// order they take, and whether their last position needs logits. `None` when
     /// nothing is ready.
     pub(crate) fn next_input(&mut self, budget: usize) -> Option<NextInput<'_>> {
+        self.draft.truncate(budget.saturating_sub(1));
+        if !self.draft.is_empty() && self.uncomputed() == 1 {
+            // The last token and the draft, each row in the single-token order a decode
+            // step would use: every row's logits are those decoding would have given.
+            self.verify.clear();
+            self.verify.extend(self.history.last());
+            self.verify.extend_from_slice(&self.draft);
+            return Some(NextInput {
+                tokens: &self.verify,
+                kv: &mut self.kv,
+                batched_order: false,
+                from_prompt: false,
+                wants_logits: true,
+                draft: self.draft.len(),
+            });
+        }
+        self.draft.clear();
         let start = self.kv.len();
         let end = self.history.len().min(start.saturating_add(budget));
         if end <= start {
@@ -186,6 +238,7 @@ impl Sequence {
             batched_order,
             from_prompt: start < prompt_len,
             wants_logits: end == self.history.len(),
+            draft: 0,
         })
     }
 
@@ -296,6 +349,47 @@ impl Sequence {
     }
 }
 
+impl Sequence {
+    /// Takes the logits of a verified draft (`1 + draft` rows, of the last token and of
+    /// each draft token): samples from each row in turn exactly as decoding would, and
+    /// keeps a draft token's cache position while the token sampled before it equals it.
+    /// Returns the progress and the tokens generated (1 to `1 + draft`).
+    pub fn on_verified(
+        &mut self,
+        model: &Model,
+        logits: &[f32],
+        on_token: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
+    ) -> (Progress, usize) {
+        let vocab = model.config.vocab_size;
+        let draft = std::mem::take(&mut self.draft);
+        // The cache holds the last token and every draft token; keep the last token's.
+        self.kv.truncate(self.kv.len().saturating_sub(draft.len()));
+        let mut generated = 0;
+        let mut progress = Progress::Running;
+        for (i, row) in logits.chunks_exact(vocab).take(draft.len() + 1).enumerate() {
+            progress = self.on_logits(model, row, on_token);
+            generated += 1;
+            if progress != Progress::Running {
+                break;
+            }
+            match draft.get(i) {
+                Some(&d) if self.history.last() == Some(&d) => self.kv.advance(1),
+                _ => break,
+            }
+        }
+        // Longer drafts while they are taken whole, shorter when they are not.
+        let accepted = generated - 1;
+        self.lookup_len = if accepted == draft.len() {
+            (self.lookup_len + 2).min(self.lookup_max)
+        } else {
+            self.lookup_len.saturating_sub(1).max(1)
+        };
+        self.draft = draft;
+        self.draft.clear();
+        (progress, generated)
+    }
+}
+
 /// What a sequence runs next.
 #[derive(Debug)]
 pub(crate) struct NextInput<'a> {
@@ -306,4 +400,6 @@ pub(crate) struct NextInput<'a> {
     /// Starts inside the prompt (for the prompt-token counters).
     pub from_prompt: bool,
     pub wants_logits: bool,
+    /// Draft tokens after the first token, each wanting its logits.
+    pub draft: usize,
 }
