@@ -377,7 +377,8 @@ impl Scheduler {
     }
 
     /// This step's inputs as (running index, tokens): decode tokens first, then chunks
-    /// of prompts (and recomputations) in admission order, within the token budget.
+    /// of prompts (and recomputations) in admission order, then draft tokens, within the
+    /// token budget (a draft never takes a decode token's or a prompt's place).
     fn plan(&self) -> Vec<(usize, usize)> {
         let mut budget = self.token_budget();
         let mut order: Vec<usize> = (0..self.running.len()).collect();
@@ -387,7 +388,7 @@ impl Scheduler {
         });
         let mut plan = Vec::with_capacity(order.len());
         for i in order {
-            let take = self.running[i].seq.wants().min(budget);
+            let take = self.running[i].seq.uncomputed().min(budget);
             if take == 0 {
                 continue;
             }
@@ -396,6 +397,12 @@ impl Scheduler {
             if budget == 0 {
                 break;
             }
+        }
+        for (i, take) in &mut plan {
+            let seq = &self.running[*i].seq;
+            let extra = (seq.wants() - seq.uncomputed()).min(budget);
+            *take += extra;
+            budget -= extra;
         }
         plan
     }
