@@ -360,15 +360,11 @@ impl Scheduler {
                 budget *= late.min(20.0).exp2();
             }
         }
-        let decoding = self
-            .running
-            .iter()
-            .filter(|e| e.seq.uncomputed() == 1)
-            .count();
-        let streaming = self
-            .running
-            .iter()
-            .any(|e| e.seq.uncomputed() == 1 && !e.seq.output.is_empty());
+        let (mut decoding, mut streaming) = (0, false);
+        for e in self.running.iter().filter(|e| e.seq.uncomputed() == 1) {
+            decoding += 1;
+            streaming |= !e.seq.output.is_empty();
+        }
         if !streaming {
             return cap;
         }

@@ -347,9 +347,7 @@ impl Sequence {
             None => Progress::Running,
         }
     }
-}
 
-impl Sequence {
     /// Takes the logits of a verified draft (`1 + draft` rows, of the last token and of
     /// each draft token): samples from each row in turn exactly as decoding would, and
     /// keeps a draft token's cache position while the token sampled before it equals it.
