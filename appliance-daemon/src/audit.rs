@@ -154,24 +154,6 @@ fn last_link(f: &mut std::fs::File) -> anyhow::Result<(u64, String, u64)> {
     }
 }
 
-/// Whether the daemon's audit entries are reaching the log.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
-pub struct WriteHealth {
-    /// Every entry so far is in the log.
-    pub ok: bool,
-    /// Entries held in memory because the log could not be written (written, in order,
-    /// as soon as it can be).
-    pub entries_pending: usize,
-    /// Entries lost because more were pending than the daemon holds.
-    pub entries_dropped: u64,
-    /// Appends that failed since the daemon started.
-    pub write_failures_total: u64,
-    /// The last failure, while entries are pending.
-    pub last_error: Option<String>,
-    /// When the first entry still pending failed (milliseconds since the epoch).
-    pub failing_since_ms: Option<u64>,
-}
-
 /// Entries the daemon holds while the log cannot be written.
 const MAX_PENDING: usize = 10_000;
 
@@ -387,6 +369,7 @@ pub fn tail(data_dir: &Path, limit: usize) -> Vec<Value> {
 }
 
 pub use appliance_host::paths::euid;
+pub use oasis_api::WriteHealth;
 
 #[cfg(test)]
 mod tests {

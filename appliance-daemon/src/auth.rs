@@ -27,57 +27,6 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{SCHEMA, Store, hex, random_hex, unix_now};
 
-/// What a principal may do.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Inference only.
-    User,
-    /// The admin API, read-only.
-    Viewer,
-    /// Everything.
-    Admin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "user" => Some(Role::User),
-            "viewer" => Some(Role::Viewer),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Viewer => "viewer",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-/// Limits of one key (absent: none).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Requests per minute.
-    #[serde(default)]
-    pub rpm: Option<u64>,
-    /// Tokens (prompt + completion) per minute.
-    #[serde(default)]
-    pub tpm: Option<u64>,
-    /// Tokens per UTC day.
-    #[serde(default)]
-    pub tokens_per_day: Option<u64>,
-    /// Tokens per UTC month.
-    #[serde(default)]
-    pub tokens_per_month: Option<u64>,
-}
-
 /// A key as stored (never the token itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyRecord {
@@ -650,6 +599,7 @@ pub fn admin_token_path(data_dir: &Path) -> PathBuf {
 
 /// Days since the epoch to a civil (year, month, day), UTC.
 pub use appliance_host::civil;
+pub use oasis_api::{Limits, Role};
 
 /// `YYYY-MM-DD` of a Unix time, UTC.
 pub fn day_of(unix_s: u64) -> String {

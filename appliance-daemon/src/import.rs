@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::store::{ModelRecord, SCHEMA, hex, unix_now};
+pub use oasis_api::JobPhase as Phase;
 
 /// The manifest's file name, next to the model's files.
 pub const MANIFEST: &str = "oasis-model.json";
@@ -56,37 +57,6 @@ pub struct ManifestFile {
     pub size_bytes: u64,
     /// Lower-case hex SHA-256.
     pub sha256: String,
-}
-
-/// Where an import stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[repr(u8)]
-pub enum Phase {
-    Queued = 0,
-    Copying = 1,
-    Verifying = 2,
-    Ready = 3,
-    Failed = 4,
-    Cancelled = 5,
-}
-
-impl Phase {
-    fn from_u8(v: u8) -> Phase {
-        match v {
-            1 => Phase::Copying,
-            2 => Phase::Verifying,
-            3 => Phase::Ready,
-            4 => Phase::Failed,
-            5 => Phase::Cancelled,
-            _ => Phase::Queued,
-        }
-    }
-
-    /// Ready, failed or cancelled: nothing more will happen.
-    pub fn is_final(self) -> bool {
-        matches!(self, Phase::Ready | Phase::Failed | Phase::Cancelled)
-    }
 }
 
 /// Shared between an import's thread and whoever watches it.

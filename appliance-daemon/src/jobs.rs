@@ -16,37 +16,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
 use crate::import::{self, Cancelled, ImportSpec, Phase, Progress, StoreDir};
 use crate::store::{Store, random_hex, unix_now};
-
-/// What the API and the CLI see of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct JobView {
-    pub id: String,
-    /// `import`.
-    pub kind: String,
-    /// `queued`, `copying`, `verifying`, `ready`, `failed` or `cancelled`.
-    #[schema(value_type = String)]
-    pub state: Phase,
-    /// The file, folder or bundle imported.
-    pub source: String,
-    /// The catalog id the model gets.
-    pub model: String,
-    pub in_place: bool,
-    /// Bytes read and to read in the current state (copying, or hashing in place).
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    /// Bytes per second in the current state.
-    pub rate_bytes_per_s: f64,
-    /// Seconds left at that rate.
-    pub eta_s: Option<f64>,
-    /// Why it failed.
-    pub error: Option<String>,
-    pub created_at: u64,
-    pub finished_at: Option<u64>,
-}
+pub use oasis_api::JobView;
 
 #[derive(Debug)]
 struct Entry {

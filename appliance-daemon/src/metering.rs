@@ -9,37 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::store::Store;
-
-/// One row: a day, a key and a model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Counts {
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// Requests that ended in an error or a disconnect.
-    pub failed: u64,
-    /// Sum of end-to-end latencies, milliseconds.
-    pub latency_ms: u64,
-}
-
-impl Counts {
-    /// The sum of two rows.
-    pub fn plus(mut self, o: &Counts) -> Counts {
-        self.requests += o.requests;
-        self.prompt_tokens += o.prompt_tokens;
-        self.completion_tokens += o.completion_tokens;
-        self.failed += o.failed;
-        self.latency_ms += o.latency_ms;
-        self
-    }
-
-    pub fn tokens(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
-    }
-}
+pub use oasis_api::Counts;
 
 /// What one request used.
 #[derive(Debug, Clone)]

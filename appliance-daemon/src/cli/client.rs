@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 
 use crate::config::{FileConfig, Overrides, ServeConfig};
@@ -120,14 +122,36 @@ impl DaemonArgs {
         self.send("GET", path, None)
     }
 
+    /// GETs `path` and reads the answer as the shared API type `T` (`oasis_api`); the
+    /// document itself comes back too, for `--json`.
+    pub fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<(T, Value)> {
+        let doc = self.get(path)?;
+        Ok((read_as(&doc, path)?, doc))
+    }
+
+    /// Sends `body` (a shared API request type) and reads the answer as `T`, like
+    /// [`DaemonArgs::get_as`].
+    pub fn send_as<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<(T, Value)> {
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .context("cannot write the request")?;
+        let doc = self.send(method, path, body.as_ref())?;
+        Ok((read_as(&doc, path)?, doc))
+    }
+
     /// Sends `method path` with an optional JSON body and parses the JSON answer; a non-2xx
     /// answer is an error carrying the daemon's message. Waits up to ten minutes (a
     /// deployment answers once its model is loaded).
     pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let (status, value) = self.call(method, path, body)?;
         if !(200..300).contains(&status) {
-            let msg = value["error"]["message"].as_str().unwrap_or("no message");
-            bail!("{msg} (HTTP {status})");
+            bail!("{} (HTTP {status})", error_message(&value));
         }
         Ok(value)
     }
@@ -183,8 +207,7 @@ impl DaemonArgs {
             .with_context(|| format!("cannot send {} to the daemon at {base}", file.display()))?;
         let (status, value) = read_json(&mut resp, &url)?;
         if !(200..300).contains(&status) {
-            let msg = value["error"]["message"].as_str().unwrap_or("no message");
-            bail!("{msg} (HTTP {status})");
+            bail!("{} (HTTP {status})", error_message(&value));
         }
         Ok(value)
     }
@@ -205,8 +228,7 @@ impl DaemonArgs {
         if !resp.status().is_success() {
             let text = resp.body_mut().read_to_string().unwrap_or_default();
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let msg = v["error"]["message"].as_str().unwrap_or("no message");
-            bail!("{msg} (HTTP {})", resp.status());
+            bail!("{} (HTTP {})", error_message(&v), resp.status());
         }
         let reader = std::io::BufReader::new(resp.body_mut().as_reader());
         for line in reader.lines() {
@@ -224,6 +246,25 @@ impl DaemonArgs {
 }
 
 /// An answer's status and JSON body.
+/// The message of the daemon's error answer.
+fn error_message(body: &Value) -> String {
+    oasis_api::ErrorBody::deserialize(body)
+        .map_or_else(|_| "no message".into(), |b| b.error.message)
+}
+
+/// Reads a daemon's answer as `T`; a daemon that answers otherwise (another version,
+/// or not a daemon) is an error naming the route and the field.
+fn read_as<T: DeserializeOwned>(doc: &Value, path: &str) -> Result<T> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        anyhow::anyhow!(
+            "the daemon's answer to {path} is not what this oasis reads at `{}`: {} \
+             (is the daemon another version?)",
+            e.path(),
+            e.inner()
+        )
+    })
+}
+
 fn read_json(resp: &mut ureq::http::Response<ureq::Body>, url: &str) -> Result<(u16, Value)> {
     let status = resp.status().as_u16();
     let text = resp

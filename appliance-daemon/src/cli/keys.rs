@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use oasis_api::{CreateKey, KeyList, KeyView, UsageReport};
 
 use super::client::DaemonArgs;
 
@@ -115,81 +115,66 @@ fn end_of_day(date: &str) -> Result<u64> {
 pub fn key(cmd: &KeyCommand) -> Result<()> {
     match cmd {
         KeyCommand::Create(a) => {
-            let mut body = json!({"name": a.name, "role": a.role});
-            if let Some(o) = &a.owner {
-                body["owner"] = json!(o);
-            }
-            if !a.models.is_empty() {
-                body["models"] = json!(a.models);
-            }
-            for (k, v) in [
-                ("rpm", a.rpm),
-                ("tpm", a.tpm),
-                ("tokens_per_day", a.tokens_per_day),
-                ("tokens_per_month", a.tokens_per_month),
-            ] {
-                if let Some(v) = v {
-                    body[k] = json!(v);
-                }
-            }
-            if let Some(e) = &a.expires {
-                body["expires_at"] = json!(end_of_day(e)?);
-            }
-            let doc = a.daemon.send("POST", "/admin/v1/keys", Some(&body))?;
+            let expires_at = a.expires.as_deref().map(end_of_day).transpose()?;
+            let body = CreateKey {
+                name: a.name.clone(),
+                owner: a.owner.clone(),
+                role: Some(a.role.clone()),
+                models: (!a.models.is_empty()).then(|| a.models.clone()),
+                rpm: a.rpm,
+                tpm: a.tpm,
+                tokens_per_day: a.tokens_per_day,
+                tokens_per_month: a.tokens_per_month,
+                expires_at,
+            };
+            let (k, doc): (KeyView, _) = a.daemon.send_as("POST", "/admin/v1/keys", Some(&body))?;
             if a.daemon.json {
                 println!("{doc}");
             } else {
-                println!("{}", doc["key"].as_str().unwrap_or("?"));
+                println!("{}", k.key.as_deref().unwrap_or("?"));
                 eprintln!(
                     "key {} (`{}`, role {}): shown once, keep it now",
-                    doc["id"].as_str().unwrap_or("?"),
+                    k.id,
                     a.name,
-                    doc["role"].as_str().unwrap_or("?")
+                    k.role.name()
                 );
             }
             Ok(())
         }
         KeyCommand::List(a) => {
-            let doc = a.daemon.get("/admin/v1/keys")?;
+            let (list, doc): (KeyList, _) = a.daemon.get_as("/admin/v1/keys")?;
             if a.daemon.json {
                 println!("{doc}");
                 return Ok(());
             }
             println!("ID            PREFIX          ROLE    STATE    NAME");
-            for k in doc["data"].as_array().into_iter().flatten() {
-                let state = if !k["revoked_at"].is_null() {
+            let now = crate::store::unix_now();
+            for k in &list.data {
+                let state = if k.revoked_at.is_some() {
                     "revoked"
-                } else if k["expires_at"]
-                    .as_u64()
-                    .is_some_and(|t| t <= crate::store::unix_now())
-                {
+                } else if k.expires_at.is_some_and(|t| t <= now) {
                     "expired"
                 } else {
                     "active"
                 };
                 println!(
                     "{:<13} {:<15} {:<7} {:<8} {}",
-                    k["id"].as_str().unwrap_or("?"),
-                    k["prefix"].as_str().unwrap_or("?"),
-                    k["role"].as_str().unwrap_or("?"),
+                    k.id,
+                    k.prefix,
+                    k.role.name(),
                     state,
-                    k["name"].as_str().unwrap_or("?")
+                    k.name
                 );
             }
             Ok(())
         }
         KeyCommand::Revoke(a) => {
-            let doc = a
-                .daemon
-                .send("DELETE", &format!("/admin/v1/keys/{}", a.id), None)?;
+            let path = format!("/admin/v1/keys/{}", a.id);
+            let (k, doc): (KeyView, _) = a.daemon.send_as("DELETE", &path, None::<&()>)?;
             if a.daemon.json {
                 println!("{doc}");
             } else {
-                println!(
-                    "revoked {} (`{}`)",
-                    a.id,
-                    doc["name"].as_str().unwrap_or("?")
-                );
+                println!("revoked {} (`{}`)", a.id, k.name);
             }
             Ok(())
         }
@@ -222,57 +207,45 @@ pub fn usage(a: &UsageArgs) -> Result<()> {
     if let Some(t) = &a.to {
         q.push_str(&format!("&to={t}"));
     }
-    let doc = a.daemon.get(&q)?;
+    let (report, doc): (UsageReport, _) = a.daemon.get_as(&q)?;
     if a.daemon.json {
         println!("{doc}");
         return Ok(());
     }
-    let rows = doc["data"].as_array().cloned().unwrap_or_default();
-    let n = |r: &Value, k: &str| r[k].as_u64().unwrap_or(0);
+    let by = report.group_by.name();
     if a.csv {
-        println!(
-            "{},name,requests,prompt_tokens,completion_tokens,total_tokens,failed",
-            a.group_by
-        );
-        for r in &rows {
+        println!("{by},name,requests,prompt_tokens,completion_tokens,total_tokens,failed");
+        for r in &report.data {
             println!(
                 "{},\"{}\",{},{},{},{},{}",
-                r["group"].as_str().unwrap_or(""),
-                r["name"].as_str().unwrap_or("").replace('"', "\"\""),
-                n(r, "requests"),
-                n(r, "prompt_tokens"),
-                n(r, "completion_tokens"),
-                n(r, "total_tokens"),
-                n(r, "failed")
+                r.group,
+                r.name.as_deref().unwrap_or("").replace('"', "\"\""),
+                r.counts.requests,
+                r.counts.prompt_tokens,
+                r.counts.completion_tokens,
+                r.total_tokens,
+                r.counts.failed
             );
         }
         return Ok(());
     }
-    println!(
-        "usage {} .. {} by {}",
-        doc["from"].as_str().unwrap_or("?"),
-        doc["to"].as_str().unwrap_or("?"),
-        a.group_by
-    );
+    println!("usage {} .. {} by {by}", report.from, report.to);
     println!(
         "{:<24} {:>9} {:>12} {:>12} {:>12}",
-        a.group_by.to_uppercase(),
+        by.to_uppercase(),
         "REQUESTS",
         "PROMPT",
         "COMPLETION",
         "TOTAL"
     );
-    for r in &rows {
-        let label = match r["name"].as_str() {
-            Some(name) => format!("{} ({name})", r["group"].as_str().unwrap_or("?")),
-            None => r["group"].as_str().unwrap_or("?").to_string(),
+    for r in &report.data {
+        let label = match &r.name {
+            Some(name) => format!("{} ({name})", r.group),
+            None => r.group.clone(),
         };
         println!(
             "{label:<24} {:>9} {:>12} {:>12} {:>12}",
-            n(r, "requests"),
-            n(r, "prompt_tokens"),
-            n(r, "completion_tokens"),
-            n(r, "total_tokens")
+            r.counts.requests, r.counts.prompt_tokens, r.counts.completion_tokens, r.total_tokens
         );
     }
     Ok(())

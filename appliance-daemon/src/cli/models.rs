@@ -6,7 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use oasis_api::{
+    CatalogModel, ChangeDeployment, CreateDeployment, Deleted, DeploymentView, ImportRequest,
+    JobList, JobPhase, JobView, Undeployed,
+};
+use serde_json::Value;
 
 use super::client::DaemonArgs;
 
@@ -94,19 +98,18 @@ pub struct JobArgs {
 pub fn import(args: &ImportArgs) -> Result<()> {
     let path = std::path::absolute(&args.path)
         .with_context(|| format!("cannot resolve {}", args.path.display()))?;
-    let job = args.daemon.send(
-        "POST",
-        "/admin/v1/models/import",
-        Some(&json!({
-            "path": path.display().to_string(),
-            "name": args.name,
-            "in_place": args.in_place,
-        })),
-    )?;
-    let id = job["id"].as_str().unwrap_or_default().to_string();
+    let body = ImportRequest {
+        path: path.display().to_string(),
+        name: args.name.clone(),
+        in_place: args.in_place,
+    };
+    let (job, doc): (JobView, _) =
+        args.daemon
+            .send_as("POST", "/admin/v1/models/import", Some(&body))?;
+    let id = job.id;
     if args.detach {
         if args.daemon.json {
-            println!("{job}");
+            println!("{doc}");
         } else {
             println!("{id}");
         }
@@ -115,7 +118,7 @@ pub fn import(args: &ImportArgs) -> Result<()> {
     eprintln!(
         "importing {} as `{}` (job {id}; `oasis job cancel {id}` stops it)",
         path.display(),
-        job["model"].as_str().unwrap_or("?")
+        job.model
     );
     finish(&args.daemon, &id)
 }
@@ -123,100 +126,114 @@ pub fn import(args: &ImportArgs) -> Result<()> {
 /// Follows job `id` to its end with a progress bar on stderr; an error unless it ended
 /// ready.
 fn finish(daemon: &DaemonArgs, id: &str) -> Result<()> {
-    let last = follow(daemon, id)?;
+    let (last, doc) = follow(daemon, id)?;
     if daemon.json {
-        println!("{last}");
+        println!("{doc}");
     }
-    match last["state"].as_str() {
-        Some("ready") => {
-            let model = last["model"].as_str().unwrap_or("?");
+    match last.state {
+        JobPhase::Ready => {
+            let model = &last.model;
             if !daemon.json {
-                let m = daemon.get(&format!("/admin/v1/models/{model}"))?;
+                let (m, _): (CatalogModel, _) =
+                    daemon.get_as(&format!("/admin/v1/models/{model}"))?;
                 println!(
                     "imported `{model}`: {} {}, {:.1} MB, {}",
-                    m["format"].as_str().unwrap_or("?"),
-                    m["architecture"].as_str().unwrap_or("?"),
-                    m["size_bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
-                    m["digest"].as_str().unwrap_or("?"),
+                    m.format,
+                    m.architecture,
+                    m.size_bytes as f64 / 1e6,
+                    m.digest,
                 );
             }
             Ok(())
         }
-        Some("cancelled") => bail!("import {id} was cancelled"),
+        JobPhase::Cancelled => bail!("import {id} was cancelled"),
         _ => bail!(
             "import {id} failed: {}",
-            last["error"].as_str().unwrap_or("no reason given")
+            last.error.as_deref().unwrap_or("no reason given")
         ),
     }
 }
 
-/// Shows a job's progress until it ends; returns its last view.
-fn follow(daemon: &DaemonArgs, id: &str) -> Result<Value> {
+/// Shows a job's progress until it ends; returns its last view (and its document).
+fn follow(daemon: &DaemonArgs, id: &str) -> Result<(JobView, Value)> {
     let tty = std::io::stderr().is_terminal();
     let mut bar = Bar::default();
-    let mut last = Value::Null;
-    daemon.events(&format!("/admin/v1/jobs/{id}/events"), |v| {
-        bar.show(&v, tty);
-        let done = matches!(v["state"].as_str(), Some("ready" | "failed" | "cancelled"));
-        last = v;
-        !done
+    let mut last = None;
+    let mut unreadable = None;
+    let path = format!("/admin/v1/jobs/{id}/events");
+    daemon.events(&path, |v| {
+        match serde_json::from_value::<JobView>(v.clone()) {
+            Ok(job) => {
+                bar.show(&job, tty);
+                let done = job.state.is_final();
+                last = Some((job, v));
+                !done
+            }
+            Err(e) => {
+                unreadable = Some(e);
+                false
+            }
+        }
     })?;
     if tty {
         eprintln!();
     }
-    if last.is_null() {
-        bail!("the daemon closed the progress stream of job {id}");
+    if let Some(e) = unreadable {
+        bail!("the daemon's progress of job {id} is not what this oasis reads: {e}");
     }
-    Ok(last)
+    last.with_context(|| format!("the daemon closed the progress stream of job {id}"))
 }
 
 /// A progress line: redrawn in place on a terminal, one line per state and per tenth
 /// otherwise (logs, tests).
 #[derive(Debug, Default)]
 struct Bar {
-    state: String,
+    state: Option<JobPhase>,
     tenth: u64,
 }
 
 impl Bar {
-    fn show(&mut self, v: &Value, tty: bool) {
-        let state = v["state"].as_str().unwrap_or("?").to_string();
-        let done = v["bytes_done"].as_u64().unwrap_or(0);
-        let total = v["bytes_total"].as_u64().unwrap_or(0);
+    fn show(&mut self, v: &JobView, tty: bool) {
+        let state = v.state;
+        let (done, total) = (v.bytes_done, v.bytes_total);
         let pct = (done.min(total) * 100).checked_div(total).unwrap_or(0);
         let line = render_progress(v);
         let mut err = std::io::stderr().lock();
         if tty {
             let _ = write!(err, "\r\x1b[2K{line}");
             let _ = err.flush();
-        } else if state != self.state || pct / 10 > self.tenth {
+        } else if Some(state) != self.state || pct / 10 > self.tenth {
             let _ = writeln!(err, "{line}");
         }
-        if state != self.state {
+        if Some(state) != self.state {
             self.tenth = 0;
         }
         self.tenth = self.tenth.max(pct / 10);
-        self.state = state;
+        self.state = Some(state);
     }
 }
 
 /// `copying    [########............]  40%   1.2/3.0 GB  110.0 MB/s  ETA 16s`
-pub fn render_progress(v: &Value) -> String {
-    let state = v["state"].as_str().unwrap_or("?");
-    let done = v["bytes_done"].as_u64().unwrap_or(0);
-    let total = v["bytes_total"].as_u64().unwrap_or(0);
-    if total == 0 || matches!(state, "queued" | "failed" | "cancelled") {
+pub fn render_progress(v: &JobView) -> String {
+    let state = v.state.name();
+    let (done, total) = (v.bytes_done, v.bytes_total);
+    if total == 0
+        || matches!(
+            v.state,
+            JobPhase::Queued | JobPhase::Failed | JobPhase::Cancelled
+        )
+    {
         return state.to_string();
     }
-    if state == "ready" {
+    if v.state == JobPhase::Ready {
         return format!("ready     [{}] 100%  {}", "#".repeat(20), human(total));
     }
     let frac = (done.min(total) as f64 / total as f64).clamp(0.0, 1.0);
     let width = 20;
     let filled = (frac * width as f64).round() as usize;
-    let rate = v["rate_bytes_per_s"].as_f64().unwrap_or(0.0);
-    let eta = v["eta_s"]
-        .as_f64()
+    let rate = v.rate_bytes_per_s;
+    let eta = v
+        .eta_s
         .map_or_else(String::new, |s| format!("  ETA {}s", s.ceil() as u64));
     format!(
         "{state:<9} [{}{}] {:>3}%  {}/{}  {}/s{eta}",
@@ -242,17 +259,12 @@ fn human(b: u64) -> String {
 }
 
 pub fn rm(args: &RmArgs) -> Result<()> {
-    let doc = args
-        .daemon
-        .send("DELETE", &format!("/admin/v1/models/{}", args.id), None)?;
+    let path = format!("/admin/v1/models/{}", args.id);
+    let (d, doc): (Deleted, _) = args.daemon.send_as("DELETE", &path, None::<&()>)?;
     if args.daemon.json {
         println!("{doc}");
     } else {
-        println!(
-            "deleted `{}` (freed {})",
-            args.id,
-            human(doc["freed_bytes"].as_u64().unwrap_or(0))
-        );
+        println!("deleted `{}` (freed {})", args.id, human(d.freed_bytes));
     }
     Ok(())
 }
@@ -262,42 +274,42 @@ pub fn deploy(args: &DeployArgs) -> Result<()> {
     let (status, existing) =
         args.daemon
             .call("GET", &format!("/admin/v1/deployments/{name}"), None)?;
-    let mut body = json!({ "model": args.model });
-    if !args.aliases.is_empty() {
-        body["aliases"] = json!(args.aliases);
-    }
-    for (key, v) in [
-        ("ranks", args.ranks),
-        ("context_length", args.context),
-        ("max_sequences", args.max_sequences),
-        ("prompt_lookup", args.prompt_lookup),
-    ] {
-        if let Some(v) = v {
-            body[key] = json!(v);
-        }
-    }
-    let doc = if status == 200 {
-        args.daemon.send(
-            "PATCH",
-            &format!("/admin/v1/deployments/{name}"),
-            Some(&body),
-        )?
+    let aliases = (!args.aliases.is_empty()).then(|| args.aliases.clone());
+    let path = format!("/admin/v1/deployments/{name}");
+    let (d, doc): (DeploymentView, _) = if status == 200 {
+        let body = ChangeDeployment {
+            model: Some(args.model.clone()),
+            aliases,
+            ranks: args.ranks,
+            context_length: args.context,
+            max_sequences: args.max_sequences,
+            prompt_lookup: args.prompt_lookup,
+        };
+        args.daemon.send_as("PATCH", &path, Some(&body))?
     } else {
-        body["name"] = json!(name);
+        let body = CreateDeployment {
+            model: args.model.clone(),
+            name: Some(name.clone()),
+            aliases: aliases.unwrap_or_default(),
+            ranks: args.ranks,
+            context_length: args.context,
+            max_sequences: args.max_sequences,
+            prompt_lookup: args.prompt_lookup,
+        };
         args.daemon
-            .send("POST", "/admin/v1/deployments", Some(&body))?
+            .send_as("POST", "/admin/v1/deployments", Some(&body))?
     };
     if args.daemon.json {
         println!("{doc}");
         return Ok(());
     }
-    let ctx = doc["engine"]["context_length"].as_u64().unwrap_or(0);
+    let ctx = d.engine.as_ref().map_or(0, |e| e.context_length);
     if status == 200 {
         println!(
             "`{name}` now serves `{}` (was `{}`; generation {}, context {ctx})",
             args.model,
             existing["model"].as_str().unwrap_or("?"),
-            doc["generation"]
+            d.generation
         );
     } else {
         println!("`{name}` serves `{}` (context {ctx})", args.model);
@@ -306,18 +318,14 @@ pub fn deploy(args: &DeployArgs) -> Result<()> {
 }
 
 pub fn undeploy(args: &UndeployArgs) -> Result<()> {
-    let doc = args.daemon.send(
-        "DELETE",
-        &format!("/admin/v1/deployments/{}", args.name),
-        None,
-    )?;
+    let path = format!("/admin/v1/deployments/{}", args.name);
+    let (u, doc): (Undeployed, _) = args.daemon.send_as("DELETE", &path, None::<&()>)?;
     if args.daemon.json {
         println!("{doc}");
     } else {
         println!(
             "`{}` is no longer served (the model `{}` stays in the catalog)",
-            args.name,
-            doc["model"].as_str().unwrap_or("?")
+            args.name, u.model
         );
     }
     Ok(())
@@ -326,20 +334,20 @@ pub fn undeploy(args: &UndeployArgs) -> Result<()> {
 pub fn job(cmd: &JobCommand) -> Result<()> {
     match cmd {
         JobCommand::List(args) => {
-            let doc = args.daemon.get("/admin/v1/jobs")?;
+            let (list, doc): (JobList, _) = args.daemon.get_as("/admin/v1/jobs")?;
             if args.daemon.json {
                 println!("{doc}");
                 return Ok(());
             }
-            for j in doc["data"].as_array().into_iter().flatten() {
+            for j in &list.data {
                 println!(
                     "{}  {:<9}  {}  {}{}",
-                    j["id"].as_str().unwrap_or("?"),
-                    j["state"].as_str().unwrap_or("?"),
-                    j["model"].as_str().unwrap_or("?"),
-                    j["source"].as_str().unwrap_or("?"),
-                    j["error"]
-                        .as_str()
+                    j.id,
+                    j.state.name(),
+                    j.model,
+                    j.source,
+                    j.error
+                        .as_deref()
                         .map_or_else(String::new, |e| format!("  ({e})")),
                 );
             }
@@ -349,12 +357,12 @@ pub fn job(cmd: &JobCommand) -> Result<()> {
             if a.follow {
                 return finish(&a.daemon, &a.id);
             }
-            let doc = a.daemon.get(&format!("/admin/v1/jobs/{}", a.id))?;
+            let (job, doc): (JobView, _) = a.daemon.get_as(&format!("/admin/v1/jobs/{}", a.id))?;
             if a.daemon.json {
                 println!("{doc}");
             } else {
-                println!("{}  {}", a.id, render_progress(&doc));
-                if let Some(e) = doc["error"].as_str() {
+                println!("{}  {}", a.id, render_progress(&job));
+                if let Some(e) = &job.error {
                     println!("error: {e}");
                 }
             }
@@ -380,12 +388,25 @@ mod tests {
 
     #[test]
     fn the_progress_line_reads_well() {
-        let v = json!({"state": "copying", "bytes_done": 1_200_000_000u64,
-            "bytes_total": 3_000_000_000u64, "rate_bytes_per_s": 110e6, "eta_s": 16.4});
+        let job = |state: JobPhase| JobView {
+            id: "job-1".into(),
+            kind: "import".into(),
+            state,
+            source: "/m.gguf".into(),
+            model: "m".into(),
+            in_place: false,
+            bytes_done: 1_200_000_000,
+            bytes_total: 3_000_000_000,
+            rate_bytes_per_s: 110e6,
+            eta_s: Some(16.4),
+            error: None,
+            created_at: 0,
+            finished_at: None,
+        };
         assert_eq!(
-            render_progress(&v),
+            render_progress(&job(JobPhase::Copying)),
             "copying   [########............]  40%  1.20 GB/3.00 GB  110.0 MB/s  ETA 17s"
         );
-        assert_eq!(render_progress(&json!({"state": "queued"})), "queued");
+        assert_eq!(render_progress(&job(JobPhase::Queued)), "queued");
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use oasis_api::{CatalogList, StatusReport, StorageReport};
 use serde_json::Value;
 
 use super::client::DaemonArgs;
@@ -43,7 +44,7 @@ pub enum ModelCommand {
 }
 
 pub fn status(args: &StatusArgs) -> Result<()> {
-    let doc = args.daemon.get("/admin/v1/status")?;
+    let (report, doc): (StatusReport, _) = args.daemon.get_as("/admin/v1/status")?;
     let system = args.daemon.get("/admin/v1/system")?;
     let alerts = args.daemon.get("/admin/v1/alerts")?;
     let profile = args.daemon.get("/admin/v1/profile")?;
@@ -57,7 +58,7 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         println!("{all}");
         return Ok(());
     }
-    print!("{}", render_status(&args.daemon.base_url()?, &doc));
+    print!("{}", render_status(&args.daemon.base_url()?, &report));
     print!("{}", render_profile(&profile));
     print!("{}", render_health(&system, &alerts));
     Ok(())
@@ -185,11 +186,11 @@ fn render_health(system: &Value, alerts: &Value) -> String {
 pub fn model(cmd: &ModelCommand) -> Result<()> {
     match cmd {
         ModelCommand::List(args) => {
-            let doc = args.daemon.get("/admin/v1/models")?;
+            let (list, doc): (CatalogList, _) = args.daemon.get_as("/admin/v1/models")?;
             if args.daemon.json {
                 println!("{doc}");
             } else {
-                print!("{}", render_models(&doc));
+                print!("{}", render_models(&list));
             }
             Ok(())
         }
@@ -220,11 +221,11 @@ pub fn model(cmd: &ModelCommand) -> Result<()> {
             Ok(())
         }
         ModelCommand::Storage(args) => {
-            let doc = args.daemon.get("/admin/v1/storage")?;
+            let (report, doc): (StorageReport, _) = args.daemon.get_as("/admin/v1/storage")?;
             if args.daemon.json {
                 println!("{doc}");
             } else {
-                print!("{}", render_storage(&doc));
+                print!("{}", render_storage(&report));
             }
             Ok(())
         }
@@ -262,47 +263,41 @@ fn duration(secs: u64) -> String {
     }
 }
 
-fn render_status(url: &str, doc: &Value) -> String {
+fn render_status(url: &str, doc: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "oasis {} at {url}: {}, up {} (start #{})",
-        s(&doc["version"]),
-        s(&doc["state"]),
-        duration(n(&doc["uptime_s"])),
-        n(&doc["starts"]),
+        doc.version,
+        doc.state,
+        duration(doc.uptime_s),
+        doc.starts,
     );
-    let _ = writeln!(out, "data dir: {}", s(&doc["data_dir"]));
-    let models = doc["models"].as_array().cloned().unwrap_or_default();
-    if models.is_empty() {
+    let _ = writeln!(out, "data dir: {}", doc.data_dir);
+    if doc.models.is_empty() {
         let _ = writeln!(out, "models: none (start the daemon with --model PATH)");
     } else {
         let _ = writeln!(out, "models:");
     }
-    for m in &models {
-        if m["state"] == "ready" {
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    for m in &doc.models {
+        if m.state == "ready" {
             let _ = writeln!(
                 out,
                 "  {}  ready  {}  {}  {} params  ctx {}  waiting {}  running {}  requests {}  tokens in/out {}/{}",
-                s(&m["id"]),
-                s(&m["device_detail"]),
-                s(&m["architecture"]),
-                count(n(&m["parameters"])),
-                n(&m["context_length"]),
-                n(&m["waiting"]),
-                n(&m["running"]),
-                n(&m["requests_total"]),
-                n(&m["prompt_tokens_total"]),
-                n(&m["completion_tokens_total"]),
+                m.id,
+                or_dash(&m.device_detail),
+                or_dash(&m.architecture),
+                count(m.parameters.unwrap_or(0)),
+                m.context_length.unwrap_or(0),
+                m.waiting,
+                m.running,
+                m.requests_total,
+                m.prompt_tokens_total,
+                m.completion_tokens_total,
             );
         } else {
-            let _ = writeln!(
-                out,
-                "  {}  {}  {}",
-                s(&m["id"]),
-                s(&m["state"]),
-                s(&m["error"])
-            );
+            let _ = writeln!(out, "  {}  {}  {}", m.id, m.state, or_dash(&m.error));
         }
     }
     out
@@ -346,40 +341,35 @@ fn render_model(m: &Value, fit: &Value) -> String {
 }
 
 /// Disk use.
-fn render_storage(doc: &Value) -> String {
+fn render_storage(doc: &StorageReport) -> String {
     let mut out = String::new();
-    let gb = |v: &Value| n(v) as f64 / 1e9;
-    let _ = writeln!(out, "data dir: {}", s(&doc["data_dir"]));
-    if doc["volume"].is_object() {
-        let v = &doc["volume"];
+    let gb = |v: u64| v as f64 / 1e9;
+    let _ = writeln!(out, "data dir: {}", doc.data_dir);
+    if let Some(v) = &doc.volume {
         let _ = writeln!(
             out,
             "volume {}: {:.1} GB free of {:.1} GB",
-            s(&v["mount_point"]),
-            gb(&v["free_bytes"]),
-            gb(&v["total_bytes"])
+            v.mount_point,
+            gb(v.free_bytes),
+            gb(v.total_bytes)
         );
     }
     let _ = writeln!(
         out,
         "models: {:.2} GB in the store, {:.2} GB used in place; state {:.2} MB",
-        gb(&doc["models_in_store_bytes"]),
-        gb(&doc["models_in_place_bytes"]),
-        n(&doc["state_bytes"]) as f64 / 1e6
+        gb(doc.models_in_store_bytes),
+        gb(doc.models_in_place_bytes),
+        doc.state_bytes as f64 / 1e6
     );
-    for m in doc["models"].as_array().into_iter().flatten() {
+    for m in &doc.models {
         let _ = writeln!(
             out,
             "  {}  {:.1} MB  {}{}  {}",
-            s(&m["id"]),
-            n(&m["bytes"]) as f64 / 1e6,
-            if m["in_store"] == true {
-                "in store"
-            } else {
-                "in place"
-            },
-            if m["served"] == true { ", served" } else { "" },
-            s(&m["path"])
+            m.id,
+            m.bytes as f64 / 1e6,
+            if m.in_store { "in store" } else { "in place" },
+            if m.served { ", served" } else { "" },
+            m.path
         );
     }
     out
@@ -391,32 +381,37 @@ fn deployed(v: &Value) -> String {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
+    deployed_names(&names)
+}
+
+fn deployed_names(names: &[impl AsRef<str>]) -> String {
     if names.is_empty() {
         "-".into()
     } else {
-        names.join(", ")
+        names
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
-fn render_models(doc: &Value) -> String {
-    let rows: Vec<[String; 7]> = doc["data"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|m| {
-                    [
-                        s(&m["id"]),
-                        s(&m["architecture"]),
-                        count(n(&m["parameters"])),
-                        n(&m["context_length"]).to_string(),
-                        format!("{:.1} MB", n(&m["size_bytes"]) as f64 / 1e6),
-                        s(&m["digest"]).chars().take(19).collect(),
-                        deployed(&m["deployed_as"]),
-                    ]
-                })
-                .collect()
+fn render_models(list: &CatalogList) -> String {
+    let rows: Vec<[String; 7]> = list
+        .data
+        .iter()
+        .map(|m| {
+            [
+                m.id.clone(),
+                m.architecture.clone(),
+                count(m.parameters),
+                m.context_length.to_string(),
+                format!("{:.1} MB", m.size_bytes as f64 / 1e6),
+                m.digest.chars().take(19).collect(),
+                deployed_names(&m.deployed_as),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     if rows.is_empty() {
         return "no models in the catalog (import one with `oasis model import PATH`)\n".into();
     }
@@ -454,12 +449,25 @@ mod tests {
 
     #[test]
     fn model_table_lines_up() {
-        let doc = serde_json::json!({"object": "list", "data": [{
-            "id": "SmolLM2", "architecture": "llama", "parameters": 134_515_008u64,
-            "context_length": 8192, "size_bytes": 98_362_432u64,
-            "digest": "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            "deployed_as": ["chat"]}]});
-        let text = render_models(&doc);
+        let list = CatalogList {
+            data: vec![oasis_api::CatalogModel {
+                id: "SmolLM2".into(),
+                name: "SmolLM2 135M Instruct".into(),
+                format: "gguf".into(),
+                architecture: "llama".into(),
+                parameters: 134_515_008,
+                context_length: 8192,
+                digest: "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+                    .into(),
+                size_bytes: 98_362_432,
+                path: "/models/SmolLM2.gguf".into(),
+                in_store: true,
+                license: None,
+                added_at: 0,
+                deployed_as: vec!["chat".into()],
+            }],
+        };
+        let text = render_models(&list);
         assert_eq!(
             text,
             "ID       ARCH   PARAMS  CONTEXT  SIZE     DIGEST               DEPLOYED AS\n\

@@ -23,6 +23,9 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
 use crate::auth::{Denied, KeyRecord, Limits, Role};
 use crate::store::unix_now;
+pub use oasis_api::{
+    CreateKey, GroupBy, KeyList, KeyView, PairRequest, PairingCode, UsageReport, UsageRow,
+};
 
 /// Who is asking.
 #[derive(Debug, Clone)]
@@ -250,71 +253,6 @@ fn changes_state(need: Need, method: &Method, path: &str) -> bool {
     need == Need::AdminWrite || (method == Method::POST && path == "/admin/v1/pair")
 }
 
-/// `POST /admin/v1/keys`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    /// 1 to 128 characters (spaces around it are dropped unless nothing else is left).
-    #[schema(min_length = 1, max_length = 128)]
-    pub name: String,
-    #[serde(default)]
-    #[schema(max_length = 256)]
-    pub owner: Option<String>,
-    /// `user` (inference, the default), `viewer` (read-only admin) or `admin`.
-    #[serde(default)]
-    #[schema(pattern = "^(user|viewer|admin)$")]
-    pub role: Option<String>,
-    /// Served names it may use [default: all].
-    #[serde(default)]
-    #[schema(max_items = 1024)]
-    pub models: Option<Vec<String>>,
-    /// Requests per minute.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1_000_000_000_000_000u64)]
-    pub rpm: Option<u64>,
-    /// Tokens (prompt + completion) per minute.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1_000_000_000_000_000u64)]
-    pub tpm: Option<u64>,
-    /// Tokens per UTC day.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1_000_000_000_000_000u64)]
-    pub tokens_per_day: Option<u64>,
-    /// Tokens per UTC month.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1_000_000_000_000_000u64)]
-    pub tokens_per_month: Option<u64>,
-    /// Seconds since the epoch after which it stops working (a time past gives a key that
-    /// is already expired), at most the end of year 9999.
-    #[serde(default)]
-    #[schema(maximum = 253_402_300_799u64)]
-    pub expires_at: Option<u64>,
-}
-
-/// A key as listed (never its token or hash).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KeyView {
-    pub id: String,
-    pub name: String,
-    pub owner: Option<String>,
-    #[schema(value_type = String)]
-    pub role: Role,
-    pub prefix: String,
-    pub models: Option<Vec<String>>,
-    pub limits: Limits,
-    pub expires_at: Option<u64>,
-    pub revoked_at: Option<u64>,
-    pub created_at: u64,
-    pub created_by: String,
-    /// Only in the answer that created it: the token, shown once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// Only in the pairing answer over HTTPS: the SHA-256 fingerprint of the certificate
-    /// the daemon serves, for the client to compare with the one it pinned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_fingerprint: Option<String>,
-}
-
 fn key_view(k: KeyRecord, token: Option<String>) -> KeyView {
     KeyView {
         id: k.id,
@@ -331,11 +269,6 @@ fn key_view(k: KeyRecord, token: Option<String>) -> KeyView {
         key: token,
         tls_fingerprint: None,
     }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KeyList {
-    pub data: Vec<KeyView>,
 }
 
 /// Writes an audit entry for an admin action. A failure to write is not silent: the entry
@@ -539,17 +472,6 @@ pub async fn revoke_key(
     audited(&st, Some(&who), "key.revoke", what, r)
 }
 
-/// `POST /admin/v1/pair`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PairRequest {
-    /// The one-time code the daemon printed (`XXXX-XXXX-XXXX-XXXX`).
-    pub code: String,
-    /// What is pairing (the admin's machine), for the key's name (its first 64
-    /// characters are kept).
-    pub name: String,
-}
-
 /// Pairs a client with the one-time code: an admin token, shown once. The code works once;
 /// five wrong tries burn it.
 #[utoipa::path(post, path = "/admin/v1/pair", request_body = PairRequest,
@@ -611,14 +533,6 @@ pub async fn pair(
     audited(&st, who.as_ref(), "auth.pair", what, r)
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PairingCode {
-    pub code: String,
-    pub expires_in_s: u64,
-    /// SHA-256 of the TLS certificate clients should pin (absent without TLS).
-    pub tls_fingerprint: Option<String>,
-}
-
 /// Makes a new one-time pairing code (replacing any other).
 #[utoipa::path(post, path = "/admin/v1/pairing-code",
     responses((status = 201, body = PairingCode), (status = 403, body = ErrorBody)))]
@@ -661,25 +575,6 @@ pub struct UsageQuery {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UsageRow {
-    /// The key id, the model or the day.
-    pub group: String,
-    /// The key's name when grouping by key.
-    pub name: Option<String>,
-    #[serde(flatten)]
-    pub counts: crate::metering::Counts,
-    pub total_tokens: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UsageReport {
-    pub group_by: String,
-    pub from: String,
-    pub to: String,
-    pub data: Vec<UsageRow>,
-}
-
 fn check_day(param: &str, v: &str) -> Result<(), ApiError> {
     let ok = v.len() == 10
         && v.bytes().enumerate().all(|(i, b)| {
@@ -708,13 +603,13 @@ pub async fn usage(
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad usage query: {e}")))?;
-    let group_by = q.group_by.unwrap_or_else(|| "key".into());
-    if !matches!(group_by.as_str(), "key" | "model" | "day") {
+    let asked = q.group_by.as_deref().unwrap_or("key");
+    let Some(group_by) = GroupBy::parse(asked) else {
         return Err(ApiError::invalid_param(
             "group_by",
-            format!("`group_by` must be key, model or day, got `{group_by}`"),
+            format!("`group_by` must be key, model or day, got `{asked}`"),
         ));
-    }
+    };
     let now = unix_now();
     let from = q
         .from
@@ -727,10 +622,10 @@ pub async fn usage(
     let mut groups: std::collections::BTreeMap<String, crate::metering::Counts> =
         Default::default();
     for r in st.meter.rows(&from, &to) {
-        let g = match group_by.as_str() {
-            "model" => r.model,
-            "day" => r.day,
-            _ => r.key,
+        let g = match group_by {
+            GroupBy::Model => r.model,
+            GroupBy::Day => r.day,
+            GroupBy::Key => r.key,
         };
         let e = groups.entry(g).or_default();
         *e = e.plus(&r.counts);
@@ -738,7 +633,7 @@ pub async fn usage(
     let data: Vec<UsageRow> = groups
         .into_iter()
         .map(|(group, counts)| UsageRow {
-            name: (group_by == "key")
+            name: (group_by == GroupBy::Key)
                 .then(|| names.get(&group).cloned())
                 .flatten(),
             total_tokens: counts.tokens(),
@@ -748,7 +643,8 @@ pub async fn usage(
         .collect();
     if q.format.as_deref() == Some("csv") {
         let mut csv = format!(
-            "{group_by},name,requests,prompt_tokens,completion_tokens,total_tokens,failed,latency_ms\n"
+            "{},name,requests,prompt_tokens,completion_tokens,total_tokens,failed,latency_ms\n",
+            group_by.name()
         );
         for r in &data {
             let name = r.name.clone().unwrap_or_default().replace('"', "\"\"");

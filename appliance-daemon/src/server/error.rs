@@ -7,27 +7,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
-
-/// OpenAI's error envelope.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-/// What went wrong, in OpenAI's fields.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    pub message: String,
-    /// Stable class: `invalid_request_error`, `not_found_error`, `server_error`, ...
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// The request field at fault, when one is.
-    pub param: Option<String>,
-    /// Stable machine-readable code, e.g. `model_not_found`.
-    pub code: Option<&'static str>,
-}
+pub use oasis_api::{ErrorBody, ErrorDetail};
 
 /// A failed request.
 #[derive(Debug)]
@@ -248,9 +228,9 @@ impl ApiError {
         ErrorBody {
             error: ErrorDetail {
                 message: self.message.clone(),
-                kind: self.kind,
+                kind: self.kind.into(),
                 param: self.param.clone(),
-                code: self.code,
+                code: self.code.map(str::to_string),
             },
         }
     }

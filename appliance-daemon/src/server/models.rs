@@ -12,46 +12,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
 use crate::jobs::{JobView, Jobs, SubmitError};
 use crate::store::ModelRecord;
+pub use oasis_api::{CatalogList, CatalogModel, Deleted, ImportRequest, JobList};
 
 /// `DATA_DIR/models/store`: where imported models live, one folder each.
 pub fn store_root(data_dir: &FsPath) -> PathBuf {
     data_dir.join("models").join("store")
-}
-
-/// A model in the catalog.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CatalogModel {
-    pub id: String,
-    /// The model's own name (GGUF `general.name`, or the manifest's).
-    pub name: String,
-    /// `gguf` or `safetensors`.
-    pub format: String,
-    pub architecture: String,
-    pub parameters: u64,
-    pub context_length: usize,
-    /// `sha256:...` of the file, or of a checkpoint's files.
-    pub digest: String,
-    pub size_bytes: u64,
-    pub path: String,
-    /// In the model store (deleted with the model) or used where it lies.
-    pub in_store: bool,
-    pub license: Option<String>,
-    pub added_at: u64,
-    /// The deployments serving it.
-    pub deployed_as: Vec<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CatalogList {
-    pub data: Vec<CatalogModel>,
 }
 
 fn catalog_model(r: ModelRecord, deployed_as: Vec<String>) -> CatalogModel {
@@ -117,13 +89,6 @@ pub async fn show(
     Ok(Json(catalog_model(r, d)))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Deleted {
-    pub deleted: String,
-    /// Bytes given back to the volume (0 for a model used in place).
-    pub freed_bytes: u64,
-}
-
 /// Deletes a model from the catalog and, when it is in the store, its files. A deployed
 /// model is refused (409).
 #[utoipa::path(delete, path = "/admin/v1/models/{id}", params(("id" = String, Path)),
@@ -171,23 +136,6 @@ pub async fn remove(
     }
     .await;
     super::auth::audited(&st, who.as_ref(), "model.delete", what, r)
-}
-
-/// `POST /admin/v1/models/import`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ImportRequest {
-    /// A `.gguf` file, a Hugging Face checkpoint folder or a `.tar` bundle, as a path on
-    /// the box (absolute).
-    #[schema(pattern = "^/")]
-    pub path: String,
-    /// The catalog id [default: from the file or folder name].
-    #[serde(default)]
-    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-    pub name: Option<String>,
-    /// Use the files where they lie instead of copying them into the store.
-    #[serde(default)]
-    pub in_place: bool,
 }
 
 fn submit_error(e: SubmitError) -> ApiError {
@@ -457,11 +405,6 @@ pub(crate) async fn receive(
         let _ = std::fs::remove_dir_all(dir);
     }
     out
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobList {
-    pub data: Vec<JobView>,
 }
 
 /// Every job, newest first.

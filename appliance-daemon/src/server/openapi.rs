@@ -220,4 +220,24 @@ mod tests {
             assert!(schemas.contains_key(name), "schema {name} missing");
         }
     }
+
+    /// The console's TypeScript types are generated from this snapshot of `/openapi.json`
+    /// in its build (`npm run api-types`), so the console compiles against what the daemon
+    /// serves. When the API changes this fails; `OASIS_BLESS=1` rewrites the snapshot.
+    #[test]
+    fn the_consoles_snapshot_is_the_served_document() {
+        let served = serde_json::to_string_pretty(&ApiDoc::openapi()).unwrap() + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../desktop-ui/src/api/openapi.json");
+        if std::env::var_os("OASIS_BLESS").is_some() {
+            std::fs::write(&path, &served).unwrap();
+        }
+        let snapshot = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            snapshot == served,
+            "{} differs from the served /openapi.json: run \
+             `OASIS_BLESS=1 cargo test -p appliance-daemon --lib openapi` and rebuild the console",
+            path.display()
+        );
+    }
 }

@@ -14,6 +14,7 @@ use super::AppState;
 use super::catalog::ServedModel;
 use super::error::{ApiError, ErrorBody};
 use super::openai::{ModelCard, ModelList};
+pub use oasis_api::{ModelStatus, StatusReport};
 
 /// `GET /healthz` and `GET /readyz` bodies.
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,46 +115,6 @@ pub async fn get_model(
     Ok(Json(card(&id, &m)))
 }
 
-/// `GET /admin/v1/status`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusReport {
-    pub version: &'static str,
-    /// `ready`, `not_ready` or `draining`.
-    pub state: &'static str,
-    pub uptime_s: u64,
-    pub instance_id: String,
-    /// How many times this installation has started.
-    pub starts: u64,
-    pub data_dir: String,
-    pub listen: String,
-    pub models: Vec<ModelStatus>,
-    /// Whether admin actions are reaching the audit log.
-    pub audit: crate::audit::WriteHealth,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ModelStatus {
-    pub id: String,
-    /// `ready` or `unavailable` (not loaded, or its engine's device failed).
-    pub state: &'static str,
-    /// Where its engine runs: `cpu` or `cuda:N`.
-    pub device: Option<String>,
-    /// The device in words (the GPU's name, architecture and memory).
-    pub device_detail: Option<String>,
-    pub path: Option<String>,
-    /// Why an unavailable model could not be loaded.
-    pub error: Option<String>,
-    pub architecture: Option<String>,
-    pub parameters: Option<u64>,
-    pub context_length: Option<usize>,
-    /// Requests queued and running now.
-    pub waiting: usize,
-    pub running: usize,
-    pub requests_total: u64,
-    pub prompt_tokens_total: u64,
-    pub completion_tokens_total: u64,
-}
-
 /// The daemon's state: version, uptime, models and their load.
 #[utoipa::path(get, path = "/admin/v1/status", responses((status = 200, body = StatusReport)))]
 pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
@@ -167,9 +128,9 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
             ModelStatus {
                 id: m.name.clone(),
                 state: if broken.is_some() {
-                    "unavailable"
+                    "unavailable".into()
                 } else {
-                    "ready"
+                    "ready".into()
                 },
                 device: Some(m.worker.device.clone()),
                 device_detail: Some(m.worker.device_detail.clone()),
@@ -188,7 +149,7 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
         .collect();
     models.extend(st.catalog.unavailable().iter().map(|u| ModelStatus {
         id: u.id.clone(),
-        state: "unavailable",
+        state: "unavailable".into(),
         device: None,
         device_detail: None,
         path: u.path.as_ref().map(|p| p.display().to_string()),
@@ -210,8 +171,8 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
         "ready"
     };
     Json(StatusReport {
-        version: env!("CARGO_PKG_VERSION"),
-        state,
+        version: env!("CARGO_PKG_VERSION").into(),
+        state: state.into(),
         uptime_s: st.started.elapsed().as_secs(),
         instance_id: st.settings.instance_id.clone(),
         starts: st.settings.starts,

@@ -6,41 +6,9 @@ use std::path::{Path, PathBuf};
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::AppState;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StorageReport {
-    pub data_dir: String,
-    /// The volume holding the data directory (absent when the OS does not list it).
-    pub volume: Option<Volume>,
-    /// Model files inside the data directory's model store (`DATA_DIR/models`).
-    pub models_in_store_bytes: u64,
-    /// Model files used where they lie, outside the store.
-    pub models_in_place_bytes: u64,
-    /// The sled state (catalog, settings, alerts, minute history).
-    pub state_bytes: u64,
-    pub models: Vec<ModelStorage>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Volume {
-    pub mount_point: String,
-    pub total_bytes: u64,
-    pub free_bytes: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ModelStorage {
-    pub id: String,
-    pub path: String,
-    pub bytes: u64,
-    /// Inside the model store (deleting the model frees it) or used in place.
-    pub in_store: bool,
-    pub served: bool,
-}
+pub use oasis_api::{ModelStorage, StorageReport, Volume};
 
 #[utoipa::path(get, path = "/admin/v1/storage", responses((status = 200, body = StorageReport)))]
 pub async fn storage(State(st): State<AppState>) -> Json<StorageReport> {

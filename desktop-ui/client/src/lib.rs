@@ -13,7 +13,8 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use oasis_api::{ErrorBody, KeyView, PairRequest};
+use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 use ureq::Agent;
 use ureq::unversioned::resolver::DefaultResolver;
@@ -254,7 +255,14 @@ impl Client {
     /// Trades the one-time pairing `code` for an admin token; `name` names this machine in
     /// the daemon's key list.
     pub fn pair(&self, code: &str, name: &str) -> Result<Paired, Error> {
-        let body = serde_json::json!({ "code": code.trim(), "name": name });
+        let body = PairRequest {
+            code: code.trim().to_string(),
+            name: name.to_string(),
+        };
+        let body = serde_json::to_value(&body).map_err(|e| Error::BadResponse {
+            address: self.address(),
+            message: format!("cannot write the pairing request: {e}"),
+        })?;
         let r = self.request("POST", "/admin/v1/pair", Some(&body), None)?;
         if r.status != 201 && r.status != 200 {
             return Err(Error::PairingRefused {
@@ -262,14 +270,18 @@ impl Client {
                 message: error_message(&r.body),
             });
         }
-        let field = |name: &str| r.body.get(name).and_then(Value::as_str).map(str::to_string);
-        // The daemon returns the new key's secret as `key` (`token` is accepted too).
-        match (field("key").or_else(|| field("token")), field("id")) {
-            (Some(token), Some(key_id)) => Ok(Paired { token, key_id }),
-            _ => Err(Error::BadResponse {
-                address: self.address(),
-                message: "the pairing answer holds no token".into(),
+        let bad = |message: String| Error::BadResponse {
+            address: self.address(),
+            message,
+        };
+        let key: KeyView = serde_json::from_value(r.body)
+            .map_err(|e| bad(format!("the pairing answer is not a key: {e}")))?;
+        match key.key {
+            Some(token) => Ok(Paired {
+                token,
+                key_id: key.id,
             }),
+            None => Err(bad("the pairing answer holds no token".into())),
         }
     }
 
@@ -399,10 +411,9 @@ impl Client {
 
 /// The message of the daemon's `{"error": {"message": ...}}` body, else the body itself.
 pub fn error_message(body: &Value) -> String {
-    body.pointer("/error/message")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| match body {
+    ErrorBody::deserialize(body)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| match body {
             Value::String(s) => s.clone(),
             Value::Null => "no message".into(),
             other => other.to_string(),

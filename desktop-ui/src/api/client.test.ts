@@ -23,7 +23,7 @@ function fake(answer: (method: string, path: string, body?: unknown) => RawRespo
   };
 }
 
-const job = (state: string, done: number): JobView => ({
+const job = (state: JobView['state'], done: number): JobView => ({
   id: 'job-1', kind: 'import', state, source: '/m.gguf', model: 'm', in_place: false,
   bytes_done: done, bytes_total: 100, rate_bytes_per_s: 0, eta_s: null, error: null, created_at: 0, finished_at: null,
 });

@@ -1,33 +1,30 @@
 /**
- * The shapes of the daemon's admin API answers, as read from
- * `appliance-daemon/src/server/*.rs`. Only the fields the console uses are typed.
+ * The shapes of the daemon's admin API answers. Those the daemon's OpenAPI document
+ * describes are generated from it (`npm run api-types` turns `openapi.json`, the daemon's
+ * `/openapi.json` as a Rust test keeps it, into `schema.gen.ts`, in every build), so the
+ * console does not compile against an answer the daemon does not give. The rest are written
+ * here until the document types them (the daemon still serves them as open objects).
  */
 
-export interface ModelStatus {
-  id: string;
-  state: 'ready' | 'unavailable' | string;
-  path: string | null;
-  error: string | null;
-  architecture: string | null;
-  parameters: number | null;
-  context_length: number | null;
-  waiting: number;
-  running: number;
-  requests_total: number;
-  prompt_tokens_total: number;
-  completion_tokens_total: number;
-}
+import type { components } from './schema.gen';
 
-export interface StatusReport {
-  version: string;
-  state: string;
-  uptime_s: number;
-  instance_id: string;
-  starts: number;
-  data_dir: string;
-  listen: string;
-  models: ModelStatus[];
-}
+type Schemas = components['schemas'];
+
+export type ModelStatus = Schemas['ModelStatus'];
+export type StatusReport = Schemas['StatusReport'];
+export type CatalogModel = Schemas['CatalogModel'];
+export type JobView = Schemas['JobView'];
+export type DeploymentView = Schemas['DeploymentView'];
+export type Limits = Schemas['Limits'];
+export type KeyView = Schemas['KeyView'];
+export type CreateKey = Schemas['CreateKey'];
+export type UsageRow = Schemas['UsageRow'];
+export type UsageReport = Schemas['UsageReport'];
+export type ModelExperts = Schemas['ModelExperts'];
+export type RebalanceReport = Schemas['RebalanceReport'];
+
+/** The states a job goes through (`JobView.state`). */
+export type JobPhase = 'queued' | 'copying' | 'verifying' | 'ready' | 'failed' | 'cancelled';
 
 /** `telemetry::types::GpuSample`: every field but the identity may be null. */
 export interface GpuSample {
@@ -118,40 +115,6 @@ export interface HistoryReport {
   buckets: HistoryBucket[];
 }
 
-export interface CatalogModel {
-  id: string;
-  name: string;
-  format: string;
-  architecture: string;
-  parameters: number;
-  context_length: number;
-  digest: string;
-  size_bytes: number;
-  path: string;
-  in_store: boolean;
-  license: string | null;
-  added_at: number;
-  deployed_as: string[];
-}
-
-export type JobPhase = 'queued' | 'copying' | 'verifying' | 'ready' | 'failed' | 'cancelled';
-
-export interface JobView {
-  id: string;
-  kind: string;
-  state: JobPhase | string;
-  source: string;
-  model: string;
-  in_place: boolean;
-  bytes_done: number;
-  bytes_total: number;
-  rate_bytes_per_s: number;
-  eta_s: number | null;
-  error: string | null;
-  created_at: number;
-  finished_at: number | null;
-}
-
 export interface FitReport {
   fits: boolean;
   target: string;
@@ -171,80 +134,6 @@ export interface FitAnswer {
   fit: FitReport;
 }
 
-export interface DeploymentView {
-  name: string;
-  aliases: string[];
-  model: string;
-  state: 'ready' | 'unavailable' | string;
-  error: string | null;
-  ranks: number | null;
-  context_length: number | null;
-  max_sequences: number | null;
-  engine: {
-    ranks: number;
-    context_length: number;
-    kv_cache_bytes: number;
-    running: number;
-    waiting: number;
-  } | null;
-  generation: number;
-  created_at: number;
-  updated_at: number;
-}
-
-export interface Limits {
-  rpm: number | null;
-  tpm: number | null;
-  tokens_per_day: number | null;
-  tokens_per_month: number | null;
-}
-
-export interface KeyView {
-  id: string;
-  name: string;
-  owner: string | null;
-  role: 'user' | 'viewer' | 'admin' | string;
-  prefix: string;
-  models: string[] | null;
-  limits: Limits;
-  expires_at: number | null;
-  revoked_at: number | null;
-  created_at: number;
-  created_by: string;
-  /** Only in the answer that created the key: its token, shown once. */
-  key?: string;
-}
-
-export interface CreateKey {
-  name: string;
-  owner?: string;
-  role?: string;
-  models?: string[];
-  rpm?: number;
-  tpm?: number;
-  tokens_per_day?: number;
-  tokens_per_month?: number;
-  expires_at?: number;
-}
-
-export interface UsageRow {
-  group: string;
-  name: string | null;
-  requests: number;
-  prompt_tokens: number;
-  completion_tokens: number;
-  failed: number;
-  latency_ms: number;
-  total_tokens: number;
-}
-
-export interface UsageReport {
-  group_by: 'key' | 'model' | 'day';
-  from: string;
-  to: string;
-  data: UsageRow[];
-}
-
 export interface AuditEntry {
   seq: number;
   ts_ms: number;
@@ -260,29 +149,6 @@ export interface AuditReport {
   chain_error: string | null;
   entries_total: number;
   data: AuditEntry[];
-}
-
-export interface ModelExperts {
-  id: string;
-  ranks: number;
-  slots_per_rank: number;
-  /** Per layer: physical slot -> logical expert. */
-  placement: number[][];
-  /** Per layer, per logical expert: tokens routed since start. */
-  expert_tokens: number[][];
-  /** The same over the recent window the balancer uses. */
-  window_tokens: number[][];
-  rank_pairs: number[];
-  imbalance: number;
-  placement_balance: number[];
-  rebalances: number;
-}
-
-export interface RebalanceReport {
-  model: string;
-  before: number[];
-  after: number[];
-  window_tokens: number;
 }
 
 export type Verdict = 'pass' | 'warn' | 'fail' | string;

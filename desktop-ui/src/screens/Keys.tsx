@@ -197,7 +197,7 @@ function keyStatus(k: KeyView, nowS: number): 'revoked' | 'expired' | 'active' {
 function KeyTable({ keys, onRevoke }: { keys: KeyView[]; onRevoke: (id: string) => Promise<void> }) {
   const { t, te, num, date } = useI18n();
   const nowS = Date.now() / 1000;
-  const limit = (v: number | null) => (v == null ? '∞' : num(v));
+  const limit = (v?: number | null) => (v == null ? '∞' : num(v));
   return (
     <table className="table">
       <thead>

@@ -80,7 +80,7 @@ export function Usage({ api, keys }: { api: BoxApi; keys: KeyView[] }) {
   );
 }
 
-function label(group: string, name: string | null, names: Map<string, string>) {
+function label(group: string, name: string | null | undefined, names: Map<string, string>) {
   return name ?? names.get(group) ?? group;
 }
 

@@ -1,0 +1,25 @@
+//! The wire types of the Oasis daemon's admin API (`/admin/v1/*`), in one place for the
+//! daemon that serves them, the `oasis` CLI and the desktop client that read them, and
+//! the OpenAPI document (`/openapi.json`) the console's TypeScript types are generated
+//! from. Answers derive both `Serialize` and `Deserialize`, and carry no field the daemon
+//! fills from its internals, so a client reads exactly what the daemon writes; unknown
+//! fields are ignored when reading, so an older client still reads a newer daemon.
+
+pub mod deployments;
+pub mod error;
+pub mod keys;
+pub mod models;
+pub mod status;
+pub mod storage;
+pub mod usage;
+
+pub use deployments::{
+    ChangeDeployment, CreateDeployment, DeploymentList, DeploymentName, DeploymentView,
+    EngineSettings, Undeployed,
+};
+pub use error::{ErrorBody, ErrorDetail};
+pub use keys::{CreateKey, KeyList, KeyView, Limits, PairRequest, PairingCode, Role};
+pub use models::{CatalogList, CatalogModel, Deleted, ImportRequest, JobList, JobPhase, JobView};
+pub use status::{ModelStatus, StatusReport, WriteHealth};
+pub use storage::{ModelStorage, StorageReport, Volume};
+pub use usage::{Counts, GroupBy, UsageReport, UsageRow};
