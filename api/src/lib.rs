@@ -11,6 +11,8 @@ pub mod keys;
 pub mod models;
 pub mod status;
 pub mod storage;
+pub mod system;
+pub mod telemetry;
 pub mod usage;
 
 pub use deployments::{
@@ -22,4 +24,12 @@ pub use keys::{CreateKey, KeyList, KeyView, Limits, PairRequest, PairingCode, Ro
 pub use models::{CatalogList, CatalogModel, Deleted, ImportRequest, JobList, JobPhase, JobView};
 pub use status::{ModelStatus, StatusReport, WriteHealth};
 pub use storage::{ModelStorage, StorageReport, Volume};
+pub use system::{
+    AlertsReport, GpuSummary, GpusReport, HistoryReport, SamplerReport, SilenceRequest,
+    SystemReport,
+};
+pub use telemetry::{
+    Alert, DiskSample, DriverInfo, GpuBackend, GpuEvent, GpuProcess, GpuSample, GpuStatus,
+    HistoryBucket, HostSample, NetSample, TempSample,
+};
 pub use usage::{Counts, GroupBy, UsageReport, UsageRow};

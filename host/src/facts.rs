@@ -1,52 +1,8 @@
 //! Host metrics through `sysinfo`: CPU (total and per core), load, memory, swap, disks,
 //! network, temperatures, uptime.
 
-use serde::{Deserialize, Serialize};
+pub use oasis_api::telemetry::{DiskSample, HostSample, NetSample, TempSample};
 use sysinfo::{Components, Disks, Networks, System};
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DiskSample {
-    pub mount: String,
-    pub total_bytes: u64,
-    pub available_bytes: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NetSample {
-    pub name: String,
-    /// Bytes since boot.
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TempSample {
-    pub label: String,
-    pub celsius: f64,
-}
-
-/// The host at one instant.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HostSample {
-    pub hostname: String,
-    pub os: String,
-    pub cpu_count: usize,
-    /// Percent of all cores.
-    pub cpu_pct: f64,
-    pub cpu_per_core_pct: Vec<f64>,
-    pub load_1m: f64,
-    pub load_5m: f64,
-    pub load_15m: f64,
-    pub mem_total_bytes: u64,
-    pub mem_used_bytes: u64,
-    pub mem_available_bytes: u64,
-    pub swap_total_bytes: u64,
-    pub swap_used_bytes: u64,
-    pub disks: Vec<DiskSample>,
-    pub networks: Vec<NetSample>,
-    pub temperatures: Vec<TempSample>,
-    pub uptime_s: u64,
-}
 
 /// Reads the host; keeps `sysinfo`'s state between samples (CPU usage is a difference).
 pub struct HostSource {

@@ -194,6 +194,15 @@ fn a_model_from_a_usb_folder_is_imported_deployed_swapped_under_load_and_deleted
     assert_eq!(store_entries(&data), ["smol-v1"]);
     let (so, _) = ok(&cli(&d, &["model", "list"]));
     assert!(so.contains("smol-v1") && so.contains("DEPLOYED AS"), "{so}");
+    // The import's job, read by the CLI as the API's types.
+    let (so, _) = ok(&cli(&d, &["job", "list"]));
+    let job = so.split_whitespace().next().unwrap_or_default().to_string();
+    assert!(
+        job.starts_with("job-") && so.contains("ready") && so.contains("smol-v1"),
+        "{so}"
+    );
+    let (so, _) = ok(&cli(&d, &["job", "show", &job]));
+    assert!(so.contains(&job) && so.contains("ready"), "{so}");
 
     // Not served until deployed.
     assert_eq!(chat(&d.addr, "chat", false).0, 404);

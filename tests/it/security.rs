@@ -537,6 +537,16 @@ fn the_audit_log_records_admin_actions_in_a_chain_that_shows_tampering() {
     );
     let out = oasis_with_env(&["key", "list"], &env);
     assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+    // Usage, read by the CLI as the API's types, as a table and as CSV.
+    let out = oasis_with_env(&["usage", "--group-by", "model"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("by model"), "{text}");
+    let out = oasis_with_env(&["usage", "--group-by", "day", "--csv"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("day,name,requests,"),
+        "{text}"
+    );
     // A refused admin action is recorded with its outcome.
     let r = req(
         &d,

@@ -292,3 +292,28 @@ fn agent(timeout: Option<Duration>, cert: Option<&[u8]>) -> ureq::Agent {
     }
     config.build().into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_that_does_not_read_names_the_route_and_the_field() {
+        let doc = serde_json::json!({"data": [{"id": 5}]});
+        let e = read_as::<oasis_api::KeyList>(&doc, "/admin/v1/keys")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("/admin/v1/keys") && e.contains("data[0].id"),
+            "{e}"
+        );
+        // Fields this oasis does not know (a newer daemon) are no error.
+        let doc = serde_json::json!({"data": [], "next": "page-2"});
+        assert!(read_as::<oasis_api::KeyList>(&doc, "/admin/v1/keys").is_ok());
+        let err = serde_json::json!({"error": {"message": "no such key", "type": "not_found_error",
+            "param": null, "code": "key_not_found"}});
+        assert_eq!(error_message(&err), "no such key");
+        assert_eq!(error_message(&serde_json::json!("text")), "no message");
+    }
+}

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use oasis_api::{CatalogList, StatusReport, StorageReport};
+use oasis_api::{AlertsReport, CatalogList, StatusReport, StorageReport, SystemReport};
 use serde_json::Value;
 
 use super::client::DaemonArgs;
@@ -45,8 +45,8 @@ pub enum ModelCommand {
 
 pub fn status(args: &StatusArgs) -> Result<()> {
     let (report, doc): (StatusReport, _) = args.daemon.get_as("/admin/v1/status")?;
-    let system = args.daemon.get("/admin/v1/system")?;
-    let alerts = args.daemon.get("/admin/v1/alerts")?;
+    let (system_report, system): (SystemReport, _) = args.daemon.get_as("/admin/v1/system")?;
+    let (alerts_report, alerts): (AlertsReport, _) = args.daemon.get_as("/admin/v1/alerts")?;
     let profile = args.daemon.get("/admin/v1/profile")?;
     if args.daemon.json {
         let mut all = doc.clone();
@@ -60,7 +60,7 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     }
     print!("{}", render_status(&args.daemon.base_url()?, &report));
     print!("{}", render_profile(&profile));
-    print!("{}", render_health(&system, &alerts));
+    print!("{}", render_health(&system_report, &alerts_report));
     Ok(())
 }
 
@@ -100,82 +100,74 @@ fn render_profile(p: &Value) -> String {
 }
 
 /// The host, the GPUs and the firing alerts, as a table.
-fn render_health(system: &Value, alerts: &Value) -> String {
+fn render_health(system: &SystemReport, alerts: &AlertsReport) -> String {
     let mut out = String::new();
-    let h = &system["host"];
-    let gib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64;
-    let _ = writeln!(
-        out,
-        "host: {} ({}), {} cores at {:.0}%, load {:.2}, memory {:.1}/{:.1} GiB",
-        s(&h["hostname"]),
-        s(&h["os"]),
-        n(&h["cpu_count"]),
-        h["cpu_pct"].as_f64().unwrap_or(0.0),
-        h["load_1m"].as_f64().unwrap_or(0.0),
-        gib(&h["mem_used_bytes"]),
-        gib(&h["mem_total_bytes"]),
-    );
-    let gpu = &system["gpu"];
-    if gpu["available"] != true {
-        let _ = writeln!(out, "gpus: none ({})", s(&gpu["reason"]));
+    let gib = |v: u64| v as f64 / (1u64 << 30) as f64;
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    match &system.host {
+        Some(h) => {
+            let _ = writeln!(
+                out,
+                "host: {} ({}), {} cores at {:.0}%, load {:.2}, memory {:.1}/{:.1} GiB",
+                h.hostname,
+                h.os,
+                h.cpu_count,
+                h.cpu_pct,
+                h.load_1m,
+                gib(h.mem_used_bytes),
+                gib(h.mem_total_bytes),
+            );
+        }
+        None => {
+            let _ = writeln!(out, "host: not sampled yet");
+        }
+    }
+    let gpu = &system.gpu;
+    if !gpu.available {
+        let _ = writeln!(out, "gpus: none ({})", or_dash(&gpu.reason));
     } else {
         let _ = writeln!(
             out,
             "gpus: {} (driver {}, CUDA {})",
-            system["gpus"].as_array().map_or(0, Vec::len),
-            s(&gpu["driver"]["driver_version"]),
-            s(&gpu["driver"]["cuda_driver_version"]),
+            system.gpus.len(),
+            or_dash(&gpu.driver.driver_version),
+            or_dash(&gpu.driver.cuda_driver_version),
         );
         let _ = writeln!(
             out,
             "  {:<3} {:<26} {:>5} {:>15} {:>6} {:>7}",
             "gpu", "name", "util", "memory GiB", "temp", "power"
         );
-        for g in system["gpus"].as_array().cloned().unwrap_or_default() {
-            if let Some(e) = g["error"].as_str() {
-                let _ = writeln!(
-                    out,
-                    "  {:<3} {:<26} ERROR: {e}",
-                    n(&g["index"]),
-                    s(&g["name"])
-                );
+        for g in &system.gpus {
+            if let Some(e) = &g.error {
+                let _ = writeln!(out, "  {:<3} {:<26} ERROR: {e}", g.index, g.name);
                 continue;
             }
             let _ = writeln!(
                 out,
                 "  {:<3} {:<26} {:>4.0}% {:>6.1} / {:>6.1} {:>5.0}C {:>6.0}W",
-                n(&g["index"]),
-                s(&g["name"]),
-                g["gpu_util_pct"].as_f64().unwrap_or(0.0),
-                gib(&g["mem_used_bytes"]),
-                gib(&g["mem_total_bytes"]),
-                g["temp_gpu_c"].as_f64().unwrap_or(0.0),
-                g["power_w"].as_f64().unwrap_or(0.0),
+                g.index,
+                g.name,
+                g.gpu_util_pct.unwrap_or(0.0),
+                gib(g.mem_used_bytes.unwrap_or(0)),
+                gib(g.mem_total_bytes.unwrap_or(0)),
+                g.temp_gpu_c.unwrap_or(0.0),
+                g.power_w.unwrap_or(0.0),
             );
         }
     }
-    let firing: Vec<Value> = alerts["alerts"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|x| x["state"] == "firing")
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let firing: Vec<_> = alerts
+        .alerts
+        .iter()
+        .filter(|a| a.state == "firing")
+        .collect();
     if firing.is_empty() {
         let _ = writeln!(out, "alerts: none firing");
     } else {
         let _ = writeln!(out, "alerts firing: {}", firing.len());
         for a in firing {
-            let _ = writeln!(
-                out,
-                "  [{}] {}: {}",
-                s(&a["severity"]),
-                s(&a["key"]),
-                s(&a["message"])
-            );
-            if let Some(action) = a["action"].as_str() {
+            let _ = writeln!(out, "  [{}] {}: {}", a.severity, a.key, a.message);
+            if let Some(action) = &a.action {
                 let _ = writeln!(out, "      -> {action}");
             }
         }

@@ -7,43 +7,18 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::{Principal, audited};
 use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
-use crate::telemetry::GpuStatus;
-
-/// The host, the GPUs' availability and the sampler.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SystemReport {
-    /// The latest host reading (`telemetry::host::HostSample`).
-    #[schema(value_type = Object)]
-    pub host: serde_json::Value,
-    /// `{available, reason, source, driver}`.
-    #[schema(value_type = Object)]
-    pub gpu: serde_json::Value,
-    /// GPUs with their name, memory, temperature and whether they answered.
-    #[schema(value_type = Vec<Object>)]
-    pub gpus: Vec<serde_json::Value>,
-    pub sampler: SamplerReport,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SamplerReport {
-    pub interval_ms: u64,
-    pub samples: u64,
-    /// Mean time one sample took.
-    pub mean_sample_us: f64,
-    /// Snapshots held in memory (the last hour at full resolution).
-    pub history_len: usize,
-}
-
-fn status_json(s: &GpuStatus) -> serde_json::Value {
-    serde_json::to_value(s).unwrap_or_default()
-}
+use oasis_api::Alert;
+pub use oasis_api::{
+    AlertsReport, GpuSummary, GpusReport, HistoryReport, SamplerReport, SilenceRequest,
+    SystemReport,
+};
 
 /// The host, the driver and a summary of every GPU.
 #[utoipa::path(get, path = "/admin/v1/system", responses((status = 200, body = SystemReport)))]
@@ -52,26 +27,11 @@ pub async fn system(State(st): State<AppState>) -> Json<SystemReport> {
     let latest = t.latest();
     let gpus = latest
         .as_ref()
-        .map(|s| {
-            s.gpus
-                .iter()
-                .map(|g| {
-                    serde_json::json!({
-                        "index": g.index, "uuid": g.uuid, "name": g.name, "error": g.error,
-                        "gpu_util_pct": g.gpu_util_pct, "mem_used_bytes": g.mem_used_bytes,
-                        "mem_total_bytes": g.mem_total_bytes, "temp_gpu_c": g.temp_gpu_c,
-                        "power_w": g.power_w,
-                    })
-                })
-                .collect()
-        })
+        .map(|s| s.gpus.iter().map(GpuSummary::from).collect())
         .unwrap_or_default();
     Json(SystemReport {
-        host: latest
-            .as_ref()
-            .and_then(|s| serde_json::to_value(&s.host).ok())
-            .unwrap_or_default(),
-        gpu: status_json(&t.status()),
+        host: latest.as_ref().map(|s| s.host.clone()),
+        gpu: t.status(),
         gpus,
         sampler: SamplerReport {
             interval_ms: t.interval.as_millis() as u64,
@@ -80,20 +40,6 @@ pub async fn system(State(st): State<AppState>) -> Json<SystemReport> {
             history_len: t.history_len(),
         },
     })
-}
-
-/// Every GPU's latest full reading.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GpusReport {
-    pub available: bool,
-    pub reason: Option<String>,
-    pub ts_ms: u64,
-    /// `telemetry::types::GpuSample` per GPU.
-    #[schema(value_type = Vec<Object>)]
-    pub gpus: Vec<serde_json::Value>,
-    /// Recent GPU events (XID errors), oldest first.
-    #[schema(value_type = Vec<Object>)]
-    pub events: Vec<serde_json::Value>,
 }
 
 #[utoipa::path(get, path = "/admin/v1/gpus", responses((status = 200, body = GpusReport)))]
@@ -105,31 +51,9 @@ pub async fn gpus(State(st): State<AppState>) -> Json<GpusReport> {
         available: status.available,
         reason: status.reason,
         ts_ms: latest.as_ref().map_or(0, |s| s.ts_ms),
-        gpus: latest
-            .map(|s| {
-                s.gpus
-                    .iter()
-                    .filter_map(|g| serde_json::to_value(g).ok())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        events: t
-            .events()
-            .iter()
-            .filter_map(|e| serde_json::to_value(e).ok())
-            .collect(),
+        gpus: latest.map(|s| s.gpus.clone()).unwrap_or_default(),
+        events: t.events(),
     })
-}
-
-/// Alerts, firing first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AlertsReport {
-    pub firing: usize,
-    /// Firing alerts whose notifications are held.
-    pub silenced: usize,
-    /// `telemetry::alerts::Alert` records.
-    #[schema(value_type = Vec<Object>)]
-    pub alerts: Vec<serde_json::Value>,
 }
 
 #[utoipa::path(get, path = "/admin/v1/alerts", responses((status = 200, body = AlertsReport)))]
@@ -142,20 +66,8 @@ pub async fn alerts(State(st): State<AppState>) -> Json<AlertsReport> {
             .iter()
             .filter(|a| a.state == "firing" && a.is_silenced(now))
             .count(),
-        alerts: list
-            .iter()
-            .filter_map(|a| serde_json::to_value(a).ok())
-            .collect(),
+        alerts: list,
     })
-}
-
-/// `POST /admin/v1/alerts/{key}/silence`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SilenceRequest {
-    /// How long to hold the alert's notifications, in minutes (at most 30 days).
-    #[schema(minimum = 1, maximum = 43_200)]
-    pub minutes: u64,
 }
 
 /// Longest silence: 30 days.
@@ -165,13 +77,13 @@ const MAX_SILENCE_MINUTES: u64 = 30 * 24 * 60;
 /// resolves and fires again meanwhile); it still shows, marked silenced.
 #[utoipa::path(post, path = "/admin/v1/alerts/{key}/silence", params(("key" = String, Path, description = "The alert's key, e.g. `gpu_temperature:gpu0`")),
     request_body = SilenceRequest,
-    responses((status = 200, description = "The alert", content_type = "application/json"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The alert", body = Alert), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn silence_alert(
     State(st): State<AppState>,
     axum::Extension(who): axum::Extension<Principal>,
     Path(key): Path<String>,
     JsonBody(req): JsonBody<SilenceRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Alert>, ApiError> {
     if !(1..=MAX_SILENCE_MINUTES).contains(&req.minutes) {
         return Err(ApiError::invalid_param(
             "minutes",
@@ -194,12 +106,12 @@ pub async fn silence_alert(
 
 /// Ends an alert's silence: its next change is notified again.
 #[utoipa::path(delete, path = "/admin/v1/alerts/{key}/silence", params(("key" = String, Path)),
-    responses((status = 200, description = "The alert", content_type = "application/json"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The alert", body = Alert), (status = 404, body = ErrorBody)))]
 pub async fn unsilence_alert(
     State(st): State<AppState>,
     axum::Extension(who): axum::Extension<Principal>,
     Path(key): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Alert>, ApiError> {
     let r = set_silence(&st, &key, None, None);
     audited(
         &st,
@@ -215,7 +127,7 @@ fn set_silence(
     key: &str,
     until_ms: Option<u64>,
     by: Option<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Alert>, ApiError> {
     let alert = st
         .telemetry
         .silence(key, until_ms, by)
@@ -227,7 +139,7 @@ fn set_silence(
             .with_code("alert_not_found")
         })?;
     tracing::info!(key, until_ms, "alert silence changed");
-    Ok(Json(serde_json::to_value(alert).unwrap_or_default()))
+    Ok(Json(alert))
 }
 
 /// The firmware profile: which one, how it was picked, every profile's fit, the engine
@@ -264,17 +176,6 @@ pub struct HistoryQuery {
     /// 100000 buckets].
     #[param(minimum = 1)]
     pub step: Option<u64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HistoryReport {
-    pub gpu: u32,
-    pub from: u64,
-    pub to: u64,
-    pub step: u64,
-    /// Averages and maxima per bucket (`telemetry::history::Bucket`).
-    #[schema(value_type = Vec<Object>)]
-    pub buckets: Vec<serde_json::Value>,
 }
 
 /// A GPU's readings over time: the last hour from memory at any step, older ranges from the
@@ -326,10 +227,7 @@ pub async fn gpu_history(
         from,
         to,
         step,
-        buckets: buckets
-            .iter()
-            .filter_map(|b| serde_json::to_value(b).ok())
-            .collect(),
+        buckets,
     }))
 }
 

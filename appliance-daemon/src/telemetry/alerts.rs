@@ -8,10 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-
 use super::Snapshot;
 use super::types::GpuEvent;
+pub use oasis_api::telemetry::Alert;
 
 /// Thresholds; a firmware profile can override them.
 #[derive(Debug, Clone)]
@@ -40,41 +39,6 @@ impl Default for AlertRules {
             critical_xids: vec![48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120],
             xid_hold_samples: 300,
         }
-    }
-}
-
-/// One alert, firing or resolved.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    /// `rule:subject`, e.g. `gpu_temperature:gpu0`.
-    pub key: String,
-    pub rule: String,
-    pub subject: String,
-    /// `critical` or `warning`.
-    pub severity: String,
-    /// `firing` or `resolved`.
-    pub state: String,
-    pub message: String,
-    /// What to do about it (NVIDIA's XID catalog where it applies).
-    pub action: Option<String>,
-    pub first_seen_ms: u64,
-    pub last_seen_ms: u64,
-    pub resolved_ms: Option<u64>,
-    /// Times it fired.
-    pub fired: u64,
-    /// Notifications (webhooks) are held until then, ms since the epoch; the alert still
-    /// shows, marked. Survives the alert resolving and firing again.
-    #[serde(default)]
-    pub silenced_until_ms: Option<u64>,
-    /// Who silenced it (the audit log's actor).
-    #[serde(default)]
-    pub silenced_by: Option<String>,
-}
-
-impl Alert {
-    /// Whether notifications of this alert are held at `now_ms`.
-    pub fn is_silenced(&self, now_ms: u64) -> bool {
-        self.silenced_until_ms.is_some_and(|until| until > now_ms)
     }
 }
 

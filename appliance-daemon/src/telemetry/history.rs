@@ -3,28 +3,11 @@
 //! are deleted as new ones are written, so the tree's size is bounded by
 //! GPUs x 43,200 minutes x one small record).
 
-use serde::{Deserialize, Serialize};
-
 use super::Snapshot;
+pub use oasis_api::telemetry::HistoryBucket as Bucket;
 
 /// Minutes of aggregates kept.
 pub const KEEP_MINUTES: u64 = 30 * 24 * 60;
-
-/// Averages and maxima of a GPU's main readings over one bucket of time.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Bucket {
-    /// Start of the bucket, ms since the Unix epoch.
-    pub ts_ms: u64,
-    pub samples: u32,
-    pub gpu_util_avg: Option<f64>,
-    pub gpu_util_max: Option<f64>,
-    pub mem_used_bytes_avg: Option<f64>,
-    pub mem_used_bytes_max: Option<f64>,
-    pub temp_gpu_c_avg: Option<f64>,
-    pub temp_gpu_c_max: Option<f64>,
-    pub power_w_avg: Option<f64>,
-    pub power_w_max: Option<f64>,
-}
 
 /// Running sums of one bucket.
 #[derive(Debug, Default, Clone)]

@@ -24,29 +24,12 @@ use serde::Serialize;
 
 use self::host::{HostSample, HostSource};
 use self::types::{DriverInfo, GpuEvent, GpuSample, GpuSource};
+pub use oasis_api::telemetry::{GpuBackend, GpuStatus};
 
 /// Samples kept at full resolution (one hour at the default 1 s).
 pub const HISTORY_SAMPLES: usize = 3600;
 /// GPU events kept.
 pub const EVENTS_KEPT: usize = 1000;
-
-/// Where GPU readings come from.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum GpuBackend {
-    Nvml,
-    Replay,
-    None,
-}
-
-/// Whether GPUs can be read, and why not.
-#[derive(Debug, Clone, Serialize)]
-pub struct GpuStatus {
-    pub available: bool,
-    pub reason: Option<String>,
-    pub source: GpuBackend,
-    pub driver: DriverInfo,
-}
 
 /// Everything read at one instant.
 #[derive(Debug, Clone, Serialize)]

@@ -22,97 +22,22 @@ export type UsageRow = Schemas['UsageRow'];
 export type UsageReport = Schemas['UsageReport'];
 export type ModelExperts = Schemas['ModelExperts'];
 export type RebalanceReport = Schemas['RebalanceReport'];
+export type GpuSample = Schemas['GpuSample'];
+export type GpuEvent = Schemas['GpuEvent'];
+export type GpusReport = Schemas['GpusReport'];
+export type Alert = Schemas['Alert'];
+export type AlertsReport = Schemas['AlertsReport'];
+export type HistoryBucket = Schemas['HistoryBucket'];
+export type HistoryReport = Schemas['HistoryReport'];
+export type SystemReport = Schemas['SystemReport'];
 
 /** The states a job goes through (`JobView.state`). */
 export type JobPhase = 'queued' | 'copying' | 'verifying' | 'ready' | 'failed' | 'cancelled';
-
-/** `telemetry::types::GpuSample`: every field but the identity may be null. */
-export interface GpuSample {
-  index: number;
-  uuid: string;
-  name: string;
-  pci_bus_id?: string | null;
-  error: string | null;
-  gpu_util_pct: number | null;
-  mem_util_pct?: number | null;
-  mem_used_bytes: number | null;
-  mem_total_bytes: number | null;
-  temp_gpu_c: number | null;
-  temp_mem_c?: number | null;
-  power_w: number | null;
-  power_limit_w?: number | null;
-  sm_clock_mhz?: number | null;
-  throttle_reasons?: string[];
-  ecc_uncorrected_volatile?: number | null;
-  nvlink_active?: number | null;
-  nvlink_links?: number | null;
-}
-
-export interface GpuEvent {
-  gpu: number;
-  kind: string;
-  ts_ms: number;
-  xid?: number;
-}
-
-export interface GpusReport {
-  available: boolean;
-  reason: string | null;
-  ts_ms: number;
-  gpus: GpuSample[];
-  events: GpuEvent[];
-}
 
 /** One `sample` event of the telemetry stream (or a polled `GpusReport`). */
 export interface TelemetrySample {
   ts_ms: number;
   gpus: GpuSample[];
-}
-
-export interface Alert {
-  key: string;
-  rule: string;
-  severity: 'critical' | 'warning' | 'info' | string;
-  state: 'firing' | 'resolved' | string;
-  subject: string;
-  message: string;
-  action: string | null;
-  fired: number;
-  first_seen_ms: number;
-  last_seen_ms: number;
-  resolved_ms: number | null;
-  /** Notifications are held until then (ms since the epoch); older daemons omit it. */
-  silenced_until_ms?: number | null;
-  /** Who silenced it (the audit log's actor). */
-  silenced_by?: string | null;
-}
-
-export interface AlertsReport {
-  firing: number;
-  /** Firing alerts that are silenced; older daemons omit it. */
-  silenced?: number;
-  alerts: Alert[];
-}
-
-export interface HistoryBucket {
-  ts_ms: number;
-  samples: number;
-  gpu_util_avg: number | null;
-  gpu_util_max: number | null;
-  mem_used_bytes_avg: number | null;
-  mem_used_bytes_max: number | null;
-  power_w_avg: number | null;
-  power_w_max: number | null;
-  temp_gpu_c_avg: number | null;
-  temp_gpu_c_max: number | null;
-}
-
-export interface HistoryReport {
-  gpu: number;
-  from: number;
-  to: number;
-  step: number;
-  buckets: HistoryBucket[];
 }
 
 export interface FitReport {

@@ -3,7 +3,7 @@ import type { GpuSample, ModelStatus } from '../api/types';
 import { appendSample, prependHistory, tokenRates } from './series';
 
 const gpu = (index: number, util: number | null): GpuSample => ({
-  index, uuid: `GPU-${index}`, name: 'H200', error: util === null ? 'lost' : null,
+  index, uuid: `GPU-${index}`, name: 'H200', pci_bus_id: '', throttle_reasons: [], processes: [], error: util === null ? 'lost' : null,
   gpu_util_pct: util, mem_used_bytes: util === null ? null : 50, mem_total_bytes: util === null ? null : 200,
   temp_gpu_c: 60, power_w: 400,
 });

@@ -36,10 +36,10 @@ export function appendSample(prev: SeriesByGpu, s: TelemetrySample, cap: number)
     const cut = old.t.length + 1 > cap ? old.t.length + 1 - cap : 0;
     next.set(g.index, {
       t: [...old.t.slice(cut), t],
-      util_pct: [...old.util_pct.slice(cut), g.gpu_util_pct],
+      util_pct: [...old.util_pct.slice(cut), g.gpu_util_pct ?? null],
       mem_pct: [...old.mem_pct.slice(cut), memPct(g)],
-      temp_c: [...old.temp_c.slice(cut), g.temp_gpu_c],
-      power_w: [...old.power_w.slice(cut), g.power_w],
+      temp_c: [...old.temp_c.slice(cut), g.temp_gpu_c ?? null],
+      power_w: [...old.power_w.slice(cut), g.power_w ?? null],
     });
   }
   return next;
@@ -64,10 +64,10 @@ export function tokenRates(prev: ModelStatus[], next: ModelStatus[], dtS: number
 /** The fields of a history bucket the live charts use (`telemetry::history::Bucket`). */
 export interface SeedBucket {
   ts_ms: number;
-  gpu_util_avg: number | null;
-  mem_used_bytes_avg: number | null;
-  temp_gpu_c_avg: number | null;
-  power_w_avg: number | null;
+  gpu_util_avg?: number | null;
+  mem_used_bytes_avg?: number | null;
+  temp_gpu_c_avg?: number | null;
+  power_w_avg?: number | null;
 }
 
 /**
@@ -88,13 +88,13 @@ export function prependHistory(
   if (seed.length === 0) return prev;
   const merged: GpuSeries = {
     t: [...seed.map((b) => b.ts_ms / 1000), ...old.t],
-    util_pct: [...seed.map((b) => b.gpu_util_avg), ...old.util_pct],
+    util_pct: [...seed.map((b) => b.gpu_util_avg ?? null), ...old.util_pct],
     mem_pct: [
       ...seed.map((b) => (b.mem_used_bytes_avg != null && memTotalBytes ? (100 * b.mem_used_bytes_avg) / memTotalBytes : null)),
       ...old.mem_pct,
     ],
-    temp_c: [...seed.map((b) => b.temp_gpu_c_avg), ...old.temp_c],
-    power_w: [...seed.map((b) => b.power_w_avg), ...old.power_w],
+    temp_c: [...seed.map((b) => b.temp_gpu_c_avg ?? null), ...old.temp_c],
+    power_w: [...seed.map((b) => b.power_w_avg ?? null), ...old.power_w],
   };
   const cut = Math.max(0, merged.t.length - cap);
   const next: SeriesByGpu = new Map(prev);

@@ -62,7 +62,7 @@ export function Gpus() {
         for (const g of now.gpus) {
           const h = await api.history(g.index, from, to, step);
           if (!alive) return;
-          setSeries((prev) => prependHistory(prev, g.index, h.buckets, g.mem_total_bytes, LIVE_POINTS));
+          setSeries((prev) => prependHistory(prev, g.index, h.buckets, g.mem_total_bytes ?? null, LIVE_POINTS));
         }
       } catch {
         // Without history the charts simply start from the first live sample.
