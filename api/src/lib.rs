@@ -7,8 +7,10 @@
 
 pub mod deployments;
 pub mod error;
+pub mod fit;
 pub mod keys;
 pub mod models;
+pub mod openai;
 pub mod status;
 pub mod storage;
 pub mod system;
@@ -20,6 +22,7 @@ pub use deployments::{
     EngineSettings, Undeployed,
 };
 pub use error::{ErrorBody, ErrorDetail};
+pub use fit::{FitAnswer, FitReport, ModelFootprint};
 pub use keys::{CreateKey, KeyList, KeyView, Limits, PairRequest, PairingCode, Role};
 pub use models::{CatalogList, CatalogModel, Deleted, ImportRequest, JobList, JobPhase, JobView};
 pub use status::{ModelStatus, StatusReport, WriteHealth};

@@ -5,7 +5,8 @@
 
 use engine::fit::Footprint;
 use firmware_profiles::{EnginePlan, Inventory};
-use serde::Serialize;
+pub use oasis_api::FitReport;
+use oasis_api::ModelFootprint;
 
 /// Per GPU rank: the CUDA context, NCCL buffers and GEMM workspaces. A rule of thumb
 /// (vLLM and SGLang leave a few GiB outside their KV pools), not a measurement.
@@ -14,27 +15,6 @@ pub const GPU_RUNTIME_BYTES: u64 = 2 << 30;
 pub const CPU_RUNTIME_BYTES: u64 = 256 << 20;
 /// Bytes per cached value on a GPU (BF16).
 const GPU_CACHE_VALUE_BYTES: u64 = 2;
-
-/// The estimate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FitReport {
-    pub fits: bool,
-    /// `gpu` or `host`.
-    pub target: &'static str,
-    pub ranks: u64,
-    pub context_tokens: u64,
-    pub weights_bytes_per_rank: u64,
-    pub overhead_bytes_per_rank: u64,
-    pub free_bytes_per_rank: u64,
-    pub kv_bytes_per_rank: u64,
-    pub kv_bytes_per_sequence: u64,
-    /// Sequences of `context_tokens` that fit at once, over all ranks.
-    pub sequences: u64,
-    /// The least the model needs: weights, overhead and one sequence per rank.
-    pub needs_bytes: u64,
-    pub has_bytes: u64,
-    pub summary: String,
-}
 
 /// Estimates `fp` on `inv` under `plan` for sequences of `context` tokens. A GPU box is
 /// sized for the GPU engine (ranks from the plan, a BF16 cache); a box without GPUs for
@@ -105,7 +85,7 @@ pub fn estimate(fp: &Footprint, inv: &Inventory, plan: &EnginePlan, context: u64
     };
     FitReport {
         fits,
-        target: if gpu { "gpu" } else { "host" },
+        target: if gpu { "gpu" } else { "host" }.into(),
         ranks,
         context_tokens: context,
         weights_bytes_per_rank: weights,
@@ -129,6 +109,19 @@ fn gb(bytes: u64) -> String {
         format!("{:.1} GB", b / 1e9)
     } else {
         format!("{:.1} MB", b / 1e6)
+    }
+}
+
+/// What the API reports of a footprint.
+pub fn footprint_view(f: &Footprint) -> ModelFootprint {
+    ModelFootprint {
+        replicated_bytes: f.replicated_bytes,
+        expert_bytes: f.expert_bytes,
+        n_experts: f.n_experts,
+        cache_values_per_token: f.cache_values_per_token,
+        cpu_cache_value_bytes: f.cpu_cache_value_bytes,
+        activation_bytes_per_token: f.activation_bytes_per_token,
+        parameters: f.parameters,
     }
 }
 

@@ -214,6 +214,12 @@ fn a_model_from_a_usb_folder_is_imported_deployed_swapped_under_load_and_deleted
     let (status, first) = chat(&d.addr, "chat", false);
     assert_eq!(status, 200, "{first}");
     assert_eq!(chat(&d.addr, "default", false).0, 200);
+    // A served name (not a catalog id) shows its model card.
+    let (so, _) = ok(&cli(&d, &["model", "show", "default"]));
+    assert!(
+        so.starts_with("default\n") && so.contains("llama") && so.contains("fit"),
+        "{so}"
+    );
 
     // Version 2 arrives as a bundle with a manifest (license included).
     let v2 = tmp.path().join("v2");

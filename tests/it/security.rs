@@ -602,6 +602,13 @@ fn the_audit_log_records_admin_actions_in_a_chain_that_shows_tampering() {
     assert!(err.contains("line 2 does not match its hash"), "{err}");
     let doc = req(&d, "GET", "/admin/v1/audit", Some(&admin), &Value::Null).json();
     assert_eq!(doc["chain_ok"], false);
+    // A pairing code from the CLI, read as the API's type.
+    let out = oasis_with_env(&["pair-code"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("pairing code: ") && text.contains("works once"),
+        "{text}"
+    );
 }
 
 /// Runs `sh -c script`; its stdout.

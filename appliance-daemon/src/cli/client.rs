@@ -247,14 +247,14 @@ impl DaemonArgs {
 
 /// An answer's status and JSON body.
 /// The message of the daemon's error answer.
-fn error_message(body: &Value) -> String {
+pub fn error_message(body: &Value) -> String {
     oasis_api::ErrorBody::deserialize(body)
         .map_or_else(|_| "no message".into(), |b| b.error.message)
 }
 
 /// Reads a daemon's answer as `T`; a daemon that answers otherwise (another version,
 /// or not a daemon) is an error naming the route and the field.
-fn read_as<T: DeserializeOwned>(doc: &Value, path: &str) -> Result<T> {
+pub fn read_as<T: DeserializeOwned>(doc: &Value, path: &str) -> Result<T> {
     serde_path_to_error::deserialize(doc).map_err(|e| {
         anyhow::anyhow!(
             "the daemon's answer to {path} is not what this oasis reads at `{}`: {} \

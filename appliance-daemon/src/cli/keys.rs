@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use oasis_api::{CreateKey, KeyList, KeyView, UsageReport};
+use oasis_api::{CreateKey, KeyList, KeyView, PairingCode, UsageReport};
 
 use super::client::DaemonArgs;
 
@@ -183,17 +183,16 @@ pub fn key(cmd: &KeyCommand) -> Result<()> {
 
 /// `oasis pair-code`: a new one-time pairing code for the admin's desktop app.
 pub fn pair_code(a: &super::status::StatusArgs) -> Result<()> {
-    let doc = a.daemon.send("POST", "/admin/v1/pairing-code", None)?;
+    let (code, doc): (PairingCode, _) =
+        a.daemon
+            .send_as("POST", "/admin/v1/pairing-code", None::<&()>)?;
     if a.daemon.json {
         println!("{doc}");
         return Ok(());
     }
-    println!("pairing code: {}", doc["code"].as_str().unwrap_or("?"));
-    println!(
-        "works once, for {} h",
-        doc["expires_in_s"].as_u64().unwrap_or(0) / 3600
-    );
-    if let Some(f) = doc["tls_fingerprint"].as_str() {
+    println!("pairing code: {}", code.code);
+    println!("works once, for {} h", code.expires_in_s / 3600);
+    if let Some(f) = &code.tls_fingerprint {
         println!("TLS certificate SHA-256: {f}");
     }
     Ok(())

@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use oasis_api::{AlertsReport, CatalogList, StatusReport, StorageReport, SystemReport};
+use oasis_api::openai::ModelCard;
+use oasis_api::{
+    AlertsReport, CatalogList, CatalogModel, FitAnswer, StatusReport, StorageReport, SystemReport,
+};
 use serde_json::Value;
 
 use super::client::DaemonArgs;
@@ -191,25 +194,37 @@ pub fn model(cmd: &ModelCommand) -> Result<()> {
         ModelCommand::Rm(args) => super::models::rm(args),
         ModelCommand::Show(args) => {
             // A catalog id (served or not), else a served name or alias.
-            let (status, cat) =
-                args.daemon
-                    .call("GET", &format!("/admin/v1/models/{}", args.id), None)?;
-            let (model, served) = if status == 200 {
-                let served = cat["deployed_as"][0].as_str().map(str::to_string);
-                (cat, served)
+            let path = format!("/admin/v1/models/{}", args.id);
+            let (status, doc) = args.daemon.call("GET", &path, None)?;
+            let (shown, model) = if status == 200 {
+                let m: CatalogModel = super::client::read_as(&doc, &path)?;
+                (Shown::from(m), doc)
             } else {
-                let m = args.daemon.get(&format!("/v1/models/{}", args.id))?;
-                (m, Some(args.id.clone()))
+                let card = format!("/v1/models/{}", args.id);
+                let (m, doc): (ModelCard, _) = args.daemon.get_as(&card)?;
+                (Shown::from(m), doc)
             };
-            let fit = match &served {
-                Some(name) => args.daemon.get(&format!("/admin/v1/models/{name}/fit"))?,
-                None => Value::Null,
+            // The fit of a served model; a box no profile matches cannot size it, which
+            // is said in its place rather than failing the whole answer.
+            let fit = match shown.deployed_as.first() {
+                Some(name) => {
+                    let path = format!("/admin/v1/models/{name}/fit");
+                    let (status, doc) = args.daemon.call("GET", &path, None)?;
+                    let fit = if status == 200 {
+                        Ok(super::client::read_as::<FitAnswer>(&doc, &path)?)
+                    } else {
+                        Err(super::client::error_message(&doc))
+                    };
+                    Some((fit, doc))
+                }
+                None => None,
             };
             if args.daemon.json {
+                let fit = fit.map_or(Value::Null, |(_, doc)| doc);
                 println!("{}", serde_json::json!({ "model": model, "fit": fit }));
                 return Ok(());
             }
-            print!("{}", render_model(&model, &fit));
+            print!("{}", render_model(&shown, fit.as_ref().map(|(f, _)| f)));
             Ok(())
         }
         ModelCommand::Storage(args) => {
@@ -230,10 +245,6 @@ fn s(v: &Value) -> String {
         Value::Null => "-".into(),
         other => other.to_string(),
     }
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
 }
 
 /// `1.5M`, `7.2B`: a count for people.
@@ -295,33 +306,77 @@ fn render_status(url: &str, doc: &StatusReport) -> String {
     out
 }
 
+/// What `oasis model show` prints of a model: a catalog entry, or the card of a served
+/// name (which has no license or path of its own).
+#[derive(Debug)]
+struct Shown {
+    id: String,
+    architecture: String,
+    format: String,
+    parameters: u64,
+    context_length: usize,
+    size_bytes: u64,
+    digest: String,
+    license: Option<String>,
+    path: Option<String>,
+    deployed_as: Vec<String>,
+}
+
+impl From<CatalogModel> for Shown {
+    fn from(m: CatalogModel) -> Shown {
+        Shown {
+            id: m.id,
+            architecture: m.architecture,
+            format: m.format,
+            parameters: m.parameters,
+            context_length: m.context_length,
+            size_bytes: m.size_bytes,
+            digest: m.digest,
+            license: m.license,
+            path: Some(m.path),
+            deployed_as: m.deployed_as,
+        }
+    }
+}
+
+impl From<ModelCard> for Shown {
+    fn from(m: ModelCard) -> Shown {
+        Shown {
+            deployed_as: vec![m.id.clone()],
+            id: m.id,
+            architecture: m.architecture,
+            format: m.format,
+            parameters: m.parameters,
+            context_length: m.context_length,
+            size_bytes: m.size_bytes,
+            digest: m.digest,
+            license: None,
+            path: None,
+        }
+    }
+}
+
 /// One model and its fit.
-fn render_model(m: &Value, fit: &Value) -> String {
+fn render_model(m: &Shown, fit: Option<&Result<FitAnswer, String>>) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}", s(&m["id"]));
+    let _ = writeln!(out, "{}", m.id);
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     for (k, v) in [
-        ("architecture", s(&m["architecture"])),
-        ("format", s(&m["format"])),
-        ("parameters", count(n(&m["parameters"]))),
-        ("context", n(&m["context_length"]).to_string()),
-        (
-            "size",
-            format!("{:.1} MB", n(&m["size_bytes"]) as f64 / 1e6),
-        ),
-        ("digest", s(&m["digest"])),
-        ("license", s(&m["license"])),
-        ("path", s(&m["path"])),
-        ("deployed as", deployed(&m["deployed_as"])),
+        ("architecture", m.architecture.clone()),
+        ("format", m.format.clone()),
+        ("parameters", count(m.parameters)),
+        ("context", m.context_length.to_string()),
+        ("size", format!("{:.1} MB", m.size_bytes as f64 / 1e6)),
+        ("digest", m.digest.clone()),
+        ("license", dash(&m.license)),
+        ("path", dash(&m.path)),
+        ("deployed as", deployed_names(&m.deployed_as)),
         (
             "fit",
-            if fit.is_null() {
-                "not deployed: `oasis model fit PATH` sizes it offline".to_string()
-            } else {
-                format!(
-                    "{} (profile {})",
-                    s(&fit["fit"]["summary"]),
-                    s(&fit["profile"])
-                )
+            match fit {
+                None => "not deployed: `oasis model fit PATH` sizes it offline".to_string(),
+                Some(Ok(f)) => format!("{} (profile {})", f.fit.summary, f.profile),
+                Some(Err(why)) => format!("cannot say: {why}"),
             },
         ),
     ] {
@@ -368,14 +423,6 @@ fn render_storage(doc: &StorageReport) -> String {
 }
 
 /// `chat, chat-b` or `-`.
-fn deployed(v: &Value) -> String {
-    let names: Vec<&str> = v
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    deployed_names(&names)
-}
-
 fn deployed_names(names: &[impl AsRef<str>]) -> String {
     if names.is_empty() {
         "-".into()

@@ -388,7 +388,7 @@ impl ChoiceState {
                     let id = format!("call_{}", random_hex(12));
                     self.calls.push(ToolCallOut {
                         id: id.clone(),
-                        kind: "function",
+                        kind: "function".into(),
                         function: FunctionCallOut {
                             name: name.clone(),
                             arguments: String::new(),
@@ -397,7 +397,7 @@ impl ChoiceState {
                     deltas.push(ToolCallDelta {
                         index,
                         id: Some(id),
-                        kind: Some("function"),
+                        kind: Some("function".into()),
                         function: FunctionCallDelta {
                             name: Some(name),
                             arguments: String::new(),
@@ -604,7 +604,7 @@ impl Answer {
         let resp = match self.kind {
             Kind::Chat => Json(ChatCompletion {
                 id: self.id,
-                object: "chat.completion",
+                object: "chat.completion".into(),
                 created: self.created,
                 model: self.served.name.clone(),
                 system_fingerprint: self.fingerprint,
@@ -615,7 +615,7 @@ impl Answer {
                     .map(|(index, c)| ChatChoice {
                         index,
                         message: ChatMessageOut {
-                            role: "assistant",
+                            role: "assistant".into(),
                             content: (c.calls.is_empty() || !c.text.trim().is_empty())
                                 .then_some(c.text),
                             reasoning_content: (!c.thinking.is_empty()).then_some(c.thinking),
@@ -626,7 +626,7 @@ impl Answer {
                             content: c.chat_logprobs,
                             refusal: None,
                         }),
-                        finish_reason: c.finish_reason.unwrap_or("stop"),
+                        finish_reason: c.finish_reason.unwrap_or("stop").into(),
                     })
                     .collect(),
                 usage,
@@ -634,7 +634,7 @@ impl Answer {
             .into_response(),
             Kind::Text => Json(Completion {
                 id: self.id,
-                object: "text_completion",
+                object: "text_completion".into(),
                 created: self.created,
                 model: self.served.name.clone(),
                 system_fingerprint: self.fingerprint,
@@ -646,7 +646,7 @@ impl Answer {
                         text: c.text,
                         index,
                         logprobs: want_lp.then_some(c.text_logprobs),
-                        finish_reason: Some(c.finish_reason.unwrap_or("stop")),
+                        finish_reason: Some(c.finish_reason.unwrap_or("stop").into()),
                     })
                     .collect(),
                 usage: Some(Some(usage)),
@@ -679,7 +679,7 @@ impl Answer {
     ) -> SseEvent {
         Self::sse(&ChatCompletionChunk {
             id: self.id.clone(),
-            object: "chat.completion.chunk",
+            object: "chat.completion.chunk".into(),
             created: self.created,
             model: self.served.name.clone(),
             system_fingerprint: self.fingerprint.clone(),
@@ -695,7 +695,7 @@ impl Answer {
     ) -> SseEvent {
         Self::sse(&Completion {
             id: self.id.clone(),
-            object: "text_completion",
+            object: "text_completion".into(),
             created: self.created,
             model: self.served.name.clone(),
             system_fingerprint: self.fingerprint.clone(),
@@ -713,7 +713,7 @@ impl Answer {
                 Kind::Chat => vec![self.chat_chunk(ChatChunkChoice {
                     index: choice,
                     delta: ChatDelta {
-                        role: Some("assistant"),
+                        role: Some("assistant".into()),
                         content: Some(String::new()),
                         reasoning_content: None,
                         tool_calls: None,
@@ -825,7 +825,7 @@ impl Answer {
                             index: choice,
                             delta: ChatDelta::default(),
                             logprobs: None,
-                            finish_reason: Some(reason),
+                            finish_reason: Some(reason.into()),
                         }));
                         out
                     }
@@ -833,7 +833,7 @@ impl Answer {
                         text: String::new(),
                         index: choice,
                         logprobs: None,
-                        finish_reason: Some(reason),
+                        finish_reason: Some(reason.into()),
                     })],
                 }
             }

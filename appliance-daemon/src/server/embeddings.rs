@@ -14,10 +14,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use engine::embed::Embedder;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
-use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Principal;
@@ -25,8 +23,9 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
 use crate::store::unix_now;
 
-/// Most texts in one request (OpenAI's limit).
-pub const MAX_INPUTS: usize = 2048;
+pub use oasis_api::openai::{
+    EmbeddingData, EmbeddingList, EmbeddingRequest, EmbeddingUsage, MAX_INPUTS,
+};
 /// Most tokens one encoder batch takes (the requests waiting are joined up to this).
 pub const MAX_BATCH_TOKENS: usize = 16_384;
 
@@ -141,90 +140,6 @@ fn run(embedder: &Embedder, rx: &Receiver<Batch>) {
             }
         }
     }
-}
-
-/// `POST /v1/embeddings`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct EmbeddingRequest {
-    /// An embedding model from `GET /v1/models`.
-    pub model: String,
-    /// A string or a list of 1 to 2048 strings (none empty). Texts longer than the model's
-    /// limit are cut to it, as sentence-transformers cuts them.
-    #[schema(schema_with = input_schema)]
-    pub input: Value,
-    /// `float` (the default) or `base64` (little-endian float32).
-    #[schema(pattern = "^(float|base64)$")]
-    pub encoding_format: Option<String>,
-    /// The model's own dimension count (it cannot give others).
-    #[schema(minimum = 1, maximum = 65536)]
-    pub dimensions: Option<i64>,
-    /// The end user or team the request is for.
-    pub user: Option<String>,
-}
-
-fn input_schema() -> utoipa::openapi::Schema {
-    let text = || {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::Type::String)
-            .min_length(Some(1))
-            .build()
-    };
-    utoipa::openapi::schema::OneOfBuilder::new()
-        .item(text())
-        .item(
-            utoipa::openapi::ArrayBuilder::new()
-                .items(utoipa::openapi::RefOr::T(text().into()))
-                .min_items(Some(1))
-                .max_items(Some(MAX_INPUTS))
-                .build(),
-        )
-        .build()
-        .into()
-}
-
-/// A vector: an array of numbers, or a base64 string.
-fn vector_schema() -> utoipa::openapi::Schema {
-    utoipa::openapi::schema::OneOfBuilder::new()
-        .item(
-            utoipa::openapi::ArrayBuilder::new().items(utoipa::openapi::RefOr::T(
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::Type::Number)
-                    .build()
-                    .into(),
-            )),
-        )
-        .item(
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::Type::String)
-                .build(),
-        )
-        .build()
-        .into()
-}
-
-/// The vectors.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EmbeddingList {
-    pub object: &'static str,
-    pub data: Vec<EmbeddingData>,
-    pub model: String,
-    pub usage: EmbeddingUsage,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EmbeddingData {
-    pub object: &'static str,
-    pub index: usize,
-    /// The vector: numbers, or with `encoding_format: base64` their little-endian float32
-    /// bytes in base64.
-    #[schema(schema_with = vector_schema)]
-    pub embedding: Value,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EmbeddingUsage {
-    pub prompt_tokens: usize,
-    pub total_tokens: usize,
 }
 
 /// The texts of `input`, checked.
@@ -420,7 +335,7 @@ pub async fn embeddings(
         .into_iter()
         .enumerate()
         .map(|(index, v)| EmbeddingData {
-            object: "embedding",
+            object: "embedding".into(),
             index,
             embedding: if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -431,7 +346,7 @@ pub async fn embeddings(
         })
         .collect();
     Ok(Json(EmbeddingList {
-        object: "list",
+        object: "list".into(),
         data,
         model: model.name.clone(),
         usage: EmbeddingUsage {

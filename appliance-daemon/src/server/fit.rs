@@ -4,8 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use engine::fit::Footprint;
-use serde::Serialize;
-use utoipa::ToSchema;
+pub use oasis_api::FitAnswer;
 
 use super::AppState;
 use super::error::ApiError;
@@ -18,18 +17,6 @@ pub struct FitQuery {
     /// Tokens per sequence, prompt and output [default: 4096].
     #[param(minimum = 1, maximum = 10_000_000)]
     pub context: Option<u64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FitAnswer {
-    pub model: String,
-    pub profile: String,
-    /// `engine::fit::Footprint`.
-    #[schema(value_type = Object)]
-    pub footprint: serde_json::Value,
-    /// `fit::FitReport`: `fits`, `sequences`, `needs_bytes`, `has_bytes`, `summary`, ...
-    #[schema(value_type = Object)]
-    pub fit: serde_json::Value,
 }
 
 #[utoipa::path(get, path = "/admin/v1/models/{id}/fit", params(("id" = String, Path), FitQuery),
@@ -85,7 +72,7 @@ pub async fn model_fit(
     Ok(Json(FitAnswer {
         model: name,
         profile: profile.id.clone(),
-        footprint: serde_json::to_value(footprint).unwrap_or_default(),
-        fit: serde_json::to_value(report).unwrap_or_default(),
+        footprint: crate::fit::footprint_view(&footprint),
+        fit: report,
     }))
 }

@@ -18,7 +18,7 @@ pub mod fit;
 pub mod http;
 pub mod metrics;
 pub mod models;
-pub mod openai;
+pub use oasis_api::openai;
 pub mod openapi;
 pub mod routes;
 pub mod storage;

@@ -221,6 +221,12 @@ mod tests {
         }
     }
 
+    /// The document's bounds are the engine's own.
+    #[test]
+    fn the_documented_bounds_are_the_engines() {
+        assert_eq!(oasis_api::openai::MAX_STOPS, engine::sampling::MAX_STOPS);
+    }
+
     /// The console's TypeScript types are generated from this snapshot of `/openapi.json`
     /// in its build (`npm run api-types`), so the console compiles against what the daemon
     /// serves. When the API changes this fails; `OASIS_BLESS=1` rewrites the snapshot.

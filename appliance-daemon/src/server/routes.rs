@@ -53,9 +53,9 @@ fn card(name: &str, m: &ServedModel) -> ModelCard {
     let r = &m.record;
     ModelCard {
         id: name.to_string(),
-        object: "model",
+        object: "model".into(),
         created: r.added_at,
-        owned_by: "oasis",
+        owned_by: "oasis".into(),
         format: r.format.clone(),
         architecture: r.architecture.clone(),
         parameters: r.parameters,
@@ -68,9 +68,9 @@ fn card(name: &str, m: &ServedModel) -> ModelCard {
 fn embedding_card(m: &super::embeddings::EmbeddingModel) -> ModelCard {
     ModelCard {
         id: m.name.clone(),
-        object: "model",
+        object: "model".into(),
         created: m.created,
-        owned_by: "oasis",
+        owned_by: "oasis".into(),
         format: "sentence-transformers".into(),
         architecture: "bert".into(),
         parameters: m.parameters,
@@ -84,7 +84,7 @@ fn embedding_card(m: &super::embeddings::EmbeddingModel) -> ModelCard {
 #[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelList)))]
 pub async fn list_models(State(st): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
-        object: "list",
+        object: "list".into(),
         data: st
             .catalog
             .served_ids()

@@ -16,7 +16,7 @@ use super::openai::{ChatCompletionRequest, CompletionRequest, StreamOptions};
 /// Most choices per prompt (`n`).
 pub const MAX_N: usize = 16;
 /// Most prompts in one completions request.
-pub const MAX_PROMPTS: usize = 64;
+pub use oasis_api::openai::MAX_PROMPTS;
 /// Most alternatives per position for chat (`top_logprobs`), as OpenAI.
 pub const MAX_TOP_LOGPROBS: usize = 20;
 /// Most alternatives per position for completions (`logprobs`), as OpenAI.

@@ -30,6 +30,8 @@ export type AlertsReport = Schemas['AlertsReport'];
 export type HistoryBucket = Schemas['HistoryBucket'];
 export type HistoryReport = Schemas['HistoryReport'];
 export type SystemReport = Schemas['SystemReport'];
+export type FitReport = Schemas['FitReport'];
+export type FitAnswer = Schemas['FitAnswer'];
 
 /** The states a job goes through (`JobView.state`). */
 export type JobPhase = 'queued' | 'copying' | 'verifying' | 'ready' | 'failed' | 'cancelled';
@@ -38,25 +40,6 @@ export type JobPhase = 'queued' | 'copying' | 'verifying' | 'ready' | 'failed' |
 export interface TelemetrySample {
   ts_ms: number;
   gpus: GpuSample[];
-}
-
-export interface FitReport {
-  fits: boolean;
-  target: string;
-  ranks: number;
-  context_tokens: number;
-  weights_bytes_per_rank: number;
-  kv_bytes_per_rank: number;
-  sequences: number;
-  needs_bytes: number;
-  has_bytes: number;
-  summary: string;
-}
-
-export interface FitAnswer {
-  model: string;
-  profile: string;
-  fit: FitReport;
 }
 
 export interface AuditEntry {

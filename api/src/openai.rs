@@ -6,14 +6,22 @@
 //!
 //! Requests deserialise leniently (unknown fields are ignored, as OpenAI does; numbers are
 //! taken wide so a bad value is reported with its bound rather than as a type error) and
-//! are checked into engine requests by [`super::validate`].
+//! are checked into engine requests by the daemon (`server::validate`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+/// Prompts one completions request may carry.
+pub const MAX_PROMPTS: usize = 64;
+/// Most texts in one embeddings request (OpenAI's limit).
+pub const MAX_INPUTS: usize = 2048;
+/// Stop sequences one request may carry (the engine's `sampling::MAX_STOPS`; a daemon
+/// test holds them equal).
+pub const MAX_STOPS: usize = 4;
+
 /// `POST /v1/chat/completions`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     /// A model id from `GET /v1/models`.
     pub model: String,
@@ -109,7 +117,7 @@ pub struct ChatCompletionRequest {
 }
 
 /// A tool offered to the model.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ToolIn {
     /// `function`.
     #[serde(rename = "type")]
@@ -119,7 +127,7 @@ pub struct ToolIn {
 }
 
 /// A function's name, description and arguments' JSON schema.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FunctionIn {
     /// 1 to 64 of `a-z A-Z 0-9 _ -`.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
@@ -133,7 +141,7 @@ pub struct FunctionIn {
 }
 
 /// A call an assistant message made.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ToolCallIn {
     pub id: String,
     /// `function`.
@@ -142,7 +150,7 @@ pub struct ToolCallIn {
     pub function: FunctionCallIn,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FunctionCallIn {
     pub name: String,
     /// The arguments as JSON text.
@@ -150,7 +158,7 @@ pub struct FunctionCallIn {
 }
 
 /// `POST /v1/completions`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     pub model: String,
     /// A string, a list of strings, a list of token ids, or a list of lists of token ids
@@ -230,14 +238,14 @@ pub struct CompletionRequest {
     pub guided_grammar: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct StreamOptions {
     /// Send a last chunk with the token usage.
     pub include_usage: Option<bool>,
 }
 
 /// One input message. `content` is a string or a list of `{"type": "text", "text"}` parts.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ChatMessageIn {
     #[schema(pattern = "^(system|developer|user|assistant|tool)$")]
     pub role: String,
@@ -294,7 +302,7 @@ fn stop_schema() -> utoipa::openapi::Schema {
     utoipa::openapi::schema::OneOfBuilder::new()
         .item(null_schema())
         .item(one())
-        .item(array_schema(one(), 0, Some(engine::sampling::MAX_STOPS)))
+        .item(array_schema(one(), 0, Some(MAX_STOPS)))
         .build()
         .into()
 }
@@ -354,7 +362,7 @@ fn content_schema() -> utoipa::openapi::Schema {
 /// lists of token ids.
 fn prompt_schema() -> utoipa::openapi::Schema {
     let ids = || array_schema(int_schema(0, i64::from(u32::MAX)), 1, None);
-    let max = Some(super::validate::MAX_PROMPTS);
+    let max = Some(MAX_PROMPTS);
     utoipa::openapi::schema::OneOfBuilder::new()
         .item(string_schema(Some(1), None))
         .item(array_schema(string_schema(Some(1), None), 1, max))
@@ -365,7 +373,7 @@ fn prompt_schema() -> utoipa::openapi::Schema {
 }
 
 /// Tokens counted for a request.
-#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -373,10 +381,10 @@ pub struct Usage {
 }
 
 /// `chat.completion`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletion {
     pub id: String,
-    pub object: &'static str,
+    pub object: String,
     pub created: u64,
     pub model: String,
     pub system_fingerprint: String,
@@ -384,17 +392,17 @@ pub struct ChatCompletion {
     pub usage: Usage,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ChatChoice {
     pub index: usize,
     pub message: ChatMessageOut,
     pub logprobs: Option<ChatLogprobs>,
-    pub finish_reason: &'static str,
+    pub finish_reason: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ChatMessageOut {
-    pub role: &'static str,
+    pub role: String,
     /// The answer's text; null when the answer is only calls.
     pub content: Option<String>,
     /// A thinking model's thinking (what it wrote in `<think>...</think>`).
@@ -407,16 +415,16 @@ pub struct ChatMessageOut {
 }
 
 /// One call in an answer.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ToolCallOut {
     /// `call_...`; the `tool` message with the result repeats it.
     pub id: String,
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: String,
     pub function: FunctionCallOut,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FunctionCallOut {
     pub name: String,
     /// The arguments as JSON text.
@@ -425,17 +433,17 @@ pub struct FunctionCallOut {
 
 /// A piece of a call in a stream chunk: the first carries `id`, `type` and the name, the
 /// following ones more of the arguments.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ToolCallDelta {
     pub index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<&'static str>,
+    pub kind: Option<String>,
     pub function: FunctionCallDelta,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FunctionCallDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -443,13 +451,13 @@ pub struct FunctionCallDelta {
 }
 
 /// Log-probabilities of a chat choice's tokens.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct ChatLogprobs {
     pub content: Vec<TokenLogprob>,
     pub refusal: Option<Vec<TokenLogprob>>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenLogprob {
     pub token: String,
     pub logprob: f32,
@@ -457,7 +465,7 @@ pub struct TokenLogprob {
     pub top_logprobs: Vec<TopLogprob>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TopLogprob {
     pub token: String,
     pub logprob: f32,
@@ -465,10 +473,10 @@ pub struct TopLogprob {
 }
 
 /// `chat.completion.chunk`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletionChunk {
     pub id: String,
-    pub object: &'static str,
+    pub object: String,
     pub created: u64,
     pub model: String,
     pub system_fingerprint: String,
@@ -479,18 +487,18 @@ pub struct ChatCompletionChunk {
     pub usage: Option<Option<Usage>>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ChatChunkChoice {
     pub index: usize,
     pub delta: ChatDelta,
     pub logprobs: Option<ChatLogprobs>,
-    pub finish_reason: Option<&'static str>,
+    pub finish_reason: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct ChatDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<&'static str>,
+    pub role: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -500,10 +508,10 @@ pub struct ChatDelta {
 }
 
 /// `text_completion`, whole or as one stream chunk.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Completion {
     pub id: String,
-    pub object: &'static str,
+    pub object: String,
     pub created: u64,
     pub model: String,
     pub system_fingerprint: String,
@@ -514,16 +522,16 @@ pub struct Completion {
     pub usage: Option<Option<Usage>>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CompletionChoice {
     pub text: String,
     pub index: usize,
     pub logprobs: Option<CompletionLogprobs>,
-    pub finish_reason: Option<&'static str>,
+    pub finish_reason: Option<String>,
 }
 
 /// The legacy completions log-probability layout.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct CompletionLogprobs {
     pub tokens: Vec<String>,
     pub token_logprobs: Vec<f32>,
@@ -533,19 +541,19 @@ pub struct CompletionLogprobs {
 }
 
 /// `GET /v1/models`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelList {
-    pub object: &'static str,
+    pub object: String,
     pub data: Vec<ModelCard>,
 }
 
 /// One served model, with Oasis's catalog fields after OpenAI's four.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ModelCard {
     pub id: String,
-    pub object: &'static str,
+    pub object: String,
     pub created: u64,
-    pub owned_by: &'static str,
+    pub owned_by: String,
     /// `gguf`.
     pub format: String,
     pub architecture: String,
@@ -555,4 +563,88 @@ pub struct ModelCard {
     /// `sha256:<hex>` of the model file.
     pub digest: String,
     pub size_bytes: u64,
+}
+
+/// `POST /v1/embeddings`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingRequest {
+    /// An embedding model from `GET /v1/models`.
+    pub model: String,
+    /// A string or a list of 1 to 2048 strings (none empty). Texts longer than the model's
+    /// limit are cut to it, as sentence-transformers cuts them.
+    #[schema(schema_with = input_schema)]
+    pub input: Value,
+    /// `float` (the default) or `base64` (little-endian float32).
+    #[schema(pattern = "^(float|base64)$")]
+    pub encoding_format: Option<String>,
+    /// The model's own dimension count (it cannot give others).
+    #[schema(minimum = 1, maximum = 65536)]
+    pub dimensions: Option<i64>,
+    /// The end user or team the request is for.
+    pub user: Option<String>,
+}
+
+fn input_schema() -> utoipa::openapi::Schema {
+    let text = || {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .build()
+    };
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(text())
+        .item(
+            utoipa::openapi::ArrayBuilder::new()
+                .items(utoipa::openapi::RefOr::T(text().into()))
+                .min_items(Some(1))
+                .max_items(Some(MAX_INPUTS))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// A vector: an array of numbers, or a base64 string.
+fn vector_schema() -> utoipa::openapi::Schema {
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(
+            utoipa::openapi::ArrayBuilder::new().items(utoipa::openapi::RefOr::T(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::Number)
+                    .build()
+                    .into(),
+            )),
+        )
+        .item(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// The vectors.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingList {
+    pub object: String,
+    pub data: Vec<EmbeddingData>,
+    pub model: String,
+    pub usage: EmbeddingUsage,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingData {
+    pub object: String,
+    pub index: usize,
+    /// The vector: numbers, or with `encoding_format: base64` their little-endian float32
+    /// bytes in base64.
+    #[schema(schema_with = vector_schema)]
+    pub embedding: Value,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
 }
