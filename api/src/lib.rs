@@ -5,6 +5,7 @@
 //! fills from its internals, so a client reads exactly what the daemon writes; unknown
 //! fields are ignored when reading, so an older client still reads a newer daemon.
 
+pub mod audit;
 pub mod deployments;
 pub mod error;
 pub mod fit;
@@ -17,6 +18,7 @@ pub mod system;
 pub mod telemetry;
 pub mod usage;
 
+pub use audit::{AuditDetail, AuditEntry, AuditReport};
 pub use deployments::{
     ChangeDeployment, CreateDeployment, DeploymentList, DeploymentName, DeploymentView,
     EngineSettings, Undeployed,

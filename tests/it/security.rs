@@ -591,6 +591,13 @@ fn the_audit_log_records_admin_actions_in_a_chain_that_shows_tampering() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 entries"));
+    // The daemon's view of the same entries, read by the CLI as the API's types.
+    let out = oasis_with_env(&["audit", "list"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("key.revoke") && text.contains("refused (422)"),
+        "{text}"
+    );
 
     // Change one entry's outcome: the chain breaks there.
     let path = data.join("audit.jsonl");
@@ -602,6 +609,12 @@ fn the_audit_log_records_admin_actions_in_a_chain_that_shows_tampering() {
     assert!(err.contains("line 2 does not match its hash"), "{err}");
     let doc = req(&d, "GET", "/admin/v1/audit", Some(&admin), &Value::Null).json();
     assert_eq!(doc["chain_ok"], false);
+    let out = oasis_with_env(&["audit", "list"], &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("chain is broken"),
+        "{err}"
+    );
     // A pairing code from the CLI, read as the API's type.
     let out = oasis_with_env(&["pair-code"], &env);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use oasis_api::{CreateKey, KeyList, KeyView, PairingCode, UsageReport};
+use oasis_api::{AuditReport, CreateKey, KeyList, KeyView, PairingCode, UsageReport};
 
 use super::client::DaemonArgs;
 
@@ -270,29 +270,33 @@ pub fn audit(cmd: &AuditCommand) -> Result<()> {
             }
         }
         AuditCommand::List(a) => {
-            let doc = a.daemon.get("/admin/v1/audit")?;
+            let (report, doc): (AuditReport, _) = a.daemon.get_as("/admin/v1/audit")?;
             if a.daemon.json {
                 println!("{doc}");
                 return Ok(());
             }
-            for e in doc["data"].as_array().into_iter().flatten() {
+            for e in &report.data {
                 println!(
                     "{:>5}  {}  {:<24} {:<20} {}",
-                    e["seq"],
-                    e["ts_ms"],
-                    e["actor"].as_str().unwrap_or("?"),
-                    e["action"].as_str().unwrap_or("?"),
-                    e["detail"]["outcome"].as_str().unwrap_or("")
+                    e.seq,
+                    e.ts_ms,
+                    e.actor,
+                    e.action,
+                    e.detail.outcome.as_deref().unwrap_or("")
                 );
             }
-            if doc["chain_ok"] != true {
-                bail!("the audit log's chain is broken: {}", doc["chain_error"]);
+            if !report.chain_ok {
+                bail!(
+                    "the audit log's chain is broken: {}",
+                    report.chain_error.as_deref().unwrap_or("?")
+                );
             }
-            if doc["write"]["ok"] == false {
+            let w = &report.write;
+            if !w.ok {
                 bail!(
                     "the daemon cannot write the audit log ({} entries pending): {}",
-                    doc["write"]["entries_pending"],
-                    doc["write"]["last_error"].as_str().unwrap_or("?")
+                    w.entries_pending,
+                    w.last_error.as_deref().unwrap_or("?")
                 );
             }
             Ok(())

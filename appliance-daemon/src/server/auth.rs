@@ -15,8 +15,7 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
@@ -24,7 +23,8 @@ use super::extract::JsonBody;
 use crate::auth::{Denied, KeyRecord, Limits, Role};
 use crate::store::unix_now;
 pub use oasis_api::{
-    CreateKey, GroupBy, KeyList, KeyView, PairRequest, PairingCode, UsageReport, UsageRow,
+    AuditReport, CreateKey, GroupBy, KeyList, KeyView, PairRequest, PairingCode, UsageReport,
+    UsageRow,
 };
 
 /// Who is asking.
@@ -688,19 +688,6 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditReport {
-    /// Whether the hash chain holds, and if not, where it breaks.
-    pub chain_ok: bool,
-    pub chain_error: Option<String>,
-    pub entries_total: u64,
-    /// Whether the daemon's entries are reaching the log (a chain that holds says nothing
-    /// of entries that could not be written).
-    pub write: crate::audit::WriteHealth,
-    #[schema(value_type = Vec<Object>)]
-    pub data: Vec<serde_json::Value>,
-}
-
 /// The newest audit entries, and whether the chain of all of them holds.
 #[utoipa::path(get, path = "/admin/v1/audit", params(AuditQuery),
     responses((status = 200, body = AuditReport), (status = 400, body = ErrorBody)))]
@@ -725,7 +712,10 @@ pub async fn audit_log(
             chain_ok: verdict.is_ok(),
             chain_error: verdict.as_ref().err().map(|e| format!("{e:#}")),
             entries_total: verdict.unwrap_or(0),
-            data: crate::audit::tail(&dir, limit),
+            data: crate::audit::tail(&dir, limit)
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect(),
         }
     })
     .await

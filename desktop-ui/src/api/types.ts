@@ -32,6 +32,8 @@ export type HistoryReport = Schemas['HistoryReport'];
 export type SystemReport = Schemas['SystemReport'];
 export type FitReport = Schemas['FitReport'];
 export type FitAnswer = Schemas['FitAnswer'];
+export type AuditEntry = Schemas['AuditEntry'];
+export type AuditReport = Schemas['AuditReport'];
 
 /** The states a job goes through (`JobView.state`). */
 export type JobPhase = 'queued' | 'copying' | 'verifying' | 'ready' | 'failed' | 'cancelled';
@@ -40,23 +42,6 @@ export type JobPhase = 'queued' | 'copying' | 'verifying' | 'ready' | 'failed' |
 export interface TelemetrySample {
   ts_ms: number;
   gpus: GpuSample[];
-}
-
-export interface AuditEntry {
-  seq: number;
-  ts_ms: number;
-  actor: string;
-  action: string;
-  detail: { from?: string; outcome?: string; what?: unknown } | null;
-  hash: string;
-  prev: string;
-}
-
-export interface AuditReport {
-  chain_ok: boolean;
-  chain_error: string | null;
-  entries_total: number;
-  data: AuditEntry[];
 }
 
 export type Verdict = 'pass' | 'warn' | 'fail' | string;

@@ -10,7 +10,7 @@ export interface AuditFilter {
 
 /** Case-insensitive substring match on each non-empty field; `result` is the outcome text. */
 export function filterAudit(entries: AuditEntry[], f: AuditFilter): AuditEntry[] {
-  const m = (hay: string | undefined, needle: string) =>
+  const m = (hay: string | null | undefined, needle: string) =>
     needle.trim() === '' || (hay ?? '').toLowerCase().includes(needle.trim().toLowerCase());
   return entries.filter((e) => m(e.actor, f.actor) && m(e.action, f.action) && m(e.detail?.outcome, f.result));
 }
