@@ -11,10 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::Serialize;
+use oasis_api::{BootEntry, BootEntryState, SlotSystem};
+pub use oasis_api::{SlotView, SystemSlots};
 use system_image::bundle::{self, BundleError};
 use system_image::slots::{
-    self, BootInfo, BootPolicy, Entry, Layout, PartitionWriter, Slot, SlotInfo, UpdateRecord,
+    self, BootInfo, Entry, EntryState, Layout, PartitionWriter, Slot, UpdateRecord, UpdateState,
 };
 
 /// Where an installed image keeps the public half of its update key.
@@ -27,40 +28,6 @@ pub struct SystemImage {
     pub layout: Layout,
     pub key_path: PathBuf,
     busy: Mutex<()>,
-}
-
-/// One slot as `GET /admin/v1/system/slots` shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SlotView {
-    /// `a` or `b`.
-    pub slot: String,
-    pub booted: bool,
-    /// What the slot holds (absent for a slot never written).
-    #[schema(value_type = Option<Object>)]
-    pub system: Option<SlotInfo>,
-    /// Its boot entry: `good`, `trying` (with `left` and `done`) or `bad`.
-    #[schema(value_type = Option<Object>)]
-    pub entry: Option<Entry>,
-}
-
-/// `GET /admin/v1/system/slots`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SystemSlots {
-    /// Booted from an installed slot (else: a development box; updates do not apply).
-    pub installed: bool,
-    /// The slot running now.
-    pub booted: Option<String>,
-    pub slots: Vec<SlotView>,
-    /// The last update and what came of it.
-    #[schema(value_type = Option<Object>)]
-    pub last_update: Option<UpdateRecord>,
-    /// Tries a new slot gets, and how long its daemon has to get ready.
-    #[schema(value_type = Object)]
-    pub boot_policy: BootPolicy,
-    /// Whether the image holds an update key (without one it accepts no bundle).
-    pub update_key: bool,
-    /// Why this box takes no update, when it takes none.
-    pub note: Option<String>,
 }
 
 /// Why an update was refused or failed.
@@ -104,8 +71,12 @@ impl SystemImage {
                 .map(|s| SlotView {
                     slot: s.name().into(),
                     booted: self.boot.slot == Some(s),
-                    system: self.layout.slot_info(s),
-                    entry: entries.iter().find(|e| e.slot == s).cloned(),
+                    system: self.layout.slot_info(s).map(|i| SlotSystem {
+                        version: i.version,
+                        profile: i.profile,
+                        installed_unix: i.installed_unix,
+                    }),
+                    entry: entries.iter().find(|e| e.slot == s).map(entry_view),
                 })
                 .collect()
         } else {
@@ -124,8 +95,14 @@ impl SystemImage {
             installed,
             booted: self.boot.slot.map(|s| s.name().to_string()),
             slots: views,
-            last_update: self.layout.load_record(),
-            boot_policy: self.layout.policy(),
+            last_update: self.layout.load_record().as_ref().map(record_view),
+            boot_policy: {
+                let p = self.layout.policy();
+                oasis_api::BootPolicy {
+                    tries: p.tries,
+                    health_timeout_s: p.health_timeout_s,
+                }
+            },
             update_key,
             note,
         }
@@ -203,5 +180,39 @@ impl SystemImage {
             tracing::error!(error = %e, "cannot save the update's outcome");
         }
         Some(settled)
+    }
+}
+
+/// A boot entry as the API shows it.
+fn entry_view(e: &Entry) -> BootEntry {
+    BootEntry {
+        slot: e.slot.name().into(),
+        state: match e.state {
+            EntryState::Good => BootEntryState::Good,
+            EntryState::Trying { left, done } => BootEntryState::Trying { left, done },
+            EntryState::Bad { done } => BootEntryState::Bad { done },
+        },
+        generation: e.generation,
+        title: e.title.clone(),
+        file: e.file.clone(),
+    }
+}
+
+/// An update record as the API shows it.
+pub fn record_view(r: &UpdateRecord) -> oasis_api::UpdateRecord {
+    oasis_api::UpdateRecord {
+        version: r.version.clone(),
+        from: r.from.name().into(),
+        to: r.to.name().into(),
+        generation: r.generation,
+        tries: r.tries,
+        state: match r.state {
+            UpdateState::Installed => oasis_api::UpdateState::Installed,
+            UpdateState::Succeeded => oasis_api::UpdateState::Succeeded,
+            UpdateState::RolledBack => oasis_api::UpdateState::RolledBack,
+        },
+        started_unix: r.started_unix,
+        finished_unix: r.finished_unix,
+        detail: r.detail.clone(),
     }
 }

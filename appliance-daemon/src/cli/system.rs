@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
+use oasis_api::{BootEntryState, SystemSlots, UpdateAccepted, UpdateState};
 use serde_json::Value;
 
 use super::client::DaemonArgs;
@@ -56,76 +57,82 @@ pub fn system(cmd: &SystemCommand) -> Result<()> {
 }
 
 fn status(args: &DaemonArgs) -> Result<()> {
-    let v = args.get("/admin/v1/system/slots")?;
+    let (slots, v): (SystemSlots, _) = args.get_as("/admin/v1/system/slots")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    print!("{}", describe(&v));
+    print!("{}", describe(&slots));
     Ok(())
 }
 
 /// The summary `oasis system status` prints.
-fn describe(v: &Value) -> String {
+fn describe(v: &SystemSlots) -> String {
     let mut out = String::new();
-    let s = |x: &Value| x.as_str().unwrap_or("-").to_string();
-    if v["installed"] != true {
+    if !v.installed {
         out.push_str("not an installed system\n");
     }
-    for slot in v["slots"].as_array().into_iter().flatten() {
-        let mark = if slot["booted"] == true { "*" } else { " " };
-        let version = slot["system"]["version"].as_str().unwrap_or("(empty)");
-        let entry = &slot["entry"];
-        let state = match entry["state"].as_str() {
-            Some("good") => "good".to_string(),
-            Some("trying") => format!(
-                "on trial ({} tries left, {} made)",
-                entry["left"], entry["done"]
-            ),
-            Some("bad") => format!("failed ({} tries)", entry["done"]),
-            _ => "no boot entry".to_string(),
+    for slot in &v.slots {
+        let mark = if slot.booted { "*" } else { " " };
+        let version = slot
+            .system
+            .as_ref()
+            .map_or("(empty)", |s| s.version.as_str());
+        let state = match slot.entry.as_ref().map(|e| e.state) {
+            Some(BootEntryState::Good) => "good".to_string(),
+            Some(BootEntryState::Trying { left, done }) => {
+                format!("on trial ({left} tries left, {done} made)")
+            }
+            Some(BootEntryState::Bad { done }) => format!("failed ({done} tries)"),
+            None => "no boot entry".to_string(),
         };
-        out.push_str(&format!(
-            "{mark} slot {}  {version}  {state}\n",
-            s(&slot["slot"])
-        ));
+        out.push_str(&format!("{mark} slot {}  {version}  {state}\n", slot.slot));
     }
-    let u = &v["last_update"];
-    if u.is_object() {
-        out.push_str(&format!(
+    match &v.last_update {
+        Some(u) => out.push_str(&format!(
             "last update: {} ({} -> {}): {}: {}\n",
-            s(&u["version"]),
-            s(&u["from"]),
-            s(&u["to"]),
-            s(&u["state"]).replace('_', " "),
-            s(&u["detail"])
-        ));
-    } else {
-        out.push_str("last update: none\n");
+            u.version,
+            u.from,
+            u.to,
+            update_state(u.state),
+            u.detail
+        )),
+        None => out.push_str("last update: none\n"),
     }
-    if let Some(note) = v["note"].as_str() {
+    if let Some(note) = &v.note {
         out.push_str(&format!("note: {note}\n"));
     }
     out
+}
+
+/// How an update went, in words.
+fn update_state(s: UpdateState) -> &'static str {
+    match s {
+        UpdateState::Installed => "installed",
+        UpdateState::Succeeded => "succeeded",
+        UpdateState::RolledBack => "rolled back",
+    }
 }
 
 fn update(file: &std::path::Path, args: &DaemonArgs) -> Result<()> {
     if !file.is_file() {
         bail!("{} is not a file", file.display());
     }
-    let v = args.send_file("/admin/v1/system/update", file)?;
+    let path = "/admin/v1/system/update";
+    let v = args.send_file(path, file)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let u = &v["update"];
+    let a: UpdateAccepted = super::client::read_as(&v, path)?;
+    let u = &a.update;
+    let when = a.reboot_in_s.map_or_else(
+        || "when it is rebooted".to_string(),
+        |s| format!("in {s} s"),
+    );
     println!(
-        "installed {} into slot {}; the box reboots into it in {} s and goes back to slot {} if it does not get ready ({} tries)",
-        u["version"].as_str().unwrap_or("-"),
-        u["to"].as_str().unwrap_or("-"),
-        v["reboot_in_s"],
-        u["from"].as_str().unwrap_or("-"),
-        u["tries"]
+        "installed {} into slot {}; the box reboots into it {when} and goes back to slot {} if it does not get ready ({} tries)",
+        u.version, u.to, u.from, u.tries
     );
     Ok(())
 }
@@ -276,15 +283,48 @@ mod tests {
 
     #[test]
     fn the_status_names_each_slot_and_the_last_update() {
-        let v = serde_json::json!({
-            "installed": true, "booted": "a",
-            "slots": [
-                {"slot": "a", "booted": true, "system": {"version": "1.0"}, "entry": {"state": "good"}},
-                {"slot": "b", "booted": false, "system": {"version": "1.1"}, "entry": {"state": "bad", "done": 1}},
+        let slot =
+            |name: &str, booted: bool, version: &str, state: BootEntryState| oasis_api::SlotView {
+                slot: name.into(),
+                booted,
+                system: Some(oasis_api::SlotSystem {
+                    version: version.into(),
+                    profile: "cpu-dev".into(),
+                    installed_unix: 0,
+                }),
+                entry: Some(oasis_api::BootEntry {
+                    slot: name.into(),
+                    state,
+                    generation: 1,
+                    title: "Oasis".into(),
+                    file: format!("oasis-{name}.conf"),
+                }),
+            };
+        let v = SystemSlots {
+            installed: true,
+            booted: Some("a".into()),
+            slots: vec![
+                slot("a", true, "1.0", BootEntryState::Good),
+                slot("b", false, "1.1", BootEntryState::Bad { done: 1 }),
             ],
-            "last_update": {"version": "1.1", "from": "a", "to": "b", "state": "rolled_back",
-                "detail": "1.1 did not become ready"},
-        });
+            last_update: Some(oasis_api::UpdateRecord {
+                version: "1.1".into(),
+                from: "a".into(),
+                to: "b".into(),
+                generation: 2,
+                tries: 3,
+                state: UpdateState::RolledBack,
+                started_unix: 0,
+                finished_unix: None,
+                detail: "1.1 did not become ready".into(),
+            }),
+            boot_policy: oasis_api::BootPolicy {
+                tries: 3,
+                health_timeout_s: 600,
+            },
+            update_key: true,
+            note: None,
+        };
         let text = describe(&v);
         assert!(text.contains("* slot a  1.0  good"), "{text}");
         assert!(text.contains("  slot b  1.1  failed (1 tries)"), "{text}");
@@ -292,7 +332,14 @@ mod tests {
             text.contains("last update: 1.1 (a -> b): rolled back: 1.1 did not become ready"),
             "{text}"
         );
-        let none = describe(&serde_json::json!({"installed": false, "slots": [], "note": "n"}));
+        let none = describe(&SystemSlots {
+            installed: false,
+            booted: None,
+            slots: Vec::new(),
+            last_update: None,
+            note: Some("n".into()),
+            ..v
+        });
         assert!(none.contains("not an installed system") && none.contains("note: n"));
     }
 }

@@ -7,8 +7,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::StreamExt;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::{Principal, audited};
@@ -17,7 +15,7 @@ use super::extract::JsonBody;
 use oasis_api::Alert;
 pub use oasis_api::{
     AlertsReport, GpuSummary, GpusReport, HistoryReport, SamplerReport, SilenceRequest,
-    SystemReport,
+    SystemReport, UpdateAccepted,
 };
 
 /// The host, the driver and a summary of every GPU.
@@ -263,16 +261,6 @@ pub async fn slots(State(st): State<AppState>) -> Json<crate::system_update::Sys
     Json(st.system.status())
 }
 
-/// What an accepted update answers.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UpdateAccepted {
-    /// The update as recorded: version, from and to slot, tries.
-    #[schema(value_type = Object)]
-    pub update: system_image::slots::UpdateRecord,
-    /// Seconds until the box reboots into the new slot (null: it does not by itself).
-    pub reboot_in_s: Option<u64>,
-}
-
 /// How long after answering an update the box reboots: the answer reaches the client.
 const REBOOT_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -336,7 +324,7 @@ pub async fn update(
         Ok((
             axum::http::StatusCode::ACCEPTED,
             Json(UpdateAccepted {
-                update: record,
+                update: crate::system_update::record_view(&record),
                 reboot_in_s: Some(REBOOT_DELAY.as_secs()),
             }),
         ))
