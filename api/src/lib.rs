@@ -12,6 +12,7 @@ pub mod fit;
 pub mod keys;
 pub mod models;
 pub mod openai;
+pub mod profile;
 pub mod slots;
 pub mod status;
 pub mod storage;
@@ -28,6 +29,10 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use fit::{FitAnswer, FitReport, ModelFootprint};
 pub use keys::{CreateKey, KeyList, KeyView, Limits, PairRequest, PairingCode, Role};
 pub use models::{CatalogList, CatalogModel, Deleted, ImportRequest, JobList, JobPhase, JobView};
+pub use profile::{
+    ComplianceCheck, ComplianceReport, EngineSetting, ProfileAnswer, ProfileCandidate, ProfileInfo,
+    Verdict,
+};
 pub use slots::{
     BootEntry, BootEntryState, BootPolicy, SlotSystem, SlotView, SystemSlots, UpdateAccepted,
     UpdateRecord, UpdateState,

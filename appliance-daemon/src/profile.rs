@@ -10,6 +10,7 @@ use firmware_profiles::apply::{self, Outcome};
 use firmware_profiles::compliance::{self, Verdict};
 use firmware_profiles::matching::{self, Selection};
 use firmware_profiles::{EnginePlan, Inventory, Report};
+pub use oasis_api::EngineSetting;
 use serde::Serialize;
 
 use crate::config::{Origin, ProfilePolicy, ServeConfig};
@@ -38,16 +39,6 @@ pub struct ProfileState {
     /// Settings the profile pins that the GPUs cannot take.
     pub apply_problems: Vec<String>,
     pub inventory: Inventory,
-}
-
-/// One engine setting in force.
-#[derive(Debug, Clone, Serialize)]
-pub struct EngineSetting {
-    pub key: &'static str,
-    pub value: serde_json::Value,
-    pub source: String,
-    /// Why, when the source alone does not say.
-    pub note: Option<String>,
 }
 
 /// Selects and checks the profile, applies it under the `apply` policy, refuses a
@@ -290,7 +281,7 @@ fn fill_engine(
     ];
     if let (Some(p), Some(plan)) = (profile, plan) {
         out.push(EngineSetting {
-            key: "weight_precision",
+            key: "weight_precision".into(),
             value: plan.weight_precision.clone().into(),
             source: from(&p.id).to_string(),
             note: Some("the precision models for this box should ship in; the engine runs what the file holds".into()),
@@ -306,7 +297,7 @@ fn setting(
     note: Option<String>,
 ) -> EngineSetting {
     EngineSetting {
-        key,
+        key: key.into(),
         value: value.into(),
         source: origin.to_string(),
         note,
@@ -341,6 +332,81 @@ pub fn alert_rules(profile: Option<&firmware_profiles::Profile>) -> AlertRules {
         rules.xid_hold_samples = n;
     }
     rules
+}
+
+/// The profile answer: the state at start, with the compliance report checked again on
+/// `fresh` (the box as read now) when it could be read.
+pub fn answer(p: &ProfileState, fresh: Option<Inventory>, now_ms: u64) -> oasis_api::ProfileAnswer {
+    let profile = p.selection.profile.as_ref();
+    let start = p.report.as_ref().map(report_view);
+    let (report, report_at_start, inventory) = match (fresh, profile) {
+        (Some(inv), Some(profile)) => (
+            Some(report_view(&compliance::check(profile, &inv))),
+            start,
+            serde_json::to_value(inv),
+        ),
+        _ => (start, None, serde_json::to_value(&p.inventory)),
+    };
+    oasis_api::ProfileAnswer {
+        policy: p.policy.into(),
+        origin: p.origin.clone(),
+        profile: profile
+            .and_then(|f| serde_json::to_value(f).ok())
+            .and_then(|v| serde_json::from_value(v).ok()),
+        how: p.selection.how.clone(),
+        candidates: p
+            .selection
+            .candidates
+            .iter()
+            .map(|c| oasis_api::ProfileCandidate {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                matched: c.matched,
+                reasons: c.reasons.clone(),
+            })
+            .collect(),
+        report,
+        report_at_start,
+        plan: p
+            .plan
+            .as_ref()
+            .and_then(|plan| serde_json::to_value(plan).ok()),
+        engine: p.engine.clone(),
+        applied: p
+            .applied
+            .iter()
+            .filter_map(|o| serde_json::to_value(o).ok())
+            .collect(),
+        apply_problems: p.apply_problems.clone(),
+        inventory: inventory.unwrap_or_default(),
+        checked_at_ms: now_ms,
+    }
+}
+
+/// A compliance report as the API shows it.
+fn report_view(r: &Report) -> oasis_api::ComplianceReport {
+    let verdict = |v: Verdict| match v {
+        Verdict::Pass => oasis_api::Verdict::Pass,
+        Verdict::Warn => oasis_api::Verdict::Warn,
+        Verdict::Fail => oasis_api::Verdict::Fail,
+    };
+    oasis_api::ComplianceReport {
+        profile: r.profile.clone(),
+        profile_name: r.profile_name.clone(),
+        source: r.source.clone(),
+        verdict: verdict(r.verdict),
+        checks: r
+            .checks
+            .iter()
+            .map(|c| oasis_api::ComplianceCheck {
+                id: c.id.clone(),
+                expected: c.expected.clone(),
+                found: c.found.clone(),
+                verdict: verdict(c.verdict),
+                remedy: c.remedy.clone(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

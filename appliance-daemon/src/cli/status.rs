@@ -7,7 +7,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use oasis_api::openai::ModelCard;
 use oasis_api::{
-    AlertsReport, CatalogList, CatalogModel, FitAnswer, StatusReport, StorageReport, SystemReport,
+    AlertsReport, CatalogList, CatalogModel, FitAnswer, ProfileAnswer, StatusReport, StorageReport,
+    SystemReport, Verdict,
 };
 use serde_json::Value;
 
@@ -50,7 +51,7 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     let (report, doc): (StatusReport, _) = args.daemon.get_as("/admin/v1/status")?;
     let (system_report, system): (SystemReport, _) = args.daemon.get_as("/admin/v1/system")?;
     let (alerts_report, alerts): (AlertsReport, _) = args.daemon.get_as("/admin/v1/alerts")?;
-    let profile = args.daemon.get("/admin/v1/profile")?;
+    let (profile_answer, profile): (ProfileAnswer, _) = args.daemon.get_as("/admin/v1/profile")?;
     if args.daemon.json {
         let mut all = doc.clone();
         if let Some(o) = all.as_object_mut() {
@@ -62,40 +63,36 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         return Ok(());
     }
     print!("{}", render_status(&args.daemon.base_url()?, &report));
-    print!("{}", render_profile(&profile));
+    print!("{}", render_profile(&profile_answer));
     print!("{}", render_health(&system_report, &alerts_report));
     Ok(())
 }
 
 /// The firmware profile: which one, its verdict and its failing checks.
-fn render_profile(p: &Value) -> String {
+fn render_profile(p: &ProfileAnswer) -> String {
     let mut out = String::new();
-    if p["profile"].is_null() {
-        let _ = writeln!(
-            out,
-            "profile: none ({}), policy {}",
-            s(&p["how"]),
-            s(&p["policy"])
-        );
+    let Some(profile) = &p.profile else {
+        let _ = writeln!(out, "profile: none ({}), policy {}", p.how, p.policy);
         return out;
-    }
+    };
+    let verdict = p
+        .report
+        .as_ref()
+        .map_or("-".to_string(), |r| r.verdict.name().to_uppercase());
     let _ = writeln!(
         out,
-        "profile: {} ({}), {}, policy {}",
-        s(&p["profile"]["id"]),
-        s(&p["profile"]["name"]),
-        s(&p["report"]["verdict"]).to_uppercase(),
-        s(&p["policy"]),
+        "profile: {} ({}), {verdict}, policy {}",
+        profile.id, profile.name, p.policy,
     );
-    for c in p["report"]["checks"].as_array().into_iter().flatten() {
-        if c["verdict"] != "pass" {
+    for c in p.report.iter().flat_map(|r| &r.checks) {
+        if c.verdict != Verdict::Pass {
             let _ = writeln!(
                 out,
                 "  {} {}: expected {}; found {}",
-                s(&c["verdict"]).to_uppercase(),
-                s(&c["id"]),
-                s(&c["expected"]),
-                s(&c["found"])
+                c.verdict.name().to_uppercase(),
+                c.id,
+                c.expected,
+                c.found
             );
         }
     }
@@ -236,14 +233,6 @@ pub fn model(cmd: &ModelCommand) -> Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
     }
 }
 

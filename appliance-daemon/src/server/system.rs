@@ -12,7 +12,7 @@ use super::AppState;
 use super::auth::{Principal, audited};
 use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
-use oasis_api::Alert;
+use oasis_api::{Alert, ProfileAnswer};
 pub use oasis_api::{
     AlertsReport, GpuSummary, GpusReport, HistoryReport, SamplerReport, SilenceRequest,
     SystemReport, UpdateAccepted,
@@ -143,22 +143,19 @@ fn set_silence(
 /// The firmware profile: which one, how it was picked, every profile's fit, the engine
 /// settings in force and where each came from, the changes made at start, and the
 /// compliance report, checked again now (the box's settings may have changed since).
-#[utoipa::path(get, path = "/admin/v1/profile", responses((status = 200, description = "The profile state: `profile`, `how`, `candidates`, `report`, `report_at_start`, `plan`, `engine`, `applied`, `inventory`", content_type = "application/json")))]
-pub async fn profile(State(st): State<AppState>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/admin/v1/profile", responses((status = 200, body = ProfileAnswer)))]
+pub async fn profile(State(st): State<AppState>) -> Json<ProfileAnswer> {
     let recorded = st.config.inventory.clone();
     let fresh =
         tokio::task::spawn_blocking(move || crate::telemetry::inventory::read(recorded.as_deref()))
-            .await;
-    let p = &st.profile;
-    let mut doc = serde_json::to_value(p).unwrap_or_default();
-    if let (Ok(Ok(inv)), Some(profile)) = (fresh, &p.selection.profile) {
-        let report = firmware_profiles::compliance::check(profile, &inv);
-        doc["report_at_start"] = doc["report"].take();
-        doc["report"] = serde_json::to_value(report).unwrap_or_default();
-        doc["inventory"] = serde_json::to_value(inv).unwrap_or_default();
-    }
-    doc["checked_at_ms"] = crate::telemetry::now_ms().into();
-    Json(doc)
+            .await
+            .ok()
+            .and_then(Result::ok);
+    Json(crate::profile::answer(
+        &st.profile,
+        fresh,
+        crate::telemetry::now_ms(),
+    ))
 }
 
 /// `from`, `to` (ms since the Unix epoch) and `step` (ms) of a history query.

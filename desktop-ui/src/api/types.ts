@@ -2,8 +2,8 @@
  * The shapes of the daemon's admin API answers. Those the daemon's OpenAPI document
  * describes are generated from it (`npm run api-types` turns `openapi.json`, the daemon's
  * `/openapi.json` as a Rust test keeps it, into `schema.gen.ts`, in every build), so the
- * console does not compile against an answer the daemon does not give. The rest are written
- * here until the document types them (the daemon still serves them as open objects).
+ * console does not compile against an answer the daemon does not give. The telemetry
+ * stream's sample is written here: it is a server-sent event, outside the document.
  */
 
 import type { components } from './schema.gen';
@@ -34,39 +34,15 @@ export type FitReport = Schemas['FitReport'];
 export type FitAnswer = Schemas['FitAnswer'];
 export type AuditEntry = Schemas['AuditEntry'];
 export type AuditReport = Schemas['AuditReport'];
+export type Verdict = Schemas['Verdict'];
+export type ComplianceCheck = Schemas['ComplianceCheck'];
+export type ComplianceReport = Schemas['ComplianceReport'];
+export type ProfileDoc = Schemas['ProfileAnswer'];
 
-/** The states a job goes through (`JobView.state`). */
-export type JobPhase = 'queued' | 'copying' | 'verifying' | 'ready' | 'failed' | 'cancelled';
+export type JobPhase = Schemas['JobPhase'];
 
 /** One `sample` event of the telemetry stream (or a polled `GpusReport`). */
 export interface TelemetrySample {
   ts_ms: number;
   gpus: GpuSample[];
-}
-
-export type Verdict = 'pass' | 'warn' | 'fail' | string;
-
-export interface ComplianceCheck {
-  id: string;
-  verdict: Verdict;
-  expected: string;
-  found: string;
-  remedy: string | null;
-}
-
-export interface ComplianceReport {
-  profile: string;
-  profile_name: string;
-  source: string;
-  verdict: Verdict;
-  checks: ComplianceCheck[];
-}
-
-export interface ProfileDoc {
-  how?: string;
-  report?: ComplianceReport | null;
-  checked_at_ms?: number;
-  policy?: unknown;
-  profile?: { id?: string; name?: string; description?: string } | null;
-  engine?: unknown;
 }
