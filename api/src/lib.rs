@@ -37,7 +37,7 @@ pub use slots::{
     BootEntry, BootEntryState, BootPolicy, SlotSystem, SlotView, SystemSlots, UpdateAccepted,
     UpdateRecord, UpdateState,
 };
-pub use status::{ModelStatus, StatusReport, WriteHealth};
+pub use status::{Health, ModelStatus, StatusReport, WriteHealth};
 pub use storage::{ModelStorage, StorageReport, Volume};
 pub use system::{
     AlertsReport, GpuSummary, GpusReport, HistoryReport, SamplerReport, SilenceRequest,

@@ -60,3 +60,12 @@ pub struct WriteHealth {
     /// When the first entry still pending failed (milliseconds since the epoch).
     pub failing_since_ms: Option<u64>,
 }
+
+/// `GET /healthz` and `GET /readyz` bodies.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready`, `not_ready` or `draining`.
+    pub status: String,
+    /// Models being served.
+    pub models: Vec<String>,
+}

@@ -271,11 +271,9 @@ pub fn rm(args: &RmArgs) -> Result<()> {
 
 pub fn deploy(args: &DeployArgs) -> Result<()> {
     let name = args.name.clone().unwrap_or_else(|| args.model.clone());
-    let (status, existing) =
-        args.daemon
-            .call("GET", &format!("/admin/v1/deployments/{name}"), None)?;
-    let aliases = (!args.aliases.is_empty()).then(|| args.aliases.clone());
     let path = format!("/admin/v1/deployments/{name}");
+    let (status, existing) = args.daemon.call("GET", &path, None)?;
+    let aliases = (!args.aliases.is_empty()).then(|| args.aliases.clone());
     let (d, doc): (DeploymentView, _) = if status == 200 {
         let body = ChangeDeployment {
             model: Some(args.model.clone()),
@@ -308,7 +306,8 @@ pub fn deploy(args: &DeployArgs) -> Result<()> {
         println!(
             "`{name}` now serves `{}` (was `{}`; generation {}, context {ctx})",
             args.model,
-            existing["model"].as_str().unwrap_or("?"),
+            super::client::read_as::<DeploymentView>(&existing, &path)
+                .map_or_else(|_| "?".to_string(), |e| e.model),
             d.generation
         );
     } else {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use oasis_api::{BootEntryState, SystemSlots, UpdateAccepted, UpdateState};
+use oasis_api::{BootEntryState, Health, SystemSlots, UpdateAccepted, UpdateState};
 use serde_json::Value;
 
 use super::client::DaemonArgs;
@@ -145,10 +145,9 @@ const BOOT_COUNT_VAR: &str =
 /// `/readyz` counts as ready on 200, and also on "not ready" with no model configured: a
 /// box installed without a model is healthy with nothing to load.
 fn is_ready(status: u16, body: &Value) -> bool {
+    let health = serde_json::from_value::<Health>(body.clone()).ok();
     status == 200
-        || (status == 503
-            && body["status"] == "not_ready"
-            && body["models"].as_array().is_some_and(Vec::is_empty))
+        || (status == 503 && health.is_some_and(|h| h.status == "not_ready" && h.models.is_empty()))
 }
 
 fn wait_ready(timeout_s: Option<u64>, args: &DaemonArgs) -> Result<()> {

@@ -7,29 +7,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::AppState;
 use super::catalog::ServedModel;
 use super::error::{ApiError, ErrorBody};
 use super::openai::{ModelCard, ModelList};
-pub use oasis_api::{ModelStatus, StatusReport};
-
-/// `GET /healthz` and `GET /readyz` bodies.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    /// `ok`, `ready`, `not_ready` or `draining`.
-    pub status: &'static str,
-    /// Models being served.
-    pub models: Vec<String>,
-}
+pub use oasis_api::{Health, ModelStatus, StatusReport};
 
 /// The daemon is alive.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
 pub async fn healthz(State(st): State<AppState>) -> Json<Health> {
     Json(Health {
-        status: "ok",
+        status: "ok".into(),
         models: st.catalog.served_ids(),
     })
 }
@@ -46,7 +35,14 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     } else {
         (StatusCode::OK, "ready")
     };
-    (code, Json(Health { status, models })).into_response()
+    (
+        code,
+        Json(Health {
+            status: status.into(),
+            models,
+        }),
+    )
+        .into_response()
 }
 
 fn card(name: &str, m: &ServedModel) -> ModelCard {
