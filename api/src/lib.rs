@@ -1,9 +1,10 @@
-//! The wire types of the Oasis daemon's admin API (`/admin/v1/*`), in one place for the
-//! daemon that serves them, the `oasis` CLI and the desktop client that read them, and
-//! the OpenAPI document (`/openapi.json`) the console's TypeScript types are generated
-//! from. Answers derive both `Serialize` and `Deserialize`, and carry no field the daemon
-//! fills from its internals, so a client reads exactly what the daemon writes; unknown
-//! fields are ignored when reading, so an older client still reads a newer daemon.
+//! The wire types of the Oasis daemon's API, the admin API (`/admin/v1/*`) and the
+//! OpenAI-compatible one (`/v1/*`, in [`openai`]), in one place for the daemon that serves
+//! them, the `oasis` CLI and the desktop client that read them, and the OpenAPI document
+//! (`/openapi.json`) the console's TypeScript types are generated from. Every type derives
+//! `Serialize`, `Deserialize` and `ToSchema`, so a client reads exactly what the daemon
+//! writes and the document states it; unknown fields are ignored when reading answers, so
+//! an older client still reads a newer daemon.
 
 pub mod audit;
 pub mod deployments;
