@@ -10,6 +10,7 @@ use oasis_api::{
     CatalogModel, ChangeDeployment, CreateDeployment, Deleted, DeploymentView, ImportRequest,
     JobList, JobPhase, JobView, Undeployed,
 };
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::client::DaemonArgs;
@@ -161,18 +162,16 @@ fn follow(daemon: &DaemonArgs, id: &str) -> Result<(JobView, Value)> {
     let mut last = None;
     let mut unreadable = None;
     let path = format!("/admin/v1/jobs/{id}/events");
-    daemon.events(&path, |v| {
-        match serde_json::from_value::<JobView>(v.clone()) {
-            Ok(job) => {
-                bar.show(&job, tty);
-                let done = job.state.is_final();
-                last = Some((job, v));
-                !done
-            }
-            Err(e) => {
-                unreadable = Some(e);
-                false
-            }
+    daemon.events(&path, |v| match JobView::deserialize(&v) {
+        Ok(job) => {
+            bar.show(&job, tty);
+            let done = job.state.is_final();
+            last = Some((job, v));
+            !done
+        }
+        Err(e) => {
+            unreadable = Some(e);
+            false
         }
     })?;
     if tty {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use oasis_api::{BootEntryState, Health, SystemSlots, UpdateAccepted, UpdateState};
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::client::DaemonArgs;
@@ -145,7 +146,7 @@ const BOOT_COUNT_VAR: &str =
 /// `/readyz` counts as ready on 200, and also on "not ready" with no model configured: a
 /// box installed without a model is healthy with nothing to load.
 fn is_ready(status: u16, body: &Value) -> bool {
-    let health = serde_json::from_value::<Health>(body.clone()).ok();
+    let health = Health::deserialize(body).ok();
     status == 200
         || (status == 503 && health.is_some_and(|h| h.status == "not_ready" && h.models.is_empty()))
 }
