@@ -9,7 +9,8 @@ pub struct CatalogModel {
     pub id: String,
     /// The model's own name (GGUF `general.name`, or the manifest's).
     pub name: String,
-    /// `gguf` or `safetensors`.
+    /// `gguf` or `safetensors` (a chat model), or `sentence-transformers` (an embedding
+    /// model, served by `POST /v1/embeddings`).
     pub format: String,
     pub architecture: String,
     pub parameters: u64,
@@ -120,8 +121,9 @@ impl JobPhase {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
-    /// A `.gguf` file, a Hugging Face checkpoint folder or a `.tar` bundle, as a path on
-    /// the box (absolute).
+    /// A `.gguf` file, a Hugging Face checkpoint folder (a chat model, or a
+    /// sentence-transformers embedding model with its module folders) or a `.tar` bundle
+    /// of either, as a path on the box (absolute).
     #[schema(pattern = "^/")]
     pub path: String,
     /// The catalog id [default: from the file or folder name].

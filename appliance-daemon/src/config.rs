@@ -155,7 +155,8 @@ pub struct ServeConfig {
     pub models: Vec<PathBuf>,
     /// Compute threads per engine; one per core when absent.
     pub threads: Option<usize>,
-    /// Context limit per sequence; the model's training context when absent.
+    /// Context limit per sequence, and the most a deployment's `context_length` may ask;
+    /// the model's training context (at most 8192) when absent.
     pub max_context: Option<usize>,
     /// Bound on request bodies (413 beyond it).
     pub max_body_bytes: usize,

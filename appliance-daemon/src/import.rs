@@ -30,6 +30,8 @@ pub use oasis_api::JobPhase as Phase;
 
 /// The manifest's file name, next to the model's files.
 pub const MANIFEST: &str = "oasis-model.json";
+/// The catalog format of an embedding model (a sentence-transformers folder).
+pub const EMBEDDING_FORMAT: &str = "sentence-transformers";
 /// The manifest's schema tag.
 pub const MANIFEST_SCHEMA: &str = "oasis.model/v1";
 
@@ -346,7 +348,7 @@ pub fn space_needed(source: &Path) -> Result<u64> {
         return Ok(meta.len());
     }
     let mut total = 0u64;
-    for f in folder_files(source)? {
+    for f in model_files(source)? {
         total += std::fs::metadata(&f).map_or(0, |m| m.len());
     }
     Ok(total)
@@ -396,6 +398,56 @@ fn folder_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// Files a checkpoint folder's model is made of: [`folder_files`] at its top level and, for
+/// a sentence-transformers embedding model, those of each module folder its `modules.json`
+/// names (the pooling config lives in `1_Pooling/`). Other subfolders (a Llama repository's
+/// `original/` weights, say) are not the model and are left out.
+fn model_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = folder_files(dir)?;
+    for sub in module_folders(dir) {
+        let sub = dir.join(sub);
+        if sub.is_dir() && !sub.is_symlink() {
+            files.extend(folder_files(&sub)?);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The module folders an embedding model's `modules.json` names (each a plain relative
+/// path inside the model; anything else is left out here and refused when the model loads).
+fn module_folders(dir: &Path) -> Vec<PathBuf> {
+    if !engine::embed::is_embedding_model(dir) {
+        return Vec::new();
+    }
+    let Ok(bytes) = std::fs::read(dir.join("modules.json")) else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Array(modules)) = serde_json::from_slice(&bytes) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = modules
+        .iter()
+        .filter_map(|m| m["path"].as_str())
+        .map(PathBuf::from)
+        .filter(|p| {
+            !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `file`'s path relative to `base` with `/` between its parts, or its own name when it
+/// does not lie under `base`.
+fn rel_name(base: &Path, file: &Path) -> Result<String> {
+    match file.strip_prefix(base) {
+        Ok(rel) if !rel.as_os_str().is_empty() => Ok(rel_string(rel)),
+        _ => file_name(file),
+    }
 }
 
 /// Size and digest of each file, by path relative to the model's folder.
@@ -593,7 +645,7 @@ fn stage(
             v.extend(sibling_manifest(&spec.source));
             v
         }
-        Kind::Checkpoint => folder_files(&spec.source)?,
+        Kind::Checkpoint => model_files(&spec.source)?,
         Kind::Tar => vec![spec.source.clone()],
     };
     progress.start(Phase::Copying, &sources);
@@ -602,8 +654,12 @@ fn stage(
         untar(&spec.source, partial, store, progress, &mut digests)?;
     } else {
         for src in &sources {
-            let name = file_name(src)?;
+            let name = rel_name(&spec.source, src)?;
             let dest = partial.join(&name);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
             let moved = spec.consume && std::fs::rename(src, &dest).is_ok();
             let digest = if moved {
                 // An upload: hashed again here, reading what was written (a rename is not a copy).
@@ -643,7 +699,7 @@ fn stage(
 /// An import that references the files where they lie: hashes and verifies them.
 fn in_place(spec: &ImportSpec, kind: Kind, progress: &Progress) -> Result<ModelRecord> {
     let (root, files) = match kind {
-        Kind::Checkpoint => (spec.source.clone(), folder_files(&spec.source)?),
+        Kind::Checkpoint => (spec.source.clone(), model_files(&spec.source)?),
         _ => {
             let dir = spec
                 .source
@@ -661,7 +717,7 @@ fn in_place(spec: &ImportSpec, kind: Kind, progress: &Progress) -> Result<ModelR
         let file = open_regular(f)?;
         let d = copy_hashed(&mut Metered::new(file, progress, 0), None)
             .with_context(|| format!("hashing {}", f.display()))?;
-        digests.insert(file_name(f)?, d);
+        digests.insert(rel_name(&root, f)?, d);
     }
     let manifest = verify_with(
         &root,
@@ -827,7 +883,12 @@ fn verify_with(root: &Path, digests: &Digests, gguf: Option<&Path>) -> Result<Op
         Some(p) => p.to_path_buf(),
         None => model_path(root)?,
     };
-    engine::Model::load(&model_path).map_err(|e| anyhow!("the model does not verify: {e}"))?;
+    if model_path.is_dir() && engine::embed::is_embedding_model(&model_path) {
+        engine::embed::Embedder::open(&model_path, 1)
+            .map_err(|e| anyhow!("the embedding model does not verify: {e}"))?;
+    } else {
+        engine::Model::load(&model_path).map_err(|e| anyhow!("the model does not verify: {e}"))?;
+    }
     Ok(manifest)
 }
 
@@ -1013,6 +1074,9 @@ pub fn describe(
             None => sha256_file(p),
         }
     };
+    if path.is_dir() && engine::embed::is_embedding_model(path) {
+        return describe_embedding(path, id, added_at, &digest);
+    }
     if path.is_dir() {
         return describe_checkpoint(path, id, added_at, &digest);
     }
@@ -1069,21 +1133,13 @@ fn describe_checkpoint(
         .sum();
     drop(ck);
     let (size_bytes, modified_unix_ns) = stat(dir)?;
-    let mut all = Sha256::new();
-    for f in checkpoint_files(dir)? {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        all.update(format!("{name}\0{}\n", digest(&f)?).as_bytes());
-    }
     Ok(ModelRecord {
         schema: SCHEMA,
         name: id.clone(),
         id,
         path: dir.to_path_buf(),
         format: "safetensors".into(),
-        digest: format!("sha256:{}", hex(&all.finalize())),
+        digest: folder_digest(dir, digest)?,
         size_bytes,
         modified_unix_ns,
         architecture: cfg.arch.name().to_string(),
@@ -1095,18 +1151,69 @@ fn describe_checkpoint(
     })
 }
 
-/// The files a checkpoint folder's model is made of: JSON files (not our manifest) and
-/// safetensors shards.
+/// One digest over every file a folder's model is made of: the relative path and
+/// SHA-256 of each, in path order.
+fn folder_digest(dir: &Path, digest: &dyn Fn(&Path) -> Result<String>) -> Result<String> {
+    let mut all = Sha256::new();
+    for f in checkpoint_files(dir)? {
+        let name = rel_name(dir, &f)?;
+        all.update(format!("{name}\0{}\n", digest(&f)?).as_bytes());
+    }
+    Ok(format!("sha256:{}", hex(&all.finalize())))
+}
+
+/// A sentence-transformers embedding model's folder as a catalog record (format
+/// `sentence-transformers`): opened as the daemon will serve it, so a record is only made
+/// for a model that loads.
+fn describe_embedding(
+    dir: &Path,
+    id: String,
+    added_at: Option<u64>,
+    digest: &dyn Fn(&Path) -> Result<String>,
+) -> Result<ModelRecord> {
+    let embedder = engine::embed::Embedder::open(dir, 1)?;
+    let (size_bytes, modified_unix_ns) = stat(dir)?;
+    Ok(ModelRecord {
+        schema: SCHEMA,
+        name: id.clone(),
+        id,
+        path: dir.to_path_buf(),
+        format: EMBEDDING_FORMAT.into(),
+        digest: folder_digest(dir, digest)?,
+        size_bytes,
+        modified_unix_ns,
+        architecture: "bert".into(),
+        parameters: embedder.parameters(),
+        context_length: embedder.max_tokens(),
+        added_at: added_at.unwrap_or_else(unix_now),
+        in_store: false,
+        license: None,
+    })
+}
+
+/// The files of a checkpoint folder that the digest and the change check cover: JSON
+/// files (not our manifest) and safetensors shards, module folders included.
+/// (A link to a file counts: a checkpoint used in place may be a Hugging Face cache
+/// snapshot, whose files are links to its blobs.)
 fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.file_name().is_some_and(|n| n != MANIFEST)
-                && p.extension()
-                    .is_some_and(|x| x == "json" || x == "safetensors")
-        })
-        .collect();
+    let mut files = Vec::new();
+    let folders = std::iter::once(dir.to_path_buf())
+        .chain(module_folders(dir).into_iter().map(|m| dir.join(m)));
+    for folder in folders {
+        if folder != dir && !folder.is_dir() {
+            continue;
+        }
+        files.extend(
+            std::fs::read_dir(&folder)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.file_name().is_some_and(|n| n != MANIFEST)
+                        && p.extension()
+                            .is_some_and(|x| x == "json" || x == "safetensors")
+                }),
+        );
+    }
     files.sort();
     Ok(files)
 }

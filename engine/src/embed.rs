@@ -88,6 +88,8 @@ pub struct Embedder {
     max_tokens: usize,
     pooling: Pooling,
     normalize: bool,
+    /// Weights in the checkpoint.
+    parameters: u64,
     pool: ThreadPool,
 }
 
@@ -234,6 +236,11 @@ impl Embedder {
         }
 
         let ck = Checkpoint::open(dir)?;
+        let parameters = ck
+            .names()
+            .filter_map(|n| ck.tensor(n))
+            .map(|t| t.n_elements() as u64)
+            .sum();
         let prefix = if ck.tensor("embeddings.word_embeddings.weight").is_some() {
             ""
         } else {
@@ -320,9 +327,22 @@ impl Embedder {
                 if kind.ends_with(".Normalize") {
                     normalize = true;
                 } else if kind.ends_with(".Pooling") {
-                    let p = dir
-                        .join(m["path"].as_str().unwrap_or(""))
-                        .join("config.json");
+                    // The module's folder, inside the model's own (an imported model's
+                    // modules.json must not make the daemon read elsewhere).
+                    let sub = Path::new(m["path"].as_str().unwrap_or(""));
+                    if !sub
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
+                    {
+                        return Err(bad(
+                            &modules_path,
+                            format!(
+                                "the pooling module's path `{}` is not a folder inside the model",
+                                sub.display()
+                            ),
+                        ));
+                    }
+                    let p = dir.join(sub).join("config.json");
                     let cfg = read_json(&p)?;
                     pooling = if cfg["pooling_mode_mean_tokens"].as_bool() == Some(true) {
                         Pooling::Mean
@@ -369,6 +389,7 @@ impl Embedder {
             max_tokens,
             pooling,
             normalize,
+            parameters,
             pool: ThreadPool::new(threads.max(1)),
         })
     }
@@ -376,6 +397,11 @@ impl Embedder {
     /// The vectors' length.
     pub fn dimensions(&self) -> usize {
         self.hidden
+    }
+
+    /// Weights in the checkpoint.
+    pub fn parameters(&self) -> u64 {
+        self.parameters
     }
 
     /// Tokens per text, at most (longer texts are cut, as sentence-transformers cuts them).

@@ -28,7 +28,7 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// Waits for job `id` to end; its last view.
-fn wait_job(d: &Daemon, id: &str) -> Value {
+pub(crate) fn wait_job(d: &Daemon, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (status, job) = d.get(&format!("/admin/v1/jobs/{id}"));
@@ -522,6 +522,20 @@ fn broken_models_are_refused_and_leave_nothing_behind() {
         &json!({"model": "good", "name": "other", "aliases": ["good"]}),
     );
     assert_eq!(s, 409, "{e}");
+    // The daemon's `--max-context` (1024 here) is the ceiling of a deployment's context.
+    let (s, e) = d.patch(
+        "/admin/v1/deployments/good",
+        &json!({"context_length": 1025}),
+    );
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["param"], "context_length", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_context"),
+        "{e}"
+    );
     let (s, e) = d.patch("/admin/v1/deployments/good", &json!({"model": "nope"}));
     assert_eq!(s, 422, "{e}");
     assert_eq!(e["error"]["param"], "model", "{e}");

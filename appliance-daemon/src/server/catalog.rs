@@ -18,9 +18,10 @@ use engine::Model;
 use engine::model::KvBudget;
 use engine::serve::EngineConfig;
 
+use super::embeddings::EmbeddingModel;
 use super::worker::WorkerHandle;
 use crate::config::ServeConfig;
-use crate::import::{describe, stat};
+use crate::import::{EMBEDDING_FORMAT, describe, stat};
 use crate::paths::DEFAULT_MODEL_FILE;
 use crate::store::{DeploymentRecord, ModelRecord, SCHEMA, Store, unix_now};
 
@@ -63,19 +64,19 @@ pub struct Unavailable {
 #[derive(Debug, Default)]
 pub struct Catalog {
     /// By served name and by alias.
-    served: RwLock<BTreeMap<String, Arc<ServedModel>>>,
+    served: Served<ServedModel>,
     unavailable: RwLock<Vec<Unavailable>>,
-    /// Embedding models, by served name.
-    embedders: RwLock<BTreeMap<String, Arc<super::embeddings::EmbeddingModel>>>,
+    /// Embedding models, by served name and by alias.
+    embedders: Served<EmbeddingModel>,
 }
 
 impl Catalog {
-    /// The embedding model served as `name`.
-    pub fn embedder(&self, name: &str) -> Option<Arc<super::embeddings::EmbeddingModel>> {
+    /// The embedding model served as `name` (a served name or an alias).
+    pub fn embedder(&self, name: &str) -> Option<Arc<EmbeddingModel>> {
         self.embedders.read().ok()?.get(name).cloned()
     }
 
-    /// The embedding models' names, sorted.
+    /// The embedding models' names and aliases, sorted.
     pub fn embedder_ids(&self) -> Vec<String> {
         self.embedders
             .read()
@@ -91,11 +92,17 @@ impl Catalog {
         ids
     }
 
-    /// Serves the embedding model `m` under its name.
-    pub fn install_embedder(&self, m: Arc<super::embeddings::EmbeddingModel>) {
-        if let Ok(mut map) = self.embedders.write() {
-            map.insert(m.name.clone(), m);
-        }
+    /// Puts the embedding model `m` in service under its name and aliases in one step,
+    /// replacing the deployment of that name (returned; requests holding it finish on it).
+    pub fn install_embedder(&self, m: Arc<EmbeddingModel>) -> Option<Arc<EmbeddingModel>> {
+        let old = put(&self.embedders, m.clone());
+        self.clear_unavailable(&m.name);
+        old
+    }
+
+    /// Each embedding deployment once, by served name.
+    pub fn embedding_deployments(&self) -> Vec<Arc<EmbeddingModel>> {
+        each(&self.embedders)
     }
 
     /// The deployment serving `name` (a served name or an alias).
@@ -113,15 +120,7 @@ impl Catalog {
 
     /// Each deployment once, by served name.
     pub fn deployments(&self) -> Vec<Arc<ServedModel>> {
-        self.served
-            .read()
-            .map(|m| {
-                m.iter()
-                    .filter(|(k, v)| **k == v.name)
-                    .map(|(_, v)| v.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        each(&self.served)
     }
 
     pub fn unavailable(&self) -> Vec<Unavailable> {
@@ -131,45 +130,42 @@ impl Catalog {
             .unwrap_or_default()
     }
 
+    /// No model, chat or embedding, is served.
     pub fn is_empty(&self) -> bool {
         self.served.read().map_or(true, |m| m.is_empty())
+            && self.embedders.read().map_or(true, |m| m.is_empty())
     }
 
     /// Puts `m` in service under its name and aliases in one step, replacing the
     /// deployment of that name (returned; requests holding it finish on it).
     pub fn install(&self, m: Arc<ServedModel>) -> Option<Arc<ServedModel>> {
-        let Ok(mut map) = self.served.write() else {
-            return None;
-        };
-        let old = map.get(&m.name).filter(|o| o.name == m.name).cloned();
-        if let Some(o) = &old {
-            for a in &o.deployment.aliases {
-                map.remove(a);
-            }
-        }
-        for a in &m.deployment.aliases {
-            map.insert(a.clone(), m.clone());
-        }
-        map.insert(m.name.clone(), m.clone());
-        drop(map);
-        if let Ok(mut u) = self.unavailable.write() {
-            u.retain(|u| u.id != m.name);
-        }
+        let old = put(&self.served, m.clone());
+        self.clear_unavailable(&m.name);
         old
     }
 
-    /// Takes the deployment `name` out of service (requests in flight finish).
-    pub fn remove(&self, name: &str) -> Option<Arc<ServedModel>> {
+    fn clear_unavailable(&self, name: &str) {
         if let Ok(mut u) = self.unavailable.write() {
             u.retain(|u| u.id != name);
         }
-        let mut map = self.served.write().ok()?;
-        let old = map.get(name).filter(|o| o.name == name).cloned()?;
-        map.remove(name);
-        for a in &old.deployment.aliases {
-            map.remove(a);
-        }
-        Some(old)
+    }
+
+    /// Takes the deployment `name`, chat or embedding, out of service (requests in
+    /// flight finish); returns the chat model it served.
+    pub fn remove(&self, name: &str) -> Option<Arc<ServedModel>> {
+        self.clear_unavailable(name);
+        self.remove_embedder(name);
+        self.remove_chat(name)
+    }
+
+    /// Takes the embedding deployment `name` out of service.
+    pub fn remove_embedder(&self, name: &str) -> Option<Arc<EmbeddingModel>> {
+        take(&self.embedders, name)
+    }
+
+    /// Takes the chat deployment `name` out of service.
+    pub fn remove_chat(&self, name: &str) -> Option<Arc<ServedModel>> {
+        take(&self.served, name)
     }
 
     /// Records a deployment that could not be loaded.
@@ -179,6 +175,72 @@ impl Catalog {
             list.push(u);
         }
     }
+}
+
+/// A deployment in one of the catalog's maps (keyed by served name and by alias).
+trait Deployed {
+    fn name(&self) -> &str;
+    fn aliases(&self) -> &[String];
+}
+
+impl Deployed for ServedModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn aliases(&self) -> &[String] {
+        &self.deployment.aliases
+    }
+}
+
+impl Deployed for EmbeddingModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn aliases(&self) -> &[String] {
+        &self.deployment.aliases
+    }
+}
+
+type Served<T> = RwLock<BTreeMap<String, Arc<T>>>;
+
+/// Puts `m` under its name and aliases, in place of the deployment of that name (whose
+/// aliases go with it); returns that one.
+fn put<T: Deployed>(map: &Served<T>, m: Arc<T>) -> Option<Arc<T>> {
+    let mut map = map.write().ok()?;
+    let old = map.get(m.name()).filter(|o| o.name() == m.name()).cloned();
+    if let Some(o) = &old {
+        for a in o.aliases() {
+            map.remove(a);
+        }
+    }
+    for a in m.aliases() {
+        map.insert(a.clone(), m.clone());
+    }
+    map.insert(m.name().to_string(), m);
+    old
+}
+
+/// Takes the deployment `name` and its aliases out.
+fn take<T: Deployed>(map: &Served<T>, name: &str) -> Option<Arc<T>> {
+    let mut map = map.write().ok()?;
+    let old = map.get(name).filter(|o| o.name() == name).cloned()?;
+    map.remove(name);
+    for a in old.aliases() {
+        map.remove(a);
+    }
+    Some(old)
+}
+
+/// Each deployment once, by served name.
+fn each<T: Deployed>(map: &Served<T>) -> Vec<Arc<T>> {
+    map.read()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, v)| k.as_str() == v.name())
+                .map(|(_, v)| v.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A new deployment record serving catalog model `model` as `name`.
@@ -238,65 +300,45 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
             wanted.push(default);
         }
     }
-    // Embedding models (sentence-transformers folders) are served beside the chat models:
-    // those named, or with none named, the default one when it is there.
-    // A configured one that does not load stops the start; the default one is reported
-    // unavailable and the rest is served.
-    let mut embedding: Vec<(PathBuf, bool)> = Vec::new();
-    wanted.retain(|p| {
-        let is = p.is_dir() && engine::embed::is_embedding_model(p);
-        if is {
-            embedding.push((p.clone(), true));
-        }
-        !is
-    });
+    // The default embedding model (scripts/fetch-embedding-model puts it in the data
+    // directory's `models`) joins the catalog and is deployed, beside the chat models, the
+    // first time it is found with no model named: after that its deployment is restored like
+    // any other (undeployed, it stays so). One that does not load is reported unavailable
+    // and the rest is served; a model named with `--model` that does not load stops the start.
+    let mut found: Vec<PathBuf> = Vec::new();
     if config.models.is_empty() {
         let default = config.data_dir.join("models").join(DEFAULT_EMBEDDING_MODEL);
-        if engine::embed::is_embedding_model(&default) {
-            embedding.push((default, false));
-        }
-    }
-    let threads = config
-        .threads
-        .unwrap_or_else(engine::generate::default_threads);
-    for (path, configured) in &embedding {
-        let name = path.file_name().map_or_else(
-            || "embeddings".to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        match super::embeddings::EmbeddingModel::load(path, &name, threads, config.max_waiting) {
-            Ok(m) => {
-                tracing::info!(name = %name, dimensions = m.embedder.dimensions(), "embedding model ready");
-                catalog.install_embedder(Arc::new(m));
-            }
-            Err(e) if *configured => {
-                return Err(e.context(format!(
-                    "cannot load the embedding model {}",
-                    path.display()
-                )));
-            }
-            Err(e) => {
-                let error = format!("{e:#}");
-                tracing::error!(name = %name, path = %path.display(), %error, "embedding model unavailable");
-                catalog.mark_unavailable(Unavailable {
-                    id: name,
-                    path: Some(path.clone()),
-                    error,
-                });
-            }
+        if engine::embed::is_embedding_model(&default)
+            && let Ok(abs) = std::fs::canonicalize(&default)
+            && !records.iter().any(|r| r.path == abs)
+        {
+            found.push(abs);
         }
     }
     // Configured files first: their errors stop the start.
     let mut configured = Vec::new();
-    for path in &wanted {
-        let abs = std::fs::canonicalize(path)
-            .with_context(|| format!("cannot load model {}", path.display()))?;
+    let named = wanted.len();
+    for (i, path) in wanted.iter().chain(&found).enumerate() {
+        let is_named = i < named;
+        let abs = std::fs::canonicalize(path).with_context(|| cannot_load(path))?;
         let record = match records.iter().find(|r| r.path == abs) {
             Some(r) => r.clone(),
             None => {
                 let id = unique_id(&abs, &records);
-                let r = describe(&abs, id, None, &BTreeMap::new())
-                    .with_context(|| format!("cannot load model {}", path.display()))?;
+                let r = match describe(&abs, id.clone(), None, &BTreeMap::new()) {
+                    Ok(r) => r,
+                    Err(e) if is_named => return Err(e.context(cannot_load(path))),
+                    Err(e) => {
+                        let error = format!("{e:#}");
+                        tracing::error!(name = %id, path = %abs.display(), %error, "model unavailable");
+                        catalog.mark_unavailable(Unavailable {
+                            id,
+                            path: Some(abs),
+                            error,
+                        });
+                        continue;
+                    }
+                };
                 store.put_model(&r)?;
                 tracing::info!(id = %r.id, path = %abs.display(), "model added to the catalog");
                 records.push(r.clone());
@@ -308,7 +350,9 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
             store.put_deployment(&d)?;
             deployments.push(d);
         }
-        configured.push(record.id.clone());
+        if is_named {
+            configured.push(record.id.clone());
+        }
     }
     for d in deployments {
         let name = d.name.clone();
@@ -323,13 +367,21 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
             continue;
         };
         let path = record.path.clone();
-        match serve(store, config, record, d) {
-            Ok(served) => {
+        let loaded = if is_embedding(&record) {
+            serve_embedder(store, config, record, d).map(|m| {
+                tracing::info!(name = %name, model = %m.record.id, dimensions = m.embedder.dimensions(), "embedding model ready");
+                catalog.install_embedder(Arc::new(m));
+            })
+        } else {
+            serve(store, config, record, d).map(|served| {
                 tracing::info!(name = %name, model = %served.record.id, n_ctx = served.n_ctx, "model ready");
                 catalog.install(Arc::new(served));
-            }
+            })
+        };
+        match loaded {
+            Ok(()) => {}
             Err(e) if configured.contains(&name) => {
-                return Err(e.context(format!("cannot load model {}", path.display())));
+                return Err(e.context(cannot_load(&path)));
             }
             Err(e) => {
                 let error = format!("{e:#}");
@@ -345,35 +397,73 @@ pub fn load(store: &Store, config: &ServeConfig) -> Result<Catalog> {
     Ok(catalog)
 }
 
+/// What a model named at start that does not load is reported as.
+fn cannot_load(path: &Path) -> String {
+    if path.is_dir() && engine::embed::is_embedding_model(path) {
+        format!("cannot load the embedding model {}", path.display())
+    } else {
+        format!("cannot load model {}", path.display())
+    }
+}
+
+/// `record`, re-read (and re-hashed) when its files changed since it was cataloged.
+fn refreshed(store: &Store, record: ModelRecord) -> Result<ModelRecord> {
+    let (size, modified) =
+        stat(&record.path).with_context(|| format!("model {}", record.path.display()))?;
+    if size == record.size_bytes && modified == record.modified_unix_ns {
+        return Ok(record);
+    }
+    tracing::warn!(id = %record.id, "model file changed since it was cataloged; re-reading it");
+    let mut fresh = describe(
+        &record.path,
+        record.id.clone(),
+        Some(record.added_at),
+        &BTreeMap::new(),
+    )?;
+    fresh.in_store = record.in_store;
+    fresh.license = fresh.license.or(record.license);
+    store.put_model(&fresh)?;
+    Ok(fresh)
+}
+
+/// Whether catalog model `record` is an embedding model (served by `POST /v1/embeddings`).
+pub fn is_embedding(record: &ModelRecord) -> bool {
+    record.format == EMBEDDING_FORMAT
+}
+
+/// Loads one embedding model as deployment `d` and starts its worker.
+pub fn serve_embedder(
+    store: &Store,
+    config: &ServeConfig,
+    record: ModelRecord,
+    d: DeploymentRecord,
+) -> Result<EmbeddingModel> {
+    let record = refreshed(store, record)?;
+    let threads = config
+        .threads
+        .unwrap_or_else(engine::generate::default_threads);
+    EmbeddingModel::start(record, d, threads, config.max_waiting)
+}
+
 /// Loads one catalog model as deployment `d` and starts its engine, re-hashing the file
 /// if it changed.
 pub fn serve(
     store: &Store,
     config: &ServeConfig,
-    mut record: ModelRecord,
+    record: ModelRecord,
     d: DeploymentRecord,
 ) -> Result<ServedModel> {
-    let (size, modified) =
-        stat(&record.path).with_context(|| format!("model {}", record.path.display()))?;
-    if size != record.size_bytes || modified != record.modified_unix_ns {
-        tracing::warn!(id = %record.id, "model file changed since it was cataloged; re-reading it");
-        let (in_store, license) = (record.in_store, record.license.clone());
-        record = describe(
-            &record.path,
-            record.id.clone(),
-            Some(record.added_at),
-            &BTreeMap::new(),
-        )?;
-        record.in_store = in_store;
-        record.license = record.license.or(license);
-        store.put_model(&record)?;
-    }
+    let record = refreshed(store, record)?;
     let model = Arc::new(Model::load(&record.path)?);
     let n_ctx_train = model.config.n_ctx_train;
+    // The deployment's own, or the daemon's `max_context`, or the default; never above
+    // `max_context` (the box's ceiling: a deployment recorded before it was lowered is
+    // held to it) nor the model's training context.
     let n_ctx = d
         .context_length
         .or(config.max_context)
         .unwrap_or(DEFAULT_SERVE_CONTEXT)
+        .min(config.max_context.unwrap_or(usize::MAX))
         .min(n_ctx_train)
         .max(1);
     // The device the daemon chose, unless this model cannot run there yet.

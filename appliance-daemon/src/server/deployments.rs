@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::catalog::{self, ServedModel};
+use super::embeddings::EmbeddingModel;
 use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
 use crate::store::{DeploymentRecord, ModelRecord, unix_now};
@@ -68,6 +69,24 @@ fn records(st: &AppState) -> Result<Vec<DeploymentRecord>, ApiError> {
         .collect())
 }
 
+/// The view of an embedding deployment: its engine is the encoder's worker (one rank, its
+/// token limit as the context, no key/value cache, the requests queued or encoding).
+fn embedding_view(d: &DeploymentRecord, m: &EmbeddingModel) -> DeploymentView {
+    let mut v = view(d, None, None);
+    if m.deployment.generation == d.generation && m.record.id == d.model {
+        v.state = "ready".into();
+        v.error = None;
+        v.engine = Some(EngineSettings {
+            ranks: 1,
+            context_length: m.embedder.max_tokens(),
+            kv_cache_bytes: 0,
+            running: 0,
+            waiting: m.waiting(),
+        });
+    }
+    v
+}
+
 fn show_one(st: &AppState, d: &DeploymentRecord) -> DeploymentView {
     let error = st
         .catalog
@@ -75,6 +94,13 @@ fn show_one(st: &AppState, d: &DeploymentRecord) -> DeploymentView {
         .into_iter()
         .find(|u| u.id == d.name)
         .map(|u| u.error);
+    if let Some(m) = st.catalog.embedder(&d.name).filter(|m| m.name == d.name) {
+        let mut v = embedding_view(d, &m);
+        if v.engine.is_none() {
+            v.error = error;
+        }
+        return v;
+    }
     view(d, st.catalog.get(&d.name).as_deref(), error)
 }
 
@@ -131,6 +157,17 @@ fn check(st: &AppState, d: &DeploymentRecord) -> Result<(), ApiError> {
         _ => Ok(()),
     };
     bound("ranks", d.ranks, 1, 64)?;
+    // The daemon's `max_context` is the box's ceiling: a deployment asks for less or as much.
+    if let (Some(c), Some(max)) = (d.context_length, st.config.max_context)
+        && c > max
+    {
+        return Err(ApiError::invalid_param(
+            "context_length",
+            format!(
+                "`context_length` {c} is above this daemon's `max_context` ({max} tokens, the most any sequence may take)"
+            ),
+        ));
+    }
     bound("context_length", d.context_length, 1, 10_000_000)?;
     bound("max_sequences", d.max_sequences, 1, 4096)?;
     bound(
@@ -156,13 +193,42 @@ fn check(st: &AppState, d: &DeploymentRecord) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An embedding model takes none of the engine settings: each one set is a 422 naming it
+/// (a setting that would be silently ignored is an admin's mistake kept).
+fn check_embedding_settings(d: &DeploymentRecord, record: &ModelRecord) -> Result<(), ApiError> {
+    let set = [
+        ("ranks", d.ranks.is_some()),
+        ("context_length", d.context_length.is_some()),
+        ("max_sequences", d.max_sequences.is_some()),
+        ("prompt_lookup", d.prompt_lookup.is_some()),
+    ];
+    if let Some((param, _)) = set.iter().find(|(_, on)| *on) {
+        let mut err = ApiError::invalid_param(
+            *param,
+            format!(
+                "`{param}` is a chat engine setting; `{}` is an embedding model, which takes none (its token limit is the model's own, {} tokens)",
+                record.id, record.context_length
+            ),
+        )
+        .with_code("setting_not_applicable");
+        err.status = StatusCode::UNPROCESSABLE_ENTITY;
+        return Err(err);
+    }
+    Ok(())
+}
+
 /// Refuses a deployment that cannot fit in the host's available memory: the weights (read
-/// from their memory map) and the KV cache the engine allocates up front.
+/// from their memory map) and the KV cache the engine allocates up front (none for an
+/// embedding model).
 fn check_fit(st: &AppState, record: &ModelRecord) -> Result<(), ApiError> {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     let has = sys.available_memory();
-    let kv = st.config.kv_cache_bytes as u64;
+    let kv = if catalog::is_embedding(record) {
+        0
+    } else {
+        st.config.kv_cache_bytes as u64
+    };
     let needs = record.size_bytes.saturating_add(kv);
     if has > 0 && needs > has {
         let gb = |b: u64| b as f64 / 1e9;
@@ -193,29 +259,66 @@ async fn load_and_install(st: &AppState, d: DeploymentRecord) -> Result<Deployme
         err.status = StatusCode::UNPROCESSABLE_ENTITY;
         err
     })?;
+    if catalog::is_embedding(&record) {
+        check_embedding_settings(&d, &record)?;
+    }
     check_fit(st, &record)?;
+    if catalog::is_embedding(&record) {
+        return install_embedder(st, d, record).await;
+    }
     let (store, config, rec, dep) = (st.store.clone(), st.config.clone(), record, d.clone());
     let served = tokio::task::spawn_blocking(move || catalog::serve(&store, &config, rec, dep))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| {
-            let mut err = ApiError::invalid(format!("cannot load model `{}`: {e:#}", d.model))
-                .with_param("model")
-                .with_code("model_load_failed");
-            err.status = StatusCode::UNPROCESSABLE_ENTITY;
-            err
-        })?;
+        .map_err(|e| load_failed(&d.model, &e))?;
     st.store.put_deployment(&d)?;
     let served = Arc::new(served);
     let old = st.catalog.install(served.clone());
-    match &old {
-        Some(o) => {
-            tracing::info!(name = %d.name, from = %o.record.id, to = %d.model, generation = d.generation, "deployment swapped; requests in flight finish on the old model")
+    // A name that served an embedding model now serves a chat model.
+    st.catalog.remove_embedder(&d.name);
+    log_deployed(&d, old.as_ref().map(|o| o.record.id.as_str()));
+    drop(old);
+    Ok(view(&d, Some(&served), None))
+}
+
+/// Logs `d` put in service, in place of a deployment of catalog model `from`.
+fn log_deployed(d: &DeploymentRecord, from: Option<&str>) {
+    match from {
+        Some(from) => {
+            tracing::info!(name = %d.name, %from, to = %d.model, generation = d.generation, "deployment swapped; requests in flight finish on the old model")
         }
         None => tracing::info!(name = %d.name, model = %d.model, "deployed"),
     }
-    drop(old);
-    Ok(view(&d, Some(&served), None))
+}
+
+fn load_failed(model: &str, e: &anyhow::Error) -> ApiError {
+    let mut err = ApiError::invalid(format!("cannot load model `{model}`: {e:#}"))
+        .with_param("model")
+        .with_code("model_load_failed");
+    err.status = StatusCode::UNPROCESSABLE_ENTITY;
+    err
+}
+
+/// Loads the embedding model `record` as `d` and puts it in service (as
+/// [`load_and_install`] does a chat model).
+async fn install_embedder(
+    st: &AppState,
+    d: DeploymentRecord,
+    record: ModelRecord,
+) -> Result<DeploymentView, ApiError> {
+    let (store, config, dep) = (st.store.clone(), st.config.clone(), d.clone());
+    let m =
+        tokio::task::spawn_blocking(move || catalog::serve_embedder(&store, &config, record, dep))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| load_failed(&d.model, &e))?;
+    st.store.put_deployment(&d)?;
+    let m = Arc::new(m);
+    let old = st.catalog.install_embedder(m.clone());
+    // A name that served a chat model now serves an embedding model.
+    st.catalog.remove_chat(&d.name);
+    log_deployed(&d, old.as_ref().map(|o| o.record.id.as_str()));
+    Ok(embedding_view(&d, &m))
 }
 
 /// Deploys a catalog model; answers once it serves.

@@ -4,8 +4,8 @@
 //! batch go through the encoder together (up to [`MAX_BATCH_TOKENS`]), so concurrent
 //! clients share the matrix products.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
-use crate::store::unix_now;
+use crate::store::{DeploymentRecord, ModelRecord, unix_now};
 
 pub use oasis_api::openai::{
     EmbeddingData, EmbeddingList, EmbeddingRequest, EmbeddingUsage, MAX_INPUTS,
@@ -29,18 +29,20 @@ pub use oasis_api::openai::{
 /// Most tokens one encoder batch takes (the requests waiting are joined up to this).
 pub const MAX_BATCH_TOKENS: usize = 16_384;
 
-/// An embedding model being served.
+/// An embedding model being served: a deployment of a catalog model whose format is
+/// [`crate::import::EMBEDDING_FORMAT`].
 #[derive(Debug)]
 pub struct EmbeddingModel {
-    /// The served name.
+    /// The served name (the deployment's).
     pub name: String,
-    pub path: PathBuf,
+    pub deployment: DeploymentRecord,
+    pub record: ModelRecord,
     pub embedder: Arc<Embedder>,
-    /// `sha256:<hex>` of the weights.
-    pub digest: String,
-    pub size_bytes: u64,
-    pub parameters: u64,
-    pub created: u64,
+    /// Requests queued or being encoded.
+    waiting: Arc<AtomicUsize>,
+    /// Requests answered, and their tokens, since the model was loaded.
+    pub requests_total: AtomicU64,
+    pub prompt_tokens_total: AtomicU64,
     queue: SyncSender<Batch>,
 }
 
@@ -51,40 +53,44 @@ struct Batch {
 }
 
 impl EmbeddingModel {
-    /// Loads the model folder `path` as `name` and starts its worker (`waiting`: requests
-    /// that may queue).
-    pub fn load(
-        path: &Path,
-        name: &str,
+    /// Loads catalog model `record` as deployment `deployment` and starts its worker
+    /// (`waiting`: requests that may queue). The worker ends when the model is dropped
+    /// (replaced or undeployed, once the requests holding it have finished).
+    pub fn start(
+        record: ModelRecord,
+        deployment: DeploymentRecord,
         threads: usize,
         waiting: usize,
     ) -> anyhow::Result<EmbeddingModel> {
-        let embedder = Arc::new(Embedder::open(path, threads)?);
-        let weights = path.join(engine::safetensors::SINGLE_FILE);
-        let digest = crate::import::sha256_file(&weights)?;
-        let size_bytes = std::fs::metadata(&weights)?.len();
-        let parameters = (size_bytes / 4).max(1);
+        let embedder = Arc::new(Embedder::open(&record.path, threads)?);
         let (queue, rx) = sync_channel::<Batch>(waiting.max(1));
         let worker = embedder.clone();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let counter = pending.clone();
         std::thread::Builder::new()
-            .name(format!("embed-{name}"))
-            .spawn(move || run(&worker, &rx))?;
+            .name(format!("embed-{}", deployment.name))
+            .spawn(move || run(&worker, &rx, &counter))?;
         Ok(EmbeddingModel {
-            name: name.to_string(),
-            path: path.to_path_buf(),
+            name: deployment.name.clone(),
+            deployment,
+            record,
             embedder,
-            digest,
-            size_bytes,
-            parameters,
-            created: unix_now(),
+            waiting: pending,
+            requests_total: AtomicU64::new(0),
+            prompt_tokens_total: AtomicU64::new(0),
             queue,
         })
+    }
+
+    /// Requests queued or being encoded now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 }
 
 /// The worker: takes a request, joins every request already waiting (within the token
 /// budget), runs them as one batch and answers each.
-fn run(embedder: &Embedder, rx: &Receiver<Batch>) {
+fn run(embedder: &Embedder, rx: &Receiver<Batch>, waiting: &AtomicUsize) {
     while let Ok(first) = rx.recv() {
         let mut tokens: usize = first.ids.iter().map(Vec::len).sum();
         let mut batches = vec![first];
@@ -97,6 +103,8 @@ fn run(embedder: &Embedder, rx: &Receiver<Batch>) {
                 Err(_) => break,
             }
         }
+        let taken = batches.len();
+        let _answered = Answered(waiting, taken);
         // Requests whose client has gone are dropped before the work.
         batches.retain(|b| !b.reply.is_closed());
         let all: Vec<Vec<u32>> = batches.iter().flat_map(|b| b.ids.iter().cloned()).collect();
@@ -139,6 +147,15 @@ fn run(embedder: &Embedder, rx: &Receiver<Batch>) {
                 }
             }
         }
+    }
+}
+
+/// Takes `.1` requests off the waiting count when a batch is done, however it ends.
+struct Answered<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
@@ -291,7 +308,12 @@ pub async fn embeddings(
 
     let count = ids.len();
     let (reply, answer) = oneshot::channel();
-    match model.queue.try_send(Batch { ids, reply }) {
+    model.waiting.fetch_add(1, Ordering::Relaxed);
+    let sent = model.queue.try_send(Batch { ids, reply });
+    if sent.is_err() {
+        model.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+    match sent {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             st.meter.record(settle(true)).await;
@@ -331,6 +353,10 @@ pub async fn embeddings(
         }
     };
     st.meter.record(settle(false)).await;
+    model.requests_total.fetch_add(1, Ordering::Relaxed);
+    model
+        .prompt_tokens_total
+        .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
     let data = vectors
         .into_iter()
         .enumerate()

@@ -35,6 +35,23 @@ pub async fn model_fit(
             format!("`context` must be between 1 and 10000000 tokens, got {context}"),
         ));
     }
+    let embedding = match st.catalog.embedder(&id) {
+        Some(m) => Some(m.record.clone()),
+        None => st
+            .store
+            .get_model(&id)
+            .map_err(|e| ApiError::internal(format!("{e:#}")))?
+            .filter(|r| st.catalog.get(&id).is_none() && super::catalog::is_embedding(r)),
+    };
+    if let Some(r) = embedding {
+        let mut e = ApiError::invalid(format!(
+            "`{id}` is an embedding model ({:.0} MB of weights): it runs on the CPU beside the chat models, and the fit estimate sizes chat models on the GPUs",
+            r.size_bytes as f64 / 1e6
+        ))
+        .with_code("not_applicable");
+        e.status = axum::http::StatusCode::CONFLICT;
+        return Err(e);
+    }
     let (name, footprint) = match st.model(&id) {
         Ok(served) => (served.name.clone(), Footprint::of_model(&served.model)),
         // A catalog model not deployed: sized from its files (mapped, not read whole).

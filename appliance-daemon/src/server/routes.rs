@@ -19,7 +19,7 @@ pub use oasis_api::{Health, ModelStatus, StatusReport};
 pub async fn healthz(State(st): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
-        models: st.catalog.served_ids(),
+        models: st.catalog.all_ids(),
     })
 }
 
@@ -27,7 +27,7 @@ pub async fn healthz(State(st): State<AppState>) -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    let models = st.catalog.served_ids();
+    let models = st.catalog.all_ids();
     let (code, status) = if st.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if models.is_empty() {
@@ -61,18 +61,19 @@ fn card(name: &str, m: &ServedModel) -> ModelCard {
     }
 }
 
-fn embedding_card(m: &super::embeddings::EmbeddingModel) -> ModelCard {
+fn embedding_card(name: &str, m: &super::embeddings::EmbeddingModel) -> ModelCard {
+    let r = &m.record;
     ModelCard {
-        id: m.name.clone(),
+        id: name.to_string(),
         object: "model".into(),
-        created: m.created,
+        created: r.added_at,
         owned_by: "oasis".into(),
-        format: "sentence-transformers".into(),
-        architecture: "bert".into(),
-        parameters: m.parameters,
+        format: r.format.clone(),
+        architecture: r.architecture.clone(),
+        parameters: r.parameters,
         context_length: m.embedder.max_tokens(),
-        digest: m.digest.clone(),
-        size_bytes: m.size_bytes,
+        digest: r.digest.clone(),
+        size_bytes: r.size_bytes,
     }
 }
 
@@ -86,12 +87,11 @@ pub async fn list_models(State(st): State<AppState>) -> Json<ModelList> {
             .served_ids()
             .into_iter()
             .filter_map(|name| st.catalog.get(&name).map(|m| card(&name, &m)))
-            .chain(
+            .chain(st.catalog.embedder_ids().into_iter().filter_map(|name| {
                 st.catalog
-                    .embedder_ids()
-                    .into_iter()
-                    .filter_map(|name| st.catalog.embedder(&name).map(|m| embedding_card(&m))),
-            )
+                    .embedder(&name)
+                    .map(|m| embedding_card(&name, &m))
+            }))
             .collect(),
     })
 }
@@ -105,7 +105,7 @@ pub async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
     if let Some(m) = st.catalog.embedder(&id) {
-        return Ok(Json(embedding_card(&m)));
+        return Ok(Json(embedding_card(&id, &m)));
     }
     let m = st.model(&id)?;
     Ok(Json(card(&id, &m)))
@@ -143,6 +143,30 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusReport> {
             }
         })
         .collect();
+    models.extend(
+        st.catalog
+            .embedding_deployments()
+            .iter()
+            .map(|m| ModelStatus {
+                id: m.name.clone(),
+                state: "ready".into(),
+                device: Some("cpu".into()),
+                device_detail: Some(format!(
+                    "CPU: a {}-dimension encoder (embeddings)",
+                    m.embedder.dimensions()
+                )),
+                path: Some(m.record.path.display().to_string()),
+                error: None,
+                architecture: Some(m.record.architecture.clone()),
+                parameters: Some(m.record.parameters),
+                context_length: Some(m.embedder.max_tokens()),
+                waiting: m.waiting(),
+                running: 0,
+                requests_total: m.requests_total.load(Ordering::Relaxed),
+                prompt_tokens_total: m.prompt_tokens_total.load(Ordering::Relaxed),
+                completion_tokens_total: 0,
+            }),
+    );
     models.extend(st.catalog.unavailable().iter().map(|u| ModelStatus {
         id: u.id.clone(),
         state: "unavailable".into(),

@@ -168,6 +168,8 @@ export const en = {
   'models.swap': 'Swap',
   'models.swapTo': 'Model to swap in',
   'models.undeploy': 'Undeploy',
+  'models.embeddings': 'Embeddings (CPU)',
+  'models.embeddingsHint': 'An embedding model: served on POST /v1/embeddings, on the CPU beside the chat models',
 
   'deploy.name': 'Served name',
   'deploy.model': 'Model',

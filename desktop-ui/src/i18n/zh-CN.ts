@@ -167,6 +167,8 @@ export const zhCN: Record<MessageKey, string> = {
   'models.swap': '替换',
   'models.swapTo': '替换为的模型',
   'models.undeploy': '取消部署',
+  'models.embeddings': '向量嵌入（CPU）',
+  'models.embeddingsHint': '嵌入模型：通过 POST /v1/embeddings 提供服务，在 CPU 上与对话模型并行运行',
 
   'deploy.name': '服务名称',
   'deploy.model': '模型',

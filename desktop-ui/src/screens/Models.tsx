@@ -8,6 +8,7 @@ import type { CatalogModel, DeploymentView, FitAnswer, JobView } from '../api/ty
 import { useApi } from '../connection';
 import { useI18n } from '../i18n';
 import { usePoll } from '../lib/usePoll';
+import { isEmbedding, swapTargets } from '../lib/models';
 import { Async, Card, Empty, ErrorBox } from '../components/States';
 import { Badge, ConfirmButton } from '../components/Widgets';
 
@@ -118,7 +119,13 @@ function CatalogRow({ m, api, act }: { m: CatalogModel; api: BoxApi; act: (f: ()
       <td className="num">{bytes(m.size_bytes)}</td>
       <td className="num">{num(m.context_length)}</td>
       <td>
-        <Fit api={api} id={m.id} served={m.deployed_as[0] ?? null} key={deployedKey} />
+        {isEmbedding(m) ? (
+          <span data-testid={`fit-${m.id}`} data-fits="embedding" title={t('models.embeddingsHint')}>
+            <Badge kind="info">{t('models.embeddings')}</Badge>
+          </span>
+        ) : (
+          <Fit api={api} id={m.id} served={m.deployed_as[0] ?? null} key={deployedKey} />
+        )}
       </td>
       <td>
         {m.deployed_as.length === 0 ? (
@@ -231,7 +238,7 @@ function DeploymentRow({
       <td>
         <span className="inline">
           <select value={target} onChange={(e) => setTarget(e.target.value)} data-testid={`swap-model-${d.name}`} aria-label={t('models.swapTo')}>
-            {models.map((m) => (
+            {swapTargets(models, d.model).map((m) => (
               <option key={m.id} value={m.id}>
                 {m.id}
               </option>
