@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use kernels::ThreadPool;
-use kernels::gemm::matmul_f32_nt;
+use kernels::gemm::{PackedNt, matmul_packed_nt};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
@@ -57,6 +57,22 @@ fn stack(parts: Vec<Dense>) -> Dense {
     out
 }
 
+impl Dense {
+    /// The layer with its weights packed for the products.
+    fn pack(self) -> Result<Linear> {
+        Ok(Linear {
+            weight: PackedNt::new(&self.weight, self.rows, self.cols)?,
+            bias: self.bias,
+        })
+    }
+}
+
+/// A dense layer as the encoder runs it: the weights packed once ([`PackedNt`]), the bias.
+struct Linear {
+    weight: PackedNt,
+    bias: Vec<f32>,
+}
+
 struct Norm {
     weight: Vec<f32>,
     bias: Vec<f32>,
@@ -64,11 +80,11 @@ struct Norm {
 
 struct Layer {
     /// Query, key and value stacked: one product gives all three.
-    qkv: Dense,
-    attn_out: Dense,
+    qkv: Linear,
+    attn_out: Linear,
     attn_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
+    intermediate: Linear,
+    output: Linear,
     out_norm: Norm,
 }
 
@@ -174,7 +190,11 @@ fn tensor(ck: &Checkpoint, prefix: &str, name: &str, shape: &[usize]) -> Result<
     Ok(values)
 }
 
-fn dense(ck: &Checkpoint, prefix: &str, name: &str, rows: usize, cols: usize) -> Result<Dense> {
+fn dense(ck: &Checkpoint, prefix: &str, name: &str, rows: usize, cols: usize) -> Result<Linear> {
+    dense_raw(ck, prefix, name, rows, cols)?.pack()
+}
+
+fn dense_raw(ck: &Checkpoint, prefix: &str, name: &str, rows: usize, cols: usize) -> Result<Dense> {
     let w = tensor(ck, prefix, &format!("{name}.weight"), &[rows, cols])?;
     Ok(Dense {
         weight: w,
@@ -270,28 +290,29 @@ impl Embedder {
             let l = format!("encoder.layer.{i}");
             layers.push(Layer {
                 qkv: stack(vec![
-                    dense(
+                    dense_raw(
                         &ck,
                         prefix,
                         &format!("{l}.attention.self.query"),
                         hidden,
                         hidden,
                     )?,
-                    dense(
+                    dense_raw(
                         &ck,
                         prefix,
                         &format!("{l}.attention.self.key"),
                         hidden,
                         hidden,
                     )?,
-                    dense(
+                    dense_raw(
                         &ck,
                         prefix,
                         &format!("{l}.attention.self.value"),
                         hidden,
                         hidden,
                     )?,
-                ]),
+                ])
+                .pack()?,
                 attn_out: dense(
                     &ck,
                     prefix,
@@ -462,28 +483,35 @@ impl Embedder {
         let mut qkv = vec![0f32; total * 3 * h];
         let mut ctx = vec![0f32; total * h];
         let mut tmp = vec![0f32; total * h];
+        // Each row's text, for attention.
+        let row_span: Vec<(usize, usize)> = spans
+            .iter()
+            .flat_map(|&sp| std::iter::repeat_n(sp, sp.1))
+            .collect();
+        let inter_width = self
+            .layers
+            .first()
+            .map_or(0, |l| l.intermediate.weight.rows());
+        let mut inter = vec![0f32; total * inter_width];
         for layer in &self.layers {
             self.project(&x, &layer.qkv, &mut qkv, total)?;
-            self.attention(&qkv, &spans, &mut ctx);
+            self.par_rows(&mut ctx, h, &|first, rows| {
+                self.attention(&qkv, &row_span, first, rows);
+            });
             self.project(&ctx, &layer.attn_out, &mut tmp, total)?;
-            for (xi, ti) in x.iter_mut().zip(&tmp) {
-                *xi += ti;
-            }
-            for r in x.chunks_exact_mut(h) {
-                layer_norm(r, &layer.attn_norm, self.eps);
-            }
-            let mut inter = vec![0f32; total * layer.intermediate.rows];
+            self.par_rows(&mut x, h, &|first, rows| {
+                add_and_norm(rows, &tmp[first * h..], &layer.attn_norm, self.eps);
+            });
             self.project(&x, &layer.intermediate, &mut inter, total)?;
-            for value in inter.iter_mut() {
-                *value = gelu(*value);
-            }
+            self.par_rows(&mut inter, inter_width, &|_, rows| {
+                for value in rows.iter_mut() {
+                    *value = gelu(*value);
+                }
+            });
             self.project(&inter, &layer.output, &mut tmp, total)?;
-            for (xi, ti) in x.iter_mut().zip(&tmp) {
-                *xi += ti;
-            }
-            for r in x.chunks_exact_mut(h) {
-                layer_norm(r, &layer.out_norm, self.eps);
-            }
+            self.par_rows(&mut x, h, &|first, rows| {
+                add_and_norm(rows, &tmp[first * h..], &layer.out_norm, self.eps);
+            });
         }
         let mut out = Vec::with_capacity(batch.len());
         for &(start, len) in &spans {
@@ -524,56 +552,84 @@ impl Embedder {
     }
 
     /// `out = input W^T + b` for `rows` rows.
-    fn project(&self, input: &[f32], dense: &Dense, out: &mut [f32], rows: usize) -> Result<()> {
-        matmul_f32_nt(
-            &self.pool,
-            input,
-            rows,
-            &dense.weight,
-            dense.rows,
-            dense.cols,
-            out,
-        )?;
+    fn project(&self, input: &[f32], dense: &Linear, out: &mut [f32], rows: usize) -> Result<()> {
+        matmul_packed_nt(&self.pool, input, rows, &dense.weight, out)?;
         add_bias(out, &dense.bias);
         Ok(())
     }
 
-    /// Full (bidirectional) attention within each text's rows; `qkv` holds each row's
-    /// query, key and value side by side.
-    fn attention(&self, qkv: &[f32], spans: &[(usize, usize)], ctx: &mut [f32]) {
+    /// Runs `f(first_row, rows)` over `data` (rows of `width`) in contiguous pieces of
+    /// whole rows, one or two per thread of the pool.
+    fn par_rows(&self, data: &mut [f32], width: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        let rows = data.len() / width.max(1);
+        if rows == 0 {
+            return;
+        }
+        let pieces = (self.pool.threads() * 2).min(rows).max(1);
+        let per = rows.div_ceil(pieces);
+        // Each piece behind its own lock: every task takes only its own, so none waits.
+        let chunks: Vec<std::sync::Mutex<&mut [f32]>> = data
+            .chunks_mut(per * width)
+            .map(std::sync::Mutex::new)
+            .collect();
+        self.pool.run(chunks.len(), &|i| {
+            if let Some(chunk) = chunks.get(i)
+                && let Ok(mut rows) = chunk.lock()
+            {
+                f(i * per, &mut rows);
+            }
+        });
+    }
+
+    /// Full (bidirectional) attention within each text's rows, for rows `first..` (as many
+    /// as `ctx` holds); `qkv` holds each row's query, key and value side by side and
+    /// `row_span` each row's text (its first row and length).
+    fn attention(&self, qkv: &[f32], row_span: &[(usize, usize)], first: usize, ctx: &mut [f32]) {
         let h = self.hidden;
         let d = h / self.heads;
         let s3 = 3 * h;
         let scale = 1.0 / (d as f32).sqrt();
         let mut scores = Vec::new();
-        for &(start, len) in spans {
+        for (n, out_row) in ctx.chunks_exact_mut(h).enumerate() {
+            let i = first + n;
+            let Some(&(start, len)) = row_span.get(i) else {
+                return;
+            };
             for head in 0..self.heads {
                 let off = head * d;
-                for i in start..start + len {
-                    let qi = &qkv[i * s3 + off..i * s3 + off + d];
-                    scores.clear();
-                    scores.extend((start..start + len).map(|j| {
-                        let kj = &qkv[j * s3 + h + off..j * s3 + h + off + d];
-                        qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
-                    }));
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let out = &mut ctx[i * h + off..i * h + off + d];
-                    out.fill(0.0);
-                    for (j, s) in (start..start + len).zip(&scores) {
-                        let p = s / sum;
-                        let vj = &qkv[j * s3 + 2 * h + off..j * s3 + 2 * h + off + d];
-                        for (o, vv) in out.iter_mut().zip(vj) {
-                            *o += p * vv;
-                        }
+                let qi = &qkv[i * s3 + off..i * s3 + off + d];
+                scores.clear();
+                scores.extend((start..start + len).map(|j| {
+                    let kj = &qkv[j * s3 + h + off..j * s3 + h + off + d];
+                    qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
+                }));
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let out = &mut out_row[off..off + d];
+                out.fill(0.0);
+                for (j, s) in (start..start + len).zip(&scores) {
+                    let p = s / sum;
+                    let vj = &qkv[j * s3 + 2 * h + off..j * s3 + 2 * h + off + d];
+                    for (o, vv) in out.iter_mut().zip(vj) {
+                        *o += p * vv;
                     }
                 }
             }
         }
+    }
+}
+
+/// `x += add` row by row, then each row layer-normed.
+fn add_and_norm(x: &mut [f32], add: &[f32], n: &Norm, eps: f32) {
+    for (xi, ai) in x.iter_mut().zip(add) {
+        *xi += ai;
+    }
+    for r in x.chunks_exact_mut(n.weight.len()) {
+        layer_norm(r, n, eps);
     }
 }
 
