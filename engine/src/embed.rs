@@ -504,9 +504,7 @@ impl Embedder {
             });
             self.project(&x, &layer.intermediate, &mut inter, total)?;
             self.par_rows(&mut inter, inter_width, &|_, rows| {
-                for value in rows.iter_mut() {
-                    *value = gelu(*value);
-                }
+                kernels::vmath::gelu_erf(rows);
             });
             self.project(&inter, &layer.output, &mut tmp, total)?;
             self.par_rows(&mut x, h, &|first, rows| {
@@ -600,8 +598,8 @@ impl Embedder {
                 let qi = &qkv[i * s3 + off..i * s3 + off + d];
                 scores.clear();
                 scores.extend((start..start + len).map(|j| {
-                    let kj = &qkv[j * s3 + h + off..j * s3 + h + off + d];
-                    qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
+                    kernels::attention_rows::dot(qi, &qkv[j * s3 + h + off..j * s3 + h + off + d])
+                        * scale
                 }));
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0f32;
@@ -652,49 +650,5 @@ fn layer_norm(x: &mut [f32], n: &Norm, eps: f32) {
     let inv = 1.0 / (var + f64::from(eps)).sqrt();
     for ((v, w), b) in x.iter_mut().zip(&n.weight).zip(&n.bias) {
         *v = ((f64::from(*v) - mean) * inv) as f32 * w + b;
-    }
-}
-
-/// BERT's GELU: `x * (1 + erf(x / sqrt 2)) / 2`.
-fn gelu(x: f32) -> f32 {
-    let x = f64::from(x);
-    (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
-}
-
-/// The error function, by Abramowitz and Stegun 7.1.26 in f64 (absolute error at most
-/// 1.5e-7, under the f32 rounding of the activations it is applied to; a handful of
-/// operations, as this runs once per activation of every feed-forward layer).
-fn erf(x: f64) -> f64 {
-    let sign = if x < 0.0 { -1.0 } else { 1.0 };
-    let x = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    sign * (1.0 - poly * (-x * x).exp())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn erf_matches_known_values() {
-        for (x, want) in [
-            (0.0, 0.0),
-            (0.1, 0.1124629160182849),
-            (0.5, 0.5204998778130465),
-            (1.0, 0.8427007929497149),
-            (2.0, 0.9953222650189527),
-            (3.5, 0.9999992569016276),
-            (-1.3, -0.9340079449406524),
-        ] {
-            assert!(
-                (erf(x) - want).abs() < 2e-7,
-                "erf({x}) = {} not {want}",
-                erf(x)
-            );
-        }
     }
 }
