@@ -1,7 +1,9 @@
-//! Dense f32 matrix products for encoders (the embedding models): the `gemm` crate's
-//! cache-blocked SIMD kernels (chosen at run time for the CPU: AVX-512, AVX2+FMA, or
-//! portable), split over the thread pool by output columns. The LLM forward pass does not
-//! use this: its products keep llama.cpp's exact arithmetic (`matmul`).
+//! Dense f32 matrix products for encoders (the embedding models). The encoders run
+//! [`matmul_packed_nt`]: weights packed once at load ([`PackedNt`]), our own AVX-512 tile
+//! where the CPU has AVX-512F, the `gemm` crate's kernels (AVX2+FMA or portable, chosen at
+//! run time) elsewhere. [`matmul_f32_nt`] is the `gemm` crate on unpacked weights, the
+//! reference the packed product is tested against. The LLM forward pass uses neither: its
+//! products keep llama.cpp's exact arithmetic (`matmul`).
 
 use crate::{KernelError, ThreadPool};
 
