@@ -116,7 +116,9 @@ pub fn matmul_f32_nt(
     Ok(())
 }
 
-/// Output columns per panel of a [`PackedNt`] (two 16-lane AVX-512 vectors).
+/// Output columns per panel of a [`PackedNt`] (two 16-lane AVX-512 vectors). A tile of 8
+/// tokens x 48 outputs (three vectors, fewer broadcasts per product) measured the same
+/// within the noise: 367 against 357 texts/s at batch 64, 197 against 201 at batch 1.
 pub const PANEL: usize = 32;
 
 /// Tokens per tile of the AVX-512 kernel: 12 rows x 2 vectors = 24 accumulators, which with
@@ -303,6 +305,9 @@ mod avx512 {
 
     use super::{MR, PANEL};
 
+    /// Vectors per tile row.
+    const V: usize = PANEL / 16;
+
     /// Tokens `t` of `x` (`cols` wide) against panels `panels` of the packed weights `w`,
     /// into `out` (`rows` wide), panel by panel: each panel stays in cache while every run
     /// of up to [`MR`] tokens meets it. (Copying each run `k`-major first, so that the
@@ -370,41 +375,39 @@ mod avx512 {
         n: usize,
     ) {
         debug_assert!(M <= MR && a.len() >= M * cols && packed.len() >= cols * PANEL && n <= PANEL);
-        let mut acc: [[__m512; 2]; M] = [[_mm512_setzero_ps(); 2]; M];
+        let mut acc: [[__m512; V]; M] = [[_mm512_setzero_ps(); V]; M];
         let ap = a.as_ptr();
         let wp = packed.as_ptr();
         for k in 0..cols {
-            // SAFETY: `k < cols`: the panel's column `k` (32 values) and each token's
+            // SAFETY: `k < cols`: the panel's column `k` (PANEL values) and each token's
             // value `k` lie inside `packed` and `a`.
             unsafe {
-                let b0 = _mm512_loadu_ps(wp.add(k * PANEL));
-                let b1 = _mm512_loadu_ps(wp.add(k * PANEL + 16));
+                let mut b = [_mm512_setzero_ps(); V];
+                for (v, bv) in b.iter_mut().enumerate() {
+                    *bv = _mm512_loadu_ps(wp.add(k * PANEL + 16 * v));
+                }
                 for (i, c) in acc.iter_mut().enumerate() {
-                    let v = _mm512_set1_ps(*ap.add(i * cols + k));
-                    c[0] = _mm512_fmadd_ps(v, b0, c[0]);
-                    c[1] = _mm512_fmadd_ps(v, b1, c[1]);
+                    let x = _mm512_set1_ps(*ap.add(i * cols + k));
+                    for v in 0..V {
+                        c[v] = _mm512_fmadd_ps(x, b[v], c[v]);
+                    }
                 }
             }
         }
-        let lo = if n >= 16 {
-            0xffff
-        } else {
-            (1u32 << n) as u16 - 1
-        };
-        let hi = if n >= 32 {
-            0xffff
-        } else if n > 16 {
-            (1u32 << (n - 16)) as u16 - 1
-        } else {
-            0
-        };
+        // The lanes of each vector that hold one of the `n` outputs.
+        let mut masks = [0u16; V];
+        for (v, m) in masks.iter_mut().enumerate() {
+            let lanes = n.saturating_sub(16 * v).min(16);
+            *m = ((1u32 << lanes) - 1) as u16;
+        }
         for (i, c) in acc.iter().enumerate() {
             // SAFETY: row `i` of the tile: `n` values from `out + i * rows`, which the
             // caller made valid; the masks write only those.
             unsafe {
                 let o = out.add(i * rows);
-                _mm512_mask_storeu_ps(o, lo, c[0]);
-                _mm512_mask_storeu_ps(o.add(16), hi, c[1]);
+                for v in 0..V {
+                    _mm512_mask_storeu_ps(o.add(16 * v), masks[v], c[v]);
+                }
             }
         }
     }
