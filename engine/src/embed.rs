@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use kernels::ThreadPool;
-use kernels::gemm::{PackedNt, matmul_packed_nt};
+use kernels::gemm::{Activation, PackedNt, matmul_packed_nt};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
@@ -61,16 +61,14 @@ impl Dense {
     /// The layer with its weights packed for the products.
     fn pack(self) -> Result<Linear> {
         Ok(Linear {
-            weight: PackedNt::new(&self.weight, self.rows, self.cols)?,
-            bias: self.bias,
+            weight: PackedNt::new(&self.weight, self.rows, self.cols)?.with_bias(&self.bias)?,
         })
     }
 }
 
-/// A dense layer as the encoder runs it: the weights packed once ([`PackedNt`]), the bias.
+/// A dense layer as the encoder runs it: the weights and bias packed once ([`PackedNt`]).
 struct Linear {
     weight: PackedNt,
-    bias: Vec<f32>,
 }
 
 struct Norm {
@@ -494,19 +492,16 @@ impl Embedder {
             .map_or(0, |l| l.intermediate.weight.rows());
         let mut inter = vec![0f32; total * inter_width];
         for layer in &self.layers {
-            self.project(&x, &layer.qkv, &mut qkv, total)?;
+            self.project(&x, &layer.qkv, Activation::None, &mut qkv, total)?;
             self.par_rows(&mut ctx, h, &|first, rows| {
                 self.attention(&qkv, &row_span, first, rows);
             });
-            self.project(&ctx, &layer.attn_out, &mut tmp, total)?;
+            self.project(&ctx, &layer.attn_out, Activation::None, &mut tmp, total)?;
             self.par_rows(&mut x, h, &|first, rows| {
                 add_and_norm(rows, &tmp[first * h..], &layer.attn_norm, self.eps);
             });
-            self.project(&x, &layer.intermediate, &mut inter, total)?;
-            self.par_rows(&mut inter, inter_width, &|_, rows| {
-                kernels::vmath::gelu_erf(rows);
-            });
-            self.project(&inter, &layer.output, &mut tmp, total)?;
+            self.project(&x, &layer.intermediate, Activation::Gelu, &mut inter, total)?;
+            self.project(&inter, &layer.output, Activation::None, &mut tmp, total)?;
             self.par_rows(&mut x, h, &|first, rows| {
                 add_and_norm(rows, &tmp[first * h..], &layer.out_norm, self.eps);
             });
@@ -550,9 +545,15 @@ impl Embedder {
     }
 
     /// `out = input W^T + b` for `rows` rows.
-    fn project(&self, input: &[f32], dense: &Linear, out: &mut [f32], rows: usize) -> Result<()> {
-        matmul_packed_nt(&self.pool, input, rows, &dense.weight, out)?;
-        add_bias(out, &dense.bias);
+    fn project(
+        &self,
+        input: &[f32],
+        dense: &Linear,
+        act: Activation,
+        out: &mut [f32],
+        rows: usize,
+    ) -> Result<()> {
+        matmul_packed_nt(&self.pool, input, rows, &dense.weight, act, out)?;
         Ok(())
     }
 
@@ -628,14 +629,6 @@ fn add_and_norm(x: &mut [f32], add: &[f32], n: &Norm, eps: f32) {
     }
     for r in x.chunks_exact_mut(n.weight.len()) {
         layer_norm(r, n, eps);
-    }
-}
-
-fn add_bias(x: &mut [f32], bias: &[f32]) {
-    for row in x.chunks_exact_mut(bias.len()) {
-        for (a, b) in row.iter_mut().zip(bias) {
-            *a += b;
-        }
     }
 }
 

@@ -135,6 +135,17 @@ pub struct PackedNt {
     rows: usize,
     cols: usize,
     data: Vec<f32>,
+    /// The layer's bias, padded with zeros to whole panels; all zeros when it has none.
+    bias: Vec<f32>,
+}
+
+/// What a product does to each output after the sum, while it is still in registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// The sum plus the bias.
+    None,
+    /// BERT's GELU of the sum plus the bias ([`crate::vmath::gelu_lane`]).
+    Gelu,
 }
 
 impl std::fmt::Debug for PackedNt {
@@ -166,7 +177,22 @@ impl PackedNt {
                 panel[k * PANEL + j] = v;
             }
         }
-        Ok(PackedNt { rows, cols, data })
+        Ok(PackedNt {
+            rows,
+            cols,
+            data,
+            bias: vec![0f32; panels * PANEL],
+        })
+    }
+
+    /// The same weights with the layer's bias (`rows` values), added to every output.
+    pub fn with_bias(mut self, bias: &[f32]) -> Result<PackedNt, KernelError> {
+        check(
+            "PackedNt::with_bias",
+            &[("bias length", self.rows, bias.len())],
+        )?;
+        self.bias[..bias.len()].copy_from_slice(bias);
+        Ok(self)
     }
 
     pub fn rows(&self) -> usize {
@@ -203,9 +229,10 @@ pub fn matmul_packed_nt(
     x: &[f32],
     tokens: usize,
     w: &PackedNt,
+    act: Activation,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    matmul_packed_with(pool, x, tokens, w, out, has_avx512())
+    matmul_packed_with(pool, x, tokens, w, act, out, has_avx512())
 }
 
 fn matmul_packed_with(
@@ -213,6 +240,7 @@ fn matmul_packed_with(
     x: &[f32],
     tokens: usize,
     w: &PackedNt,
+    act: Activation,
     out: &mut [f32],
     avx512: bool,
 ) -> Result<(), KernelError> {
@@ -257,7 +285,7 @@ fn matmul_packed_with(
             // SAFETY: `x` holds `tokens x cols` values and `out` `tokens x rows` (checked
             // above); `t` lies within `tokens` and panels `p` within the packed weights.
             // This task alone writes rows `t` x the columns of panels `p` of `out`.
-            unsafe { avx512::block(x, cols, t, &w.data, p, base.0, rows) };
+            unsafe { avx512::block(x, cols, t, w, act, p, base.0) };
             return;
         }
         for panel in p {
@@ -291,6 +319,16 @@ fn matmul_packed_with(
                     gemm::Parallelism::None,
                 );
             }
+            for row in t.clone() {
+                // SAFETY: as above: this task's row `row`, columns `r0..r0 + n`.
+                let o = unsafe { std::slice::from_raw_parts_mut(base.0.add(row * rows + r0), n) };
+                for (v, b) in o.iter_mut().zip(&w.bias[r0..r0 + n]) {
+                    *v += b;
+                    if act == Activation::Gelu {
+                        *v = crate::vmath::gelu_lane(*v);
+                    }
+                }
+            }
         }
     });
     Ok(())
@@ -299,11 +337,11 @@ fn matmul_packed_with(
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{
-        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_set1_ps,
-        _mm512_setzero_ps,
+        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+        _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
     };
 
-    use super::{MR, PANEL};
+    use super::{Activation, MR, PANEL, PackedNt};
 
     /// Vectors per tile row.
     const V: usize = PANEL / 16;
@@ -322,16 +360,19 @@ mod avx512 {
         x: &[f32],
         cols: usize,
         t: std::ops::Range<usize>,
-        w: &[f32],
+        w: &PackedNt,
+        act: Activation,
         panels: std::ops::Range<usize>,
         out: *mut f32,
-        rows: usize,
     ) {
+        let rows = w.rows;
         // Panel by panel (each stays in cache while every run of tokens meets it).
         for panel in panels {
             let r0 = panel * PANEL;
             let n = PANEL.min(rows - r0);
-            let packed = &w[panel * cols * PANEL..(panel + 1) * cols * PANEL];
+            let packed = &w.data[panel * cols * PANEL..(panel + 1) * cols * PANEL];
+            let bias = &w.bias[r0..r0 + PANEL];
+            let gelu = act == Activation::Gelu;
             for first in t.clone().step_by(MR) {
                 let m = MR.min(t.end - first);
                 let block = &x[first * cols..(first + m) * cols];
@@ -340,18 +381,18 @@ mod avx512 {
                 unsafe {
                     let o = out.add(first * rows + r0);
                     match m {
-                        12 => tile::<12>(block, cols, packed, o, rows, n),
-                        11 => tile::<11>(block, cols, packed, o, rows, n),
-                        10 => tile::<10>(block, cols, packed, o, rows, n),
-                        9 => tile::<9>(block, cols, packed, o, rows, n),
-                        8 => tile::<8>(block, cols, packed, o, rows, n),
-                        7 => tile::<7>(block, cols, packed, o, rows, n),
-                        6 => tile::<6>(block, cols, packed, o, rows, n),
-                        5 => tile::<5>(block, cols, packed, o, rows, n),
-                        4 => tile::<4>(block, cols, packed, o, rows, n),
-                        3 => tile::<3>(block, cols, packed, o, rows, n),
-                        2 => tile::<2>(block, cols, packed, o, rows, n),
-                        _ => tile::<1>(block, cols, packed, o, rows, n),
+                        12 => tile::<12>(block, cols, packed, bias, gelu, o, rows, n),
+                        11 => tile::<11>(block, cols, packed, bias, gelu, o, rows, n),
+                        10 => tile::<10>(block, cols, packed, bias, gelu, o, rows, n),
+                        9 => tile::<9>(block, cols, packed, bias, gelu, o, rows, n),
+                        8 => tile::<8>(block, cols, packed, bias, gelu, o, rows, n),
+                        7 => tile::<7>(block, cols, packed, bias, gelu, o, rows, n),
+                        6 => tile::<6>(block, cols, packed, bias, gelu, o, rows, n),
+                        5 => tile::<5>(block, cols, packed, bias, gelu, o, rows, n),
+                        4 => tile::<4>(block, cols, packed, bias, gelu, o, rows, n),
+                        3 => tile::<3>(block, cols, packed, bias, gelu, o, rows, n),
+                        2 => tile::<2>(block, cols, packed, bias, gelu, o, rows, n),
+                        _ => tile::<1>(block, cols, packed, bias, gelu, o, rows, n),
                     }
                 }
             }
@@ -366,10 +407,13 @@ mod avx512 {
     /// AVX-512F; `a` holds `M x cols` values, `packed` `cols x PANEL`; `out` is valid for
     /// writes at `M` rows (`rows` apart) of `n <= PANEL` values.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const M: usize>(
         a: &[f32],
         cols: usize,
         packed: &[f32],
+        bias: &[f32],
+        gelu: bool,
         out: *mut f32,
         rows: usize,
         n: usize,
@@ -400,13 +444,25 @@ mod avx512 {
             let lanes = n.saturating_sub(16 * v).min(16);
             *m = ((1u32 << lanes) - 1) as u16;
         }
+        // SAFETY: `bias` holds PANEL values.
+        let b: [__m512; V] =
+            std::array::from_fn(|v| unsafe { _mm512_loadu_ps(bias.as_ptr().add(16 * v)) });
         for (i, c) in acc.iter().enumerate() {
             // SAFETY: row `i` of the tile: `n` values from `out + i * rows`, which the
             // caller made valid; the masks write only those.
             unsafe {
                 let o = out.add(i * rows);
                 for v in 0..V {
-                    _mm512_mask_storeu_ps(o.add(16 * v), masks[v], c[v]);
+                    let mut sum = _mm512_add_ps(c[v], b[v]);
+                    if gelu {
+                        let mut lanes = [0f32; 16];
+                        _mm512_storeu_ps(lanes.as_mut_ptr(), sum);
+                        for l in &mut lanes {
+                            *l = crate::vmath::gelu_lane(*l);
+                        }
+                        sum = _mm512_loadu_ps(lanes.as_ptr());
+                    }
+                    _mm512_mask_storeu_ps(o.add(16 * v), masks[v], sum);
                 }
             }
         }
@@ -472,28 +528,58 @@ mod tests {
             (25, 1152, 64),
         ] {
             let (x, w) = operands(tokens, rows, cols);
-            let packed = PackedNt::new(&w, rows, cols).unwrap();
-            let mut want = vec![0f32; tokens * rows];
-            matmul_f32_nt(&pool, &x, tokens, &w, rows, cols, &mut want).unwrap();
+            let bias: Vec<f32> = (0..rows).map(|r| (r % 7) as f32 / 3.0 - 1.0).collect();
+            let plain = PackedNt::new(&w, rows, cols).unwrap();
+            let biased = plain.clone().with_bias(&bias).unwrap();
+            let mut sums = vec![0f32; tokens * rows];
+            matmul_f32_nt(&pool, &x, tokens, &w, rows, cols, &mut sums).unwrap();
             let paths: &[bool] = if has_avx512() {
                 &[false, true]
             } else {
                 &[false]
             };
-            for &avx512 in paths {
-                // NaN wherever the product fails to write.
-                let mut out = vec![f32::NAN; tokens * rows];
-                matmul_packed_with(&pool, &x, tokens, &packed, &mut out, avx512).unwrap();
-                for (i, (g, w)) in out.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                        "{tokens}x{rows}x{cols} avx512={avx512} [{i}]: {g} vs {w}"
-                    );
+            for (packed, act) in [
+                (&plain, Activation::None),
+                (&biased, Activation::None),
+                (&biased, Activation::Gelu),
+            ] {
+                let want: Vec<f32> = sums
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let v = s + packed.bias[i % rows];
+                        match act {
+                            Activation::None => v,
+                            Activation::Gelu => crate::vmath::gelu_lane(v),
+                        }
+                    })
+                    .collect();
+                for &avx512 in paths {
+                    // NaN wherever the product fails to write.
+                    let mut out = vec![f32::NAN; tokens * rows];
+                    matmul_packed_with(&pool, &x, tokens, packed, act, &mut out, avx512).unwrap();
+                    for (i, (g, w)) in out.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{tokens}x{rows}x{cols} {act:?} avx512={avx512} [{i}]: {g} vs {w}"
+                        );
+                    }
                 }
             }
         }
         let packed = PackedNt::new(&[1.0; 4], 2, 2).unwrap();
-        assert!(matmul_packed_nt(&pool, &[1.0; 3], 1, &packed, &mut [0.0; 2]).is_err());
+        assert!(
+            matmul_packed_nt(
+                &pool,
+                &[1.0; 3],
+                1,
+                &packed,
+                Activation::None,
+                &mut [0.0; 2]
+            )
+            .is_err()
+        );
         assert!(PackedNt::new(&[1.0; 3], 2, 2).is_err());
+        assert!(packed.with_bias(&[1.0; 3]).is_err());
     }
 }
