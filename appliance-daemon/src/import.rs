@@ -405,15 +405,24 @@ fn folder_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// names (the pooling config lives in `1_Pooling/`). Other subfolders (a Llama repository's
 /// `original/` weights, say) are not the model and are left out.
 fn model_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = folder_files(dir)?;
-    for sub in module_folders(dir) {
-        let sub = dir.join(sub);
-        if sub.is_dir() && !sub.is_symlink() {
-            files.extend(folder_files(&sub)?);
-        }
+    let mut files = Vec::new();
+    for folder in model_folders(dir) {
+        files.extend(folder_files(&folder)?);
     }
     files.sort();
     Ok(files)
+}
+
+/// `dir` and the module folders in it (real folders, not links) that its model is made of.
+fn model_folders(dir: &Path) -> Vec<PathBuf> {
+    std::iter::once(dir.to_path_buf())
+        .chain(
+            module_folders(dir)
+                .into_iter()
+                .map(|m| dir.join(m))
+                .filter(|sub| sub.is_dir() && !sub.is_symlink()),
+        )
+        .collect()
 }
 
 /// The module folders an embedding model's `modules.json` names (each a plain relative
@@ -1163,15 +1172,15 @@ fn folder_digest(dir: &Path, digest: &dyn Fn(&Path) -> Result<String>) -> Result
 }
 
 /// A sentence-transformers embedding model's folder as a catalog record (format
-/// `sentence-transformers`): opened as the daemon will serve it, so a record is only made
-/// for a model that loads.
+/// `sentence-transformers`), from its config and checkpoint header: the weights are loaded
+/// by the import's verification and by the deployment that serves it, not here.
 fn describe_embedding(
     dir: &Path,
     id: String,
     added_at: Option<u64>,
     digest: &dyn Fn(&Path) -> Result<String>,
 ) -> Result<ModelRecord> {
-    let embedder = engine::embed::Embedder::open(dir, 1)?;
+    let info = engine::embed::inspect(dir)?;
     let (size_bytes, modified_unix_ns) = stat(dir)?;
     Ok(ModelRecord {
         schema: SCHEMA,
@@ -1183,8 +1192,8 @@ fn describe_embedding(
         size_bytes,
         modified_unix_ns,
         architecture: "bert".into(),
-        parameters: embedder.parameters(),
-        context_length: embedder.max_tokens(),
+        parameters: info.parameters,
+        context_length: info.max_tokens,
         added_at: added_at.unwrap_or_else(unix_now),
         in_store: false,
         license: None,
@@ -1197,12 +1206,7 @@ fn describe_embedding(
 /// snapshot, whose files are links to its blobs.)
 fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    let folders = std::iter::once(dir.to_path_buf())
-        .chain(module_folders(dir).into_iter().map(|m| dir.join(m)));
-    for folder in folders {
-        if folder != dir && !folder.is_dir() {
-            continue;
-        }
+    for folder in model_folders(dir) {
         files.extend(
             std::fs::read_dir(&folder)?
                 .filter_map(|e| e.ok().map(|e| e.path()))

@@ -58,17 +58,10 @@ fn stack(parts: Vec<Dense>) -> Dense {
 }
 
 impl Dense {
-    /// The layer with its weights packed for the products.
-    fn pack(self) -> Result<Linear> {
-        Ok(Linear {
-            weight: PackedNt::new(&self.weight, self.rows, self.cols)?.with_bias(&self.bias)?,
-        })
+    /// The layer as the encoder runs it: weights and bias packed once for the products.
+    fn pack(self) -> Result<PackedNt> {
+        Ok(PackedNt::new(&self.weight, self.rows, self.cols)?.with_bias(&self.bias)?)
     }
-}
-
-/// A dense layer as the encoder runs it: the weights and bias packed once ([`PackedNt`]).
-struct Linear {
-    weight: PackedNt,
 }
 
 struct Norm {
@@ -78,11 +71,11 @@ struct Norm {
 
 struct Layer {
     /// Query, key and value stacked: one product gives all three.
-    qkv: Linear,
-    attn_out: Linear,
+    qkv: PackedNt,
+    attn_out: PackedNt,
     attn_norm: Norm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: PackedNt,
+    output: PackedNt,
     out_norm: Norm,
 }
 
@@ -102,8 +95,6 @@ pub struct Embedder {
     max_tokens: usize,
     pooling: Pooling,
     normalize: bool,
-    /// Weights in the checkpoint.
-    parameters: u64,
     pool: ThreadPool,
 }
 
@@ -135,6 +126,47 @@ pub fn is_embedding_model(dir: &Path) -> bool {
         return false;
     };
     config["model_type"].as_str() == Some("bert") && dir.join("tokenizer.json").is_file()
+}
+
+/// The model's token limit: `sentence_bert_config.json`'s `max_seq_length`, at most its
+/// position count.
+fn max_tokens(dir: &Path, max_positions: usize) -> Result<usize> {
+    let st_config = dir.join("sentence_bert_config.json");
+    Ok(if st_config.is_file() {
+        read_json(&st_config)?["max_seq_length"]
+            .as_u64()
+            .map_or(max_positions, |v| v as usize)
+    } else {
+        max_positions
+    }
+    .min(max_positions))
+}
+
+/// What a catalog record says of an encoder, read without loading its weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncoderInfo {
+    /// Weights in the checkpoint.
+    pub parameters: u64,
+    /// Tokens per text, at most.
+    pub max_tokens: usize,
+}
+
+/// Reads `dir`'s config, checkpoint header and token limit (not the weights: the daemon
+/// loads them when it serves the model).
+pub fn inspect(dir: &Path) -> Result<EncoderInfo> {
+    let config_path = dir.join("config.json");
+    let config = read_json(&config_path)?;
+    let max_positions = usize_of(&config, "max_position_embeddings", &config_path)?;
+    let ck = Checkpoint::open(dir)?;
+    let parameters = ck
+        .names()
+        .filter_map(|n| ck.tensor(n))
+        .map(|t| t.n_elements() as u64)
+        .sum();
+    Ok(EncoderInfo {
+        parameters,
+        max_tokens: max_tokens(dir, max_positions)?,
+    })
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -188,7 +220,7 @@ fn tensor(ck: &Checkpoint, prefix: &str, name: &str, shape: &[usize]) -> Result<
     Ok(values)
 }
 
-fn dense(ck: &Checkpoint, prefix: &str, name: &str, rows: usize, cols: usize) -> Result<Linear> {
+fn dense(ck: &Checkpoint, prefix: &str, name: &str, rows: usize, cols: usize) -> Result<PackedNt> {
     dense_raw(ck, prefix, name, rows, cols)?.pack()
 }
 
@@ -254,11 +286,6 @@ impl Embedder {
         }
 
         let ck = Checkpoint::open(dir)?;
-        let parameters = ck
-            .names()
-            .filter_map(|n| ck.tensor(n))
-            .map(|t| t.n_elements() as u64)
-            .sum();
         let prefix = if ck.tensor("embeddings.word_embeddings.weight").is_some() {
             ""
         } else {
@@ -373,15 +400,7 @@ impl Embedder {
                 }
             }
         }
-        let st_config = dir.join("sentence_bert_config.json");
-        let max_tokens = if st_config.is_file() {
-            read_json(&st_config)?["max_seq_length"]
-                .as_u64()
-                .map_or(max_positions, |v| v as usize)
-        } else {
-            max_positions
-        }
-        .min(max_positions);
+        let max_tokens = max_tokens(dir, max_positions)?;
 
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
@@ -408,7 +427,6 @@ impl Embedder {
             max_tokens,
             pooling,
             normalize,
-            parameters,
             pool: ThreadPool::new(threads.max(1)),
         })
     }
@@ -416,11 +434,6 @@ impl Embedder {
     /// The vectors' length.
     pub fn dimensions(&self) -> usize {
         self.hidden
-    }
-
-    /// Weights in the checkpoint.
-    pub fn parameters(&self) -> u64 {
-        self.parameters
     }
 
     /// Tokens per text, at most (longer texts are cut, as sentence-transformers cuts them).
@@ -486,10 +499,7 @@ impl Embedder {
             .iter()
             .flat_map(|&sp| std::iter::repeat_n(sp, sp.1))
             .collect();
-        let inter_width = self
-            .layers
-            .first()
-            .map_or(0, |l| l.intermediate.weight.rows());
+        let inter_width = self.layers.first().map_or(0, |l| l.intermediate.rows());
         let mut inter = vec![0f32; total * inter_width];
         for layer in &self.layers {
             self.project(&x, &layer.qkv, Activation::None, &mut qkv, total)?;
@@ -548,13 +558,12 @@ impl Embedder {
     fn project(
         &self,
         input: &[f32],
-        dense: &Linear,
+        dense: &PackedNt,
         act: Activation,
         out: &mut [f32],
         rows: usize,
     ) -> Result<()> {
-        matmul_packed_nt(&self.pool, input, rows, &dense.weight, act, out)?;
-        Ok(())
+        Ok(matmul_packed_nt(&self.pool, input, rows, dense, act, out)?)
     }
 
     /// Runs `f(first_row, rows)` over `data` (rows of `width`) in contiguous pieces of

@@ -22,42 +22,66 @@ pub use oasis_api::{
     EngineSettings, Undeployed,
 };
 
+/// `d` as the API shows it: ready with `engine` (the live engine of this generation of
+/// `d`), else unavailable with `error`.
 fn view(
     d: &DeploymentRecord,
-    served: Option<&ServedModel>,
+    engine: Option<EngineSettings>,
     error: Option<String>,
 ) -> DeploymentView {
-    let live = served.filter(|m| m.deployment.generation == d.generation && m.record.id == d.model);
     DeploymentView {
         name: d.name.clone(),
         aliases: d.aliases.clone(),
         model: d.model.clone(),
-        state: if live.is_some() {
+        state: if engine.is_some() {
             "ready".into()
         } else {
             "unavailable".into()
         },
-        error: if live.is_some() { None } else { error },
+        error: if engine.is_some() { None } else { error },
         ranks: d.ranks,
         context_length: d.context_length,
         max_sequences: d.max_sequences,
         prompt_lookup: d.prompt_lookup,
-        engine: live.map(|m| EngineSettings {
-            ranks: m.worker.ranks,
-            context_length: m.n_ctx,
-            kv_cache_bytes: m.kv_bytes,
-            running: m
-                .worker
-                .stats
-                .engine
-                .running
-                .load(std::sync::atomic::Ordering::Relaxed),
-            waiting: m.worker.stats.waiting(),
-        }),
+        engine,
         generation: d.generation,
         created_at: d.created_at,
         updated_at: d.updated_at,
     }
+}
+
+/// Whether a loaded deployment (`loaded` serving `record`) is this generation of `d`.
+fn is_live(d: &DeploymentRecord, loaded: &DeploymentRecord, record: &ModelRecord) -> bool {
+    loaded.generation == d.generation && record.id == d.model
+}
+
+/// The engine of chat model `m`, when it serves this generation of `d`.
+fn chat_engine(d: &DeploymentRecord, m: &ServedModel) -> Option<EngineSettings> {
+    is_live(d, &m.deployment, &m.record).then(|| EngineSettings {
+        ranks: m.worker.ranks,
+        context_length: m.n_ctx,
+        kv_cache_bytes: m.kv_bytes,
+        running: m
+            .worker
+            .stats
+            .engine
+            .running
+            .load(std::sync::atomic::Ordering::Relaxed),
+        waiting: m.worker.stats.waiting(),
+    })
+}
+
+/// The engine of embedding model `m`, when it serves this generation of `d`: the encoder's
+/// worker (one rank, its token limit as the context, no key/value cache, the requests
+/// queued or encoding).
+fn embedding_engine(d: &DeploymentRecord, m: &EmbeddingModel) -> Option<EngineSettings> {
+    is_live(d, &m.deployment, &m.record).then(|| EngineSettings {
+        ranks: 1,
+        context_length: m.embedder.max_tokens(),
+        kv_cache_bytes: 0,
+        running: 0,
+        waiting: m.waiting(),
+    })
 }
 
 fn records(st: &AppState) -> Result<Vec<DeploymentRecord>, ApiError> {
@@ -69,24 +93,6 @@ fn records(st: &AppState) -> Result<Vec<DeploymentRecord>, ApiError> {
         .collect())
 }
 
-/// The view of an embedding deployment: its engine is the encoder's worker (one rank, its
-/// token limit as the context, no key/value cache, the requests queued or encoding).
-fn embedding_view(d: &DeploymentRecord, m: &EmbeddingModel) -> DeploymentView {
-    let mut v = view(d, None, None);
-    if m.deployment.generation == d.generation && m.record.id == d.model {
-        v.state = "ready".into();
-        v.error = None;
-        v.engine = Some(EngineSettings {
-            ranks: 1,
-            context_length: m.embedder.max_tokens(),
-            kv_cache_bytes: 0,
-            running: 0,
-            waiting: m.waiting(),
-        });
-    }
-    v
-}
-
 fn show_one(st: &AppState, d: &DeploymentRecord) -> DeploymentView {
     let error = st
         .catalog
@@ -94,14 +100,11 @@ fn show_one(st: &AppState, d: &DeploymentRecord) -> DeploymentView {
         .into_iter()
         .find(|u| u.id == d.name)
         .map(|u| u.error);
-    if let Some(m) = st.catalog.embedder(&d.name).filter(|m| m.name == d.name) {
-        let mut v = embedding_view(d, &m);
-        if v.engine.is_none() {
-            v.error = error;
-        }
-        return v;
-    }
-    view(d, st.catalog.get(&d.name).as_deref(), error)
+    let engine = match st.catalog.embedder(&d.name).filter(|m| m.name == d.name) {
+        Some(m) => embedding_engine(d, &m),
+        None => st.catalog.get(&d.name).and_then(|m| chat_engine(d, &m)),
+    };
+    view(d, engine, error)
 }
 
 /// Every deployment.
@@ -259,11 +262,12 @@ async fn load_and_install(st: &AppState, d: DeploymentRecord) -> Result<Deployme
         err.status = StatusCode::UNPROCESSABLE_ENTITY;
         err
     })?;
-    if catalog::is_embedding(&record) {
+    let embedding = catalog::is_embedding(&record);
+    if embedding {
         check_embedding_settings(&d, &record)?;
     }
     check_fit(st, &record)?;
-    if catalog::is_embedding(&record) {
+    if embedding {
         return install_embedder(st, d, record).await;
     }
     let (store, config, rec, dep) = (st.store.clone(), st.config.clone(), record, d.clone());
@@ -278,7 +282,7 @@ async fn load_and_install(st: &AppState, d: DeploymentRecord) -> Result<Deployme
     st.catalog.remove_embedder(&d.name);
     log_deployed(&d, old.as_ref().map(|o| o.record.id.as_str()));
     drop(old);
-    Ok(view(&d, Some(&served), None))
+    Ok(view(&d, chat_engine(&d, &served), None))
 }
 
 /// Logs `d` put in service, in place of a deployment of catalog model `from`.
@@ -318,7 +322,7 @@ async fn install_embedder(
     // A name that served a chat model now serves an embedding model.
     st.catalog.remove_chat(&d.name);
     log_deployed(&d, old.as_ref().map(|o| o.record.id.as_str()));
-    Ok(embedding_view(&d, &m))
+    Ok(view(&d, embedding_engine(&d, &m), None))
 }
 
 /// Deploys a catalog model; answers once it serves.
