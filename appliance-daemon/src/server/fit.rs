@@ -35,22 +35,8 @@ pub async fn model_fit(
             format!("`context` must be between 1 and 10000000 tokens, got {context}"),
         ));
     }
-    let embedding = match st.catalog.embedder(&id) {
-        Some(m) => Some(m.record.clone()),
-        None => st
-            .store
-            .get_model(&id)
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?
-            .filter(|r| st.catalog.get(&id).is_none() && super::catalog::is_embedding(r)),
-    };
-    if let Some(r) = embedding {
-        let mut e = ApiError::invalid(format!(
-            "`{id}` is an embedding model ({:.0} MB of weights): it runs on the CPU beside the chat models, and the fit estimate sizes chat models on the GPUs",
-            r.size_bytes as f64 / 1e6
-        ))
-        .with_code("not_applicable");
-        e.status = axum::http::StatusCode::CONFLICT;
-        return Err(e);
+    if let Some(m) = st.catalog.embedder(&id) {
+        return Err(not_applicable(&id, &m.record));
     }
     let (name, footprint) = match st.model(&id) {
         Ok(served) => (served.name.clone(), Footprint::of_model(&served.model)),
@@ -61,6 +47,9 @@ pub async fn model_fit(
                 .get_model(&id)
                 .map_err(|e| ApiError::internal(format!("{e:#}")))?
                 .ok_or(not_served)?;
+            if super::catalog::is_embedding(&record) {
+                return Err(not_applicable(&id, &record));
+            }
             let path = record.path.clone();
             let loaded = tokio::task::spawn_blocking(move || engine::Model::load(&path))
                 .await
@@ -92,4 +81,15 @@ pub async fn model_fit(
         footprint: crate::fit::footprint_view(&footprint),
         fit: report,
     }))
+}
+
+/// The fit of an embedding model: a 409 that says why there is none.
+fn not_applicable(id: &str, r: &crate::store::ModelRecord) -> ApiError {
+    let mut e = ApiError::invalid(format!(
+        "`{id}` is an embedding model ({:.0} MB of weights): it runs on the CPU beside the chat models, and the fit estimate sizes chat models on the GPUs",
+        r.size_bytes as f64 / 1e6
+    ))
+    .with_code("not_applicable");
+    e.status = axum::http::StatusCode::CONFLICT;
+    e
 }
