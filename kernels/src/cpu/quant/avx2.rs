@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::portable::{k4_mins_sum, q8k_parts};
-use super::{f16_at, get_scale_min_k4};
+use super::{f16_at, get_scale_min_k4, prefetch_ahead};
 use crate::{QK, QK_K};
 
 /// Reads a little-endian f16 at `p` and widens it.
@@ -125,6 +125,9 @@ pub(crate) unsafe fn dot_q4_1_q8_1<const R: usize, const N: usize>(
                 qy[c] = load32(p.add(4));
             }
             ysum[c] = _mm_movehdup_ps(yd[c]);
+        }
+        if R == 4 && N == 1 {
+            prefetch_ahead(xs.map(|x| x.as_ptr().wrapping_add(i * 20)), nb * 20);
         }
         for r in 0..R {
             // SAFETY: block i of xs[r] is in bounds (asserted): 4 header bytes, 16 nibbles.
@@ -324,6 +327,9 @@ pub(crate) unsafe fn dot_q_q8_0<const NIBBLES: bool, const R: usize, const N: us
                 yd[c] = f16x1_at(p);
                 qy[c] = load32(p.add(2));
             }
+        }
+        if R == 4 && N == 1 {
+            prefetch_ahead(xs.map(|x| x.as_ptr().wrapping_add(i * bb)), nb * bb);
         }
         for r in 0..R {
             // SAFETY: block i of xs[r] is in bounds (asserted).

@@ -1,8 +1,11 @@
 //! ggml's quantized formats on the CPU: dequantization, activation quantization and dot
-//! products, with run-time choice between AVX2 and a portable path that gives the same bits.
+//! products, with run-time choice between AVX-512, AVX2 and a portable path that all give
+//! the same bits.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod dequant;
 mod portable;
 mod quantize;
@@ -14,13 +17,16 @@ use std::sync::OnceLock;
 
 use crate::{GgmlType, KernelError};
 
-/// The instruction set the dot products run on.
+/// The instruction set the dot products run on. Each gives the same bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
     /// Plain Rust, any CPU.
     Portable,
     /// x86_64 with AVX2, FMA and F16C.
     Avx2,
+    /// AVX2 as above, plus AVX-512 F, BW and VNNI for the single-token products of the
+    /// Q4_1 and Q8_0 weights (the rest runs the AVX2 kernels).
+    Avx512,
 }
 
 impl Isa {
@@ -31,31 +37,69 @@ impl Isa {
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("f16c")
         {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                return Isa::Avx512;
+            }
             return Isa::Avx2;
         }
         Isa::Portable
     }
 
-    /// The instruction set in use: the best one, unless `OASIS_KERNELS=portable` asks for
-    /// the portable path (to check that both give the same tokens).
+    /// The instruction set in use: the best one, unless `OASIS_KERNELS` asks for a lesser
+    /// one (`portable` or `avx2`, to check that they give the same tokens or to compare
+    /// their speed).
     pub fn active() -> Isa {
         static ACTIVE: OnceLock<Isa> = OnceLock::new();
-        *ACTIVE.get_or_init(|| match std::env::var("OASIS_KERNELS").as_deref() {
-            Ok("portable") => Isa::Portable,
-            _ => Isa::detect(),
+        *ACTIVE.get_or_init(|| {
+            let best = Isa::detect();
+            match std::env::var("OASIS_KERNELS").as_deref() {
+                Ok("portable") => Isa::Portable,
+                Ok("avx2") if best != Isa::Portable => Isa::Avx2,
+                _ => best,
+            }
         })
     }
 
     /// Whether this CPU can run `self`.
     pub fn is_available(self) -> bool {
-        self == Isa::Portable || Isa::detect() == Isa::Avx2
+        match self {
+            Isa::Portable => true,
+            Isa::Avx2 => Isa::detect() != Isa::Portable,
+            Isa::Avx512 => Isa::detect() == Isa::Avx512,
+        }
+    }
+
+    /// Whether `self` includes AVX2 (and FMA and F16C) and this CPU runs it.
+    pub(crate) fn has_avx2(self) -> bool {
+        self != Isa::Portable && self.is_available()
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
         }
+    }
+}
+
+/// For the four-rows-x-one-token products (decode): asks for the bytes two four-row groups
+/// ahead of each row's position (rows `row_bytes` apart, in order, as the matmul runs them),
+/// so that the weights, read once per token, arrive from memory before they are needed.
+/// Measured on a 2-core Sapphire Rapids: decode waited on the weights with the hardware
+/// prefetcher alone (99 -> 132 tokens/s with this, alternating runs; no bits changed). A prefetch never faults, so
+/// addresses past the weight are harmless.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_ahead<const R: usize>(px: [*const u8; R], row_bytes: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    for p in px {
+        // SAFETY: a prefetch is a hint and never faults; `wrapping_add` makes no claim that
+        // the address lies in the allocation.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(8 * row_bytes).cast()) };
     }
 }
 
@@ -230,8 +274,8 @@ macro_rules! portable_kernel {
 macro_rules! avx2_kernel {
     (tiled $m:ident :: $f:ident) => {
         DotKernel {
-            // SAFETY (all three): only built by `DotKernel::new` after `Isa::Avx2` was
-            // found available; the matmul entry points check that rows are whole blocks.
+            // SAFETY (all three): only built by `DotKernel::new` after AVX2 was found
+            // available; the matmul entry points check that rows are whole blocks.
             one: |n, x, y| unsafe { $m::$f::<1, 1>(n, [x], [y])[0][0] },
             acts4: |n, x, ys| unsafe { $m::$f::<1, 4>(n, [x], ys)[0] },
             rows4: |n, xs, y| unsafe { $m::$f::<4, 1>(n, xs, [y]).map(|r| r[0]) },
@@ -257,8 +301,8 @@ impl DotKernel {
     /// not available on this CPU).
     pub(crate) fn new(isa: Isa, ty: GgmlType) -> Result<DotKernel, KernelError> {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 && isa.is_available() {
-            return Ok(match ty {
+        if isa.has_avx2() {
+            let k = match ty {
                 GgmlType::F32 => avx2_kernel!(single avx2::dot_f32),
                 GgmlType::F16 => avx2_kernel!(single avx2::dot_f16),
                 GgmlType::BF16 => avx2_kernel!(single avx2::dot_bf16),
@@ -280,6 +324,22 @@ impl DotKernel {
                         ty: ty.name(),
                     });
                 }
+            };
+            if isa != Isa::Avx512 {
+                return Ok(k);
+            }
+            // SAFETY (both): `Isa::Avx512` was found available (`has_avx2` checked it);
+            // the matmul entry points check that rows are whole blocks.
+            return Ok(match ty {
+                GgmlType::Q4_1 => DotKernel {
+                    rows4: |n, xs, y| unsafe { avx512::dot_q4_1_q8_1_rows4(n, xs, y) },
+                    ..k
+                },
+                GgmlType::Q8_0 => DotKernel {
+                    rows4: |n, xs, y| unsafe { avx512::dot_q8_0_q8_0_rows4(n, xs, y) },
+                    ..k
+                },
+                _ => k,
             });
         }
         let _ = isa;
@@ -320,7 +380,7 @@ pub(crate) fn f16_dot(isa: Isa, order: F16Order) -> Result<DotFn, KernelError> {
         return Ok(DotKernel::new(isa, GgmlType::F16)?.one);
     }
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_available() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 was detected; callers pass n.is_multiple_of(8) and whole rows.
         return Ok(|n, x, y| unsafe { avx2::dot_f16_gemm(n, x, y) });
     }
@@ -339,7 +399,7 @@ pub(crate) type PagedDotFnX4 =
 /// (AVX2); each gives the bits of four single products.
 pub(crate) fn f16_dots_x4(isa: Isa) -> Option<(DotFnX4, PagedDotFnX4)> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_available() {
+    if isa.has_avx2() {
         return Some((
             // SAFETY: AVX2, FMA and F16C were detected; the bounds are checked inside.
             |n, xs, y| unsafe { avx2::dot_f16_gemm_x4(n, xs, y) },
@@ -409,7 +469,7 @@ pub type PagedDotFn = fn(n: usize, x: &[u8], pieces: Pieces<'_>, y: &[u8]) -> f3
 /// not [`Pieces::check`].
 pub(crate) fn f16_dot_paged(isa: Isa, order: F16Order) -> PagedDotFn {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_available() {
+    if isa.has_avx2() {
         return match order {
             // SAFETY: AVX2, FMA and F16C were detected; the bounds are checked inside.
             F16Order::Vector => |n, x, p, y| unsafe { avx2::dot_f16_paged(n, x, p, y) },

@@ -166,41 +166,42 @@ fn simd_and_portable_give_identical_bits() {
                     a
                 })
                 .collect();
-            let (p, s) = (
-                DotKernel::new(Isa::Portable, ty).unwrap(),
-                DotKernel::new(Isa::Avx2, ty).unwrap(),
-            );
-            let ys = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
-            for y in ys {
-                assert_eq!(
-                    (p.one)(n, &w, y).to_bits(),
-                    (s.one)(n, &w, y).to_bits(),
-                    "{} n={n}",
-                    ty.name()
-                );
-            }
-            let (pf, sf) = ((p.acts4)(n, &w, ys), (s.acts4)(n, &w, ys));
-            for r in 0..4 {
-                assert_eq!(pf[r].to_bits(), sf[r].to_bits(), "{} acts4 {r}", ty.name());
-                assert_eq!(
-                    pf[r].to_bits(),
-                    (p.one)(n, &w, ys[r]).to_bits(),
-                    "{} acts4 vs one",
-                    ty.name()
-                );
-            }
+            let p = DotKernel::new(Isa::Portable, ty).unwrap();
             // Four weight rows (this one and three more) against one activation row.
             let more: Vec<Vec<u8>> = (0..3).map(|_| random_weights(&mut rng, ty, n)).collect();
             let xs = [&w[..], &more[0][..], &more[1][..], &more[2][..]];
-            let (pr, sr) = ((p.rows4)(n, xs, ys[1]), (s.rows4)(n, xs, ys[1]));
-            for r in 0..4 {
-                assert_eq!(pr[r].to_bits(), sr[r].to_bits(), "{} rows4 {r}", ty.name());
-                assert_eq!(
-                    sr[r].to_bits(),
-                    (s.one)(n, xs[r], ys[1]).to_bits(),
-                    "{} rows4 vs one",
-                    ty.name()
-                );
+            let ys = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
+            for isa in [Isa::Avx2, Isa::Avx512]
+                .into_iter()
+                .filter(|i| i.is_available())
+            {
+                let s = DotKernel::new(isa, ty).unwrap();
+                let what = format!("{} n={n} on {}", ty.name(), isa.name());
+                for y in ys {
+                    assert_eq!(
+                        (p.one)(n, &w, y).to_bits(),
+                        (s.one)(n, &w, y).to_bits(),
+                        "{what}"
+                    );
+                }
+                let (pf, sf) = ((p.acts4)(n, &w, ys), (s.acts4)(n, &w, ys));
+                for r in 0..4 {
+                    assert_eq!(pf[r].to_bits(), sf[r].to_bits(), "{what} acts4 {r}");
+                    assert_eq!(
+                        pf[r].to_bits(),
+                        (p.one)(n, &w, ys[r]).to_bits(),
+                        "{what} acts4 vs one"
+                    );
+                }
+                let (pr, sr) = ((p.rows4)(n, xs, ys[1]), (s.rows4)(n, xs, ys[1]));
+                for r in 0..4 {
+                    assert_eq!(pr[r].to_bits(), sr[r].to_bits(), "{what} rows4 {r}");
+                    assert_eq!(
+                        sr[r].to_bits(),
+                        (s.one)(n, xs[r], ys[1]).to_bits(),
+                        "{what} rows4 vs one"
+                    );
+                }
             }
         }
     }
@@ -217,8 +218,17 @@ fn saturation_in_pair_sums_is_the_same_on_both_paths() {
     let mut y = vec![0x80u8; 34];
     put_f16(&mut y, 0, 1.0);
     let p = vec_dot(Isa::Portable, GgmlType::Q8_0, 32, &w, &y).unwrap();
-    let s = vec_dot(Isa::Avx2, GgmlType::Q8_0, 32, &w, &y).unwrap();
-    assert_eq!(p.to_bits(), s.to_bits());
+    for isa in [Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter(|i| i.is_available())
+    {
+        let s = vec_dot(isa, GgmlType::Q8_0, 32, &w, &y).unwrap();
+        assert_eq!(p.to_bits(), s.to_bits(), "{}", isa.name());
+        let k = DotKernel::new(isa, GgmlType::Q8_0).unwrap();
+        for v in (k.rows4)(32, [&w[..]; 4], &y) {
+            assert_eq!(p.to_bits(), v.to_bits(), "{} rows4", isa.name());
+        }
+    }
 }
 
 #[test]
