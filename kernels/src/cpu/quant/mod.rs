@@ -90,8 +90,8 @@ impl Isa {
 /// ahead of each row's position (rows `row_bytes` apart, in order, as the matmul runs them),
 /// so that the weights, read once per token, arrive from memory before they are needed.
 /// Measured on a 2-core Sapphire Rapids: decode waited on the weights with the hardware
-/// prefetcher alone (99 -> 132 tokens/s with this, alternating runs; no bits changed). A prefetch never faults, so
-/// addresses past the weight are harmless.
+/// prefetcher alone (99 -> 132 tokens/s with this, alternating runs; no bits changed). A
+/// prefetch never faults, so addresses past the weight are harmless.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch_ahead<const R: usize>(px: [*const u8; R], row_bytes: usize) {
