@@ -26,10 +26,8 @@ pub const DEFAULT_MAX_BATCH_TOKENS: usize = 512;
 pub const DEFAULT_MAX_RUNNING: usize = 32;
 /// Latency target of an engine step that carries generating sequences, in milliseconds:
 /// prompt chunks beside decode tokens are sized to it from the measured step times (0: off,
-/// every step may carry `max_batch_tokens`). 35 rather than 50: on the 2-core Zen 4 of
-/// BENCHMARKS.md it took inter-token p99 at concurrency 4 from 67-109 ms to 62-68 ms with
-/// the same throughput and first-token times.
-pub const DEFAULT_MAX_STEP_MS: u64 = 35;
+/// every step may carry `max_batch_tokens`).
+pub const DEFAULT_MAX_STEP_MS: u64 = 50;
 /// First-token wait after which a prompt being read gets whole steps again, in
 /// milliseconds: under load the step budget yields to prompts rather than starve them
 /// (0: never).
@@ -611,7 +609,7 @@ mod tests {
             ServeConfig::resolve(FileConfig::parse(text).unwrap(), Overrides::default()).unwrap()
         };
         let cfg = resolve("");
-        assert_eq!(cfg.max_step_ms, Some(35));
+        assert_eq!(cfg.max_step_ms, Some(50));
         assert_eq!(cfg.ttft_target_ms, Some(2000));
         let cfg = resolve("max_step_ms = 0\nttft_target_ms = 0\n");
         assert_eq!((cfg.max_step_ms, cfg.ttft_target_ms), (None, None));
