@@ -81,6 +81,12 @@ pub struct Activations {
     /// For Q8_1 rows in groups of eight tokens: per group, per block, the eight tokens'
     /// `d` then their eight `s` in f32 (what the eight-token kernels load at once).
     scales8: Vec<f32>,
+    /// For Q8_1 rows in pairs of tokens (the AVX-512 kernels): per pair, per block, the two
+    /// tokens' 32 values interleaved by 4-byte groups (64 bytes).
+    pairs: Vec<u8>,
+    /// For Q8_1 rows in groups of four tokens: per group, per block, the four tokens' `d`
+    /// then their four `s` in f32.
+    scales4: Vec<f32>,
 }
 
 impl Default for Activations {
@@ -92,6 +98,8 @@ impl Default for Activations {
             row_bytes: 0,
             data: Vec::new(),
             scales8: Vec::new(),
+            pairs: Vec::new(),
+            scales4: Vec::new(),
         }
     }
 }
@@ -132,6 +140,9 @@ impl Activations {
             {
                 quantize_row(ty, xr, dst)?;
             }
+            if ty == GgmlType::Q8_1 {
+                self.gather_pairs();
+            }
             return Ok(());
         }
         let dst = DisjointSlice::new(&mut self.data);
@@ -143,6 +154,7 @@ impl Activations {
         });
         if ty == GgmlType::Q8_1 {
             self.gather_scales8();
+            self.gather_pairs();
         }
         Ok(())
     }
@@ -160,6 +172,36 @@ impl Activations {
                     let at = (g * nb + i) * 16;
                     self.scales8[at + c] = crate::quant::f16_at(row, i * 36);
                     self.scales8[at + 8 + c] = crate::quant::f16_at(row, i * 36 + 2);
+                }
+            }
+        }
+    }
+
+    /// Fills `pairs` and `scales4` from the quantized Q8_1 rows.
+    fn gather_pairs(&mut self) {
+        let nb = self.cols / crate::QK;
+        let rb = self.row_bytes;
+        self.pairs.resize(self.tokens / 2 * nb * 64, 0);
+        for (q, dst) in self.pairs.chunks_exact_mut(nb * 64).enumerate() {
+            let (a, b) = (
+                &self.data[2 * q * rb..(2 * q + 1) * rb],
+                &self.data[(2 * q + 1) * rb..(2 * q + 2) * rb],
+            );
+            for (i, blk) in dst.chunks_exact_mut(64).enumerate() {
+                for j in 0..8 {
+                    let at = i * 36 + 4 + 4 * j;
+                    blk[8 * j..8 * j + 4].copy_from_slice(&a[at..at + 4]);
+                    blk[8 * j + 4..8 * j + 8].copy_from_slice(&b[at..at + 4]);
+                }
+            }
+        }
+        self.scales4.resize(self.tokens / 4 * nb * 8, 0.0);
+        for (g, dst) in self.scales4.chunks_exact_mut(nb * 8).enumerate() {
+            for c in 0..4 {
+                let row = &self.data[(4 * g + c) * rb..(4 * g + c + 1) * rb];
+                for i in 0..nb {
+                    dst[i * 8 + c] = crate::quant::f16_at(row, i * 36);
+                    dst[i * 8 + 4 + c] = crate::quant::f16_at(row, i * 36 + 2);
                 }
             }
         }
@@ -293,6 +335,27 @@ fn run_chunk(
         for r in rows.clone() {
             let x = w.row(r);
             let mut t = t0;
+            if let Some((pairs8, pairs4)) = k.pairs
+                && acts.ty == GgmlType::Q8_1
+            {
+                let nb = n / crate::QK;
+                let (ps, ss) = (nb * 64, nb * 8);
+                while t + 4 <= t1 {
+                    let ys = &acts.pairs[t / 2 * ps..];
+                    let ds = &acts.scales4[t / 4 * ss..];
+                    let (v, len) = if t + 8 <= t1 {
+                        (pairs8(n, x, ys, ps, ds, ss), 8)
+                    } else {
+                        let v = pairs4(n, x, ys, ps, ds, ss);
+                        ([v[0], v[1], v[2], v[3], 0.0, 0.0, 0.0, 0.0], 4)
+                    };
+                    for (j, value) in v.into_iter().take(len).enumerate() {
+                        // SAFETY: (token, row) pairs of this chunk belong to this task alone.
+                        unsafe { out.write((t + j) * w.rows + r, value) };
+                    }
+                    t += len;
+                }
+            }
             if let Some(acts8) = k.acts8
                 && acts.ty == GgmlType::Q8_1
             {
@@ -401,8 +464,9 @@ mod tests {
         assert!(row.iter().any(|v| *v != 0.0));
     }
 
-    /// Q4_1 runs eight tokens at a time from a gathered scale table (AVX2): every batch size
-    /// must still give each pair's single-dot bits, for both instruction sets.
+    /// Q4_1 runs eight tokens at a time from a gathered scale table (AVX2), or eight and
+    /// four at a time from interleaved token pairs (AVX-512): every batch size must still
+    /// give each pair's single-dot bits, on every instruction set.
     #[test]
     fn q4_1_eight_token_tiles_equal_pairwise_dots() {
         let pool = ThreadPool::new(2);
@@ -419,7 +483,7 @@ mod tests {
         }
         let w = QMatrix::new(GgmlType::Q4_1, rows, cols, &data).unwrap();
         let mut acts = Activations::default();
-        for isa in [Isa::active(), Isa::Portable] {
+        for isa in [Isa::active(), Isa::Avx2, Isa::Portable] {
             for tokens in [1usize, 7, 8, 12, 16, 20, 24, 33] {
                 let x: Vec<f32> = (0..tokens * cols)
                     .map(|i| ((i * 11 % 17) as f32 - 8.0) * 0.13)

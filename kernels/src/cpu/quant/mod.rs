@@ -25,7 +25,8 @@ pub enum Isa {
     /// x86_64 with AVX2, FMA and F16C.
     Avx2,
     /// AVX2 as above, plus AVX-512 F, BW and VNNI for the single-token products of the
-    /// Q4_1 and Q8_0 weights (the rest runs the AVX2 kernels).
+    /// Q4_1 and Q8_0 weights and the batch products of Q4_1 (the rest runs the AVX2
+    /// kernels).
     Avx512,
 }
 
@@ -240,7 +241,16 @@ pub(crate) struct DotKernel {
     /// One weight row, eight activation rows with their block scales gathered
     /// ([`crate::matmul::Activations`]); where a type has it (Q4_1 on AVX2).
     pub(crate) acts8: Option<DotFnActs8>,
+    /// One weight row against eight and against four activation rows kept in pairs of
+    /// tokens with four-token scale tables ([`crate::matmul::Activations`]); where a type
+    /// has it (Q4_1 on AVX-512).
+    pub(crate) pairs: Option<(DotFnPairs<8>, DotFnPairs<4>)>,
 }
+
+/// One weight row against `T` activation rows in pairs (`pair_stride` bytes apart) and
+/// their four-token scale tables (`ds_stride` floats apart).
+pub(crate) type DotFnPairs<const T: usize> =
+    fn(usize, &[u8], &[u8], usize, &[f32], usize) -> [f32; T];
 
 /// One weight row against eight activation rows (`stride` bytes apart from the start of
 /// the slice) and their scale table.
@@ -266,6 +276,7 @@ macro_rules! portable_kernel {
             acts4: |n, x, ys| ys.map(|y| $f(n, x, y)),
             rows4: |n, xs, y| xs.map(|x| $f(n, x, y)),
             acts8: None,
+            pairs: None,
         }
     };
 }
@@ -280,6 +291,7 @@ macro_rules! avx2_kernel {
             acts4: |n, x, ys| unsafe { $m::$f::<1, 4>(n, [x], ys)[0] },
             rows4: |n, xs, y| unsafe { $m::$f::<4, 1>(n, xs, [y]).map(|r| r[0]) },
             acts8: None,
+            pairs: None,
         }
     };
     (single $f:expr) => {{
@@ -292,6 +304,7 @@ macro_rules! avx2_kernel {
             // SAFETY: as above.
             rows4: |n, xs, y| xs.map(|x| unsafe { $f(n, x, y) }),
             acts8: None,
+            pairs: None,
         }
     }};
 }
@@ -333,6 +346,14 @@ impl DotKernel {
             return Ok(match ty {
                 GgmlType::Q4_1 => DotKernel {
                     rows4: |n, xs, y| unsafe { avx512::dot_q4_1_q8_1_rows4(n, xs, y) },
+                    pairs: Some((
+                        |n, x, ys, ps, ds, ss| unsafe {
+                            avx512::dot_q4_1_q8_1_pairs::<4, 8>(n, x, ys, ps, ds, ss)
+                        },
+                        |n, x, ys, ps, ds, ss| unsafe {
+                            avx512::dot_q4_1_q8_1_pairs::<2, 4>(n, x, ys, ps, ds, ss)
+                        },
+                    )),
                     ..k
                 },
                 GgmlType::Q8_0 => DotKernel {
