@@ -81,11 +81,11 @@ pub struct Activations {
     /// For Q8_1 rows in groups of eight tokens: per group, per block, the eight tokens'
     /// `d` then their eight `s` in f32 (what the eight-token kernels load at once).
     scales8: Vec<f32>,
-    /// For Q8_1 rows in pairs of tokens (the AVX-512 kernels): per pair, per block, the two
-    /// tokens' 32 values interleaved by 4-byte groups (64 bytes).
+    /// For Q8_1 and Q8_0 rows in pairs of tokens (the AVX-512 kernels): per pair, per
+    /// block, the two tokens' 32 values interleaved by 4-byte groups (64 bytes).
     pairs: Vec<u8>,
-    /// For Q8_1 rows in groups of four tokens: per group, per block, the four tokens' `d`
-    /// then their four `s` in f32.
+    /// For Q8_1 and Q8_0 rows in groups of four tokens: per group, per block, the four
+    /// tokens' `d` then their four `s` in f32 (zeros for Q8_0).
     scales4: Vec<f32>,
 }
 
@@ -140,7 +140,7 @@ impl Activations {
             {
                 quantize_row(ty, xr, dst)?;
             }
-            if ty == GgmlType::Q8_1 {
+            if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_0) {
                 self.gather_pairs();
             }
             return Ok(());
@@ -154,6 +154,8 @@ impl Activations {
         });
         if ty == GgmlType::Q8_1 {
             self.gather_scales8();
+        }
+        if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_0) {
             self.gather_pairs();
         }
         Ok(())
@@ -177,10 +179,17 @@ impl Activations {
         }
     }
 
-    /// Fills `pairs` and `scales4` from the quantized Q8_1 rows.
+    /// Fills `pairs` and `scales4` from the quantized Q8_1 or Q8_0 rows (Q8_0 has no `s`:
+    /// its table holds zeros there).
     fn gather_pairs(&mut self) {
         let nb = self.cols / crate::QK;
         let rb = self.row_bytes;
+        // Block bytes and header bytes: Q8_1 blocks start with `d` and `s`, Q8_0 with `d`.
+        let (bb, hb) = if self.ty == GgmlType::Q8_1 {
+            (36, 4)
+        } else {
+            (34, 2)
+        };
         self.pairs.resize(self.tokens / 2 * nb * 64, 0);
         for (q, dst) in self.pairs.chunks_exact_mut(nb * 64).enumerate() {
             let (a, b) = (
@@ -189,7 +198,7 @@ impl Activations {
             );
             for (i, blk) in dst.chunks_exact_mut(64).enumerate() {
                 for j in 0..8 {
-                    let at = i * 36 + 4 + 4 * j;
+                    let at = i * bb + hb + 4 * j;
                     blk[8 * j..8 * j + 4].copy_from_slice(&a[at..at + 4]);
                     blk[8 * j + 4..8 * j + 8].copy_from_slice(&b[at..at + 4]);
                 }
@@ -200,8 +209,12 @@ impl Activations {
             for c in 0..4 {
                 let row = &self.data[(4 * g + c) * rb..(4 * g + c + 1) * rb];
                 for i in 0..nb {
-                    dst[i * 8 + c] = crate::quant::f16_at(row, i * 36);
-                    dst[i * 8 + 4 + c] = crate::quant::f16_at(row, i * 36 + 2);
+                    dst[i * 8 + c] = crate::quant::f16_at(row, i * bb);
+                    dst[i * 8 + 4 + c] = if hb == 4 {
+                        crate::quant::f16_at(row, i * bb + 2)
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -336,7 +349,7 @@ fn run_chunk(
             let x = w.row(r);
             let mut t = t0;
             if let Some((pairs8, pairs4)) = k.pairs
-                && acts.ty == GgmlType::Q8_1
+                && matches!(acts.ty, GgmlType::Q8_1 | GgmlType::Q8_0)
             {
                 let nb = n / crate::QK;
                 let (ps, ss) = (nb * 64, nb * 8);

@@ -4,7 +4,7 @@
 //! CPU has them.
 //!
 //! In the single-token products two weight rows share each 512-bit register (in the batch
-//! products two tokens do: see [`dot_q4_1_q8_1_pairs`]), and every row keeps the eight float lanes
+//! products two tokens do: see [`dot_pairs`]), and every row keeps the eight float lanes
 //! the AVX2 kernel gives it: each lane gets the same integer sum (`vpdpbusd` adds the same
 //! four byte products that `vpmaddubsw` + `vpmaddwd` add, and neither can overflow on these
 //! operands), the same `d_x * d_y` product and the same fused multiply-add in the same block
@@ -181,31 +181,34 @@ pub(crate) unsafe fn dot_q8_0_q8_0_rows4(n: usize, xs: [&[u8]; 4], y: &[u8]) -> 
     out
 }
 
-/// Q4_1 weights x Q8_1 activations, one weight row against `2 * P` activation rows (`P` of
-/// 2 or 4), each pair's bits those of `avx2::dot_q4_1_q8_1` (so of llama.cpp's
-/// `ggml_vec_dot_q4_1_q8_1`).
+/// Q4_1 weights x Q8_1 activations (`Q8_0 = false`) or Q8_0 weights x Q8_0 activations
+/// (`true`), one weight row against `2 * P` activation rows (`P` of 2 or 4), each pair's
+/// bits those of `avx2::dot_q4_1_q8_1` or `avx2::dot_q8_0_q8_0` (so of llama.cpp's
+/// `ggml_vec_dot_q4_1_q8_1` / `ggml_vec_dot_q8_0_q8_0`, the latter with its sign trick as
+/// in [`dot_q8_0_q8_0_rows4`]).
 ///
 /// The activations come in pairs of tokens ([`crate::matmul::Activations`] keeps them so),
 /// each pair's 32 values per block interleaved by 4-byte groups: lane `2j` of one 512-bit
 /// register is the first token's AVX2 lane `j`, lane `2j + 1` the second token's. The
-/// weight's 32 unpacked nibbles have each 4-byte group doubled to match, so one `vpdpbusd`
-/// gives both tokens' eight group sums, and both tokens' `d_x * d_y` reach their lanes as
-/// one 8-byte broadcast. No lane changes place within a token, and each lane sees the same
+/// weight's 32 values have each 4-byte group doubled to match, so one `vpdpbusd` gives
+/// both tokens' eight group sums, and both tokens' `d_x * d_y` reach their lanes as one
+/// 8-byte broadcast. No lane changes place within a token, and each lane sees the same
 /// integer sum, product and fused multiply-add in the same block order as AVX2 code.
 ///
-/// Measured on Zen 4 with `matmul_bench` (one thread, 128 tokens): 57-62 GMAC/s against
-/// 44-47 for the AVX2 eight-token kernel, and 46-52 against 20-25 for four tokens. The
-/// broadcast is a register shuffle here; the same loop in assembly with the broadcasts
-/// loaded from a stored buffer (as the AVX2 kernel does) ran at 52-59 GMAC/s.
+/// Measured on Zen 4 with `matmul_bench` (one thread): Q4_1 at 128 tokens 57-62 GMAC/s
+/// against 44-47 for the AVX2 eight-token kernel, and 46-52 against 20-25 at four tokens;
+/// Q8_0 at 64 tokens 52-55 against 21-24. The broadcast is a register shuffle here; the same
+/// Q4_1 loop in assembly with the broadcasts loaded from a stored buffer (as the AVX2
+/// kernel does) ran at 52-59 GMAC/s.
 ///
 /// `pairs` holds `P` pair rows of `n / 32` 64-byte blocks, `pair_stride` bytes apart; `ds`
 /// `P / 2` scale tables of four tokens, `ds_stride` floats apart, each per block four `d`
-/// then four `s`.
+/// then four `s` (not read for Q8_0).
 ///
 /// # Safety
 /// The CPU supports AVX-512 F, BW and VNNI, AVX2, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_1_q8_1_pairs<const P: usize, const T: usize>(
+pub(crate) unsafe fn dot_pairs<const Q8_0: bool, const P: usize, const T: usize>(
     n: usize,
     x: &[u8],
     pairs: &[u8],
@@ -215,16 +218,22 @@ pub(crate) unsafe fn dot_q4_1_q8_1_pairs<const P: usize, const T: usize>(
 ) -> [f32; T] {
     const { assert!((P == 2 || P == 4) && T == 2 * P) };
     let nb = n / QK;
+    let bb = if Q8_0 { 34 } else { 20 };
     assert!(
-        x.len() >= nb * 20
+        x.len() >= nb * bb
             && pair_stride >= nb * 64
             && pairs.len() >= (P - 1) * pair_stride + nb * 64
             && ds_stride >= nb * 8
             && ds.len() >= (P / 2 - 1) * ds_stride + nb * 8
     );
     let mask = _mm512_set1_epi8(0x0F);
-    // Each 4-byte group of the low nibbles twice, then of the high nibbles twice.
-    let double = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3);
+    // Each 4-byte group of the weight's values twice: Q8_0's 32 bytes; Q4_1's 16 bytes of
+    // nibbles, once for the low nibbles and once for the high ones.
+    let double = if Q8_0 {
+        _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)
+    } else {
+        _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3)
+    };
     let high = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
     let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); P];
@@ -232,10 +241,15 @@ pub(crate) unsafe fn dot_q4_1_q8_1_pairs<const P: usize, const T: usize>(
     let mut dbuf = [0f32; 8];
     for i in 0..nb {
         // SAFETY: block i of x, of every pair row and of every scale table is in bounds
-        // (asserted): 20 bytes of Q4_1, 64 bytes of a pair, 8 floats of a table.
+        // (asserted): `bb` bytes of the weight, 64 bytes of a pair, 8 floats of a table.
         unsafe {
-            let px = x.as_ptr().add(i * 20);
-            let xdm = _mm_cvtph_ps(_mm_cvtsi32_si128(u32_at(px) as i32));
+            let px = x.as_ptr().add(i * bb);
+            // [d_x, m_x] (Q4_1) or [d_x, 0] (Q8_0).
+            let xdm = if Q8_0 {
+                _mm_cvtph_ps(_mm_cvtsi32_si128(u16_at(px) as i32))
+            } else {
+                _mm_cvtph_ps(_mm_cvtsi32_si128(u32_at(px) as i32))
+            };
             let dx = _mm_broadcastss_ps(xdm);
             let mx = _mm_broadcastss_ps(_mm_movehdup_ps(xdm));
             for (h, summs) in summs.iter_mut().take(P / 2).enumerate() {
@@ -244,15 +258,28 @@ pub(crate) unsafe fn dot_q4_1_q8_1_pairs<const P: usize, const T: usize>(
                     dbuf.as_mut_ptr().add(4 * h),
                     _mm_mul_ps(dx, _mm_loadu_ps(t)),
                 );
-                *summs = _mm_fmadd_ps(mx, _mm_loadu_ps(t.add(4)), *summs);
+                if !Q8_0 {
+                    *summs = _mm_fmadd_ps(mx, _mm_loadu_ps(t.add(4)), *summs);
+                }
             }
-            let v = _mm512_castsi128_si512(_mm_loadu_si128(px.add(4).cast()));
-            let qx = _mm512_and_si512(
-                _mm512_srlv_epi64(_mm512_permutexvar_epi32(double, v), high),
-                mask,
-            );
+            // The weight's unsigned bytes, and (Q8_0) which of its values are negative.
+            let (qx, neg) = if Q8_0 {
+                let v = _mm512_castsi256_si512(_mm256_loadu_si256(px.add(2).cast()));
+                let q = _mm512_permutexvar_epi32(double, v);
+                (_mm512_abs_epi8(q), _mm512_movepi8_mask(q))
+            } else {
+                let v = _mm512_castsi128_si512(_mm_loadu_si128(px.add(4).cast()));
+                let q = _mm512_srlv_epi64(_mm512_permutexvar_epi32(double, v), high);
+                (_mm512_and_si512(q, mask), 0)
+            };
             for (p, acc) in acc.iter_mut().enumerate() {
                 let y = _mm512_loadu_si512(pairs.as_ptr().add(p * pair_stride + i * 64).cast());
+                // Q8_0: the activation carrying the weight's sign (wrapping as `vpsignb`).
+                let y = if Q8_0 {
+                    _mm512_mask_sub_epi8(y, neg, zero, y)
+                } else {
+                    y
+                };
                 let xy = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, qx, y));
                 let d = _mm512_castpd_ps(_mm512_set1_pd(std::ptr::read_unaligned(
                     dbuf.as_ptr().add(2 * p).cast::<f64>(),

@@ -243,7 +243,7 @@ pub(crate) struct DotKernel {
     pub(crate) acts8: Option<DotFnActs8>,
     /// One weight row against eight and against four activation rows kept in pairs of
     /// tokens with four-token scale tables ([`crate::matmul::Activations`]); where a type
-    /// has it (Q4_1 on AVX-512).
+    /// has it (Q4_1 and Q8_0 on AVX-512).
     pub(crate) pairs: Option<(DotFnPairs<8>, DotFnPairs<4>)>,
 }
 
@@ -348,16 +348,24 @@ impl DotKernel {
                     rows4: |n, xs, y| unsafe { avx512::dot_q4_1_q8_1_rows4(n, xs, y) },
                     pairs: Some((
                         |n, x, ys, ps, ds, ss| unsafe {
-                            avx512::dot_q4_1_q8_1_pairs::<4, 8>(n, x, ys, ps, ds, ss)
+                            avx512::dot_pairs::<false, 4, 8>(n, x, ys, ps, ds, ss)
                         },
                         |n, x, ys, ps, ds, ss| unsafe {
-                            avx512::dot_q4_1_q8_1_pairs::<2, 4>(n, x, ys, ps, ds, ss)
+                            avx512::dot_pairs::<false, 2, 4>(n, x, ys, ps, ds, ss)
                         },
                     )),
                     ..k
                 },
                 GgmlType::Q8_0 => DotKernel {
                     rows4: |n, xs, y| unsafe { avx512::dot_q8_0_q8_0_rows4(n, xs, y) },
+                    pairs: Some((
+                        |n, x, ys, ps, ds, ss| unsafe {
+                            avx512::dot_pairs::<true, 4, 8>(n, x, ys, ps, ds, ss)
+                        },
+                        |n, x, ys, ps, ds, ss| unsafe {
+                            avx512::dot_pairs::<true, 2, 4>(n, x, ys, ps, ds, ss)
+                        },
+                    )),
                     ..k
                 },
                 _ => k,
