@@ -153,7 +153,9 @@ impl Activations {
             let _ = quantize_row(ty, &x[t * cols..(t + 1) * cols], row);
         });
         if ty == GgmlType::Q8_1 {
-            self.gather_scales8();
+            let mut scales8 = std::mem::take(&mut self.scales8);
+            self.fill_scales(8, &mut scales8);
+            self.scales8 = scales8;
         }
         if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_0) {
             self.gather_pairs();
@@ -161,26 +163,31 @@ impl Activations {
         Ok(())
     }
 
-    /// Fills `scales8` from the quantized Q8_1 rows.
-    fn gather_scales8(&mut self) {
+    /// Fills `out` with the scale table of groups of `group` tokens: per group, per block,
+    /// the tokens' `d` then their `s` in f32 (zeros for Q8_0, which has no `s`).
+    fn fill_scales(&self, group: usize, out: &mut Vec<f32>) {
         let nb = self.cols / crate::QK;
-        let groups = self.tokens / 8;
-        self.scales8.resize(groups * nb * 16, 0.0);
-        for g in 0..groups {
-            for c in 0..8 {
-                let row =
-                    &self.data[(g * 8 + c) * self.row_bytes..(g * 8 + c + 1) * self.row_bytes];
+        let rb = self.row_bytes;
+        let q8_1 = self.ty == GgmlType::Q8_1;
+        let bb = if q8_1 { 36 } else { 34 };
+        out.resize(self.tokens / group * nb * 2 * group, 0.0);
+        for (g, dst) in out.chunks_exact_mut(nb * 2 * group).enumerate() {
+            for c in 0..group {
+                let row = &self.data[(g * group + c) * rb..(g * group + c + 1) * rb];
                 for i in 0..nb {
-                    let at = (g * nb + i) * 16;
-                    self.scales8[at + c] = crate::quant::f16_at(row, i * 36);
-                    self.scales8[at + 8 + c] = crate::quant::f16_at(row, i * 36 + 2);
+                    let at = i * 2 * group;
+                    dst[at + c] = crate::quant::f16_at(row, i * bb);
+                    dst[at + group + c] = if q8_1 {
+                        crate::quant::f16_at(row, i * bb + 2)
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
     }
 
-    /// Fills `pairs` and `scales4` from the quantized Q8_1 or Q8_0 rows (Q8_0 has no `s`:
-    /// its table holds zeros there).
+    /// Fills `pairs` and `scales4` from the quantized Q8_1 or Q8_0 rows.
     fn gather_pairs(&mut self) {
         let nb = self.cols / crate::QK;
         let rb = self.row_bytes;
@@ -204,20 +211,9 @@ impl Activations {
                 }
             }
         }
-        self.scales4.resize(self.tokens / 4 * nb * 8, 0.0);
-        for (g, dst) in self.scales4.chunks_exact_mut(nb * 8).enumerate() {
-            for c in 0..4 {
-                let row = &self.data[(4 * g + c) * rb..(4 * g + c + 1) * rb];
-                for i in 0..nb {
-                    dst[i * 8 + c] = crate::quant::f16_at(row, i * bb);
-                    dst[i * 8 + 4 + c] = if hb == 4 {
-                        crate::quant::f16_at(row, i * bb + 2)
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
+        let mut scales4 = std::mem::take(&mut self.scales4);
+        self.fill_scales(4, &mut scales4);
+        self.scales4 = scales4;
     }
 
     /// The scale table of the eight-token group starting at token `t` (a multiple of 8).
@@ -348,25 +344,26 @@ fn run_chunk(
         for r in rows.clone() {
             let x = w.row(r);
             let mut t = t0;
-            if let Some((pairs8, pairs4)) = k.pairs
-                && matches!(acts.ty, GgmlType::Q8_1 | GgmlType::Q8_0)
-            {
+            // Token t's value and the next ones, for this row.
+            let put = |t: usize, v: &[f32]| {
+                for (j, value) in v.iter().enumerate() {
+                    // SAFETY: (token, row) pairs of this chunk belong to this task alone.
+                    unsafe { out.write((t + j) * w.rows + r, *value) };
+                }
+            };
+            if let Some((pairs8, pairs4)) = k.pairs {
                 let nb = n / crate::QK;
                 let (ps, ss) = (nb * 64, nb * 8);
                 while t + 4 <= t1 {
                     let ys = &acts.pairs[t / 2 * ps..];
                     let ds = &acts.scales4[t / 4 * ss..];
-                    let (v, len) = if t + 8 <= t1 {
-                        (pairs8(n, x, ys, ps, ds, ss), 8)
+                    if t + 8 <= t1 {
+                        put(t, &pairs8(n, x, ys, ps, ds, ss));
+                        t += 8;
                     } else {
-                        let v = pairs4(n, x, ys, ps, ds, ss);
-                        ([v[0], v[1], v[2], v[3], 0.0, 0.0, 0.0, 0.0], 4)
-                    };
-                    for (j, value) in v.into_iter().take(len).enumerate() {
-                        // SAFETY: (token, row) pairs of this chunk belong to this task alone.
-                        unsafe { out.write((t + j) * w.rows + r, value) };
+                        put(t, &pairs4(n, x, ys, ps, ds, ss));
+                        t += 4;
                     }
-                    t += len;
                 }
             }
             if let Some(acts8) = k.acts8
@@ -374,11 +371,7 @@ fn run_chunk(
             {
                 while t + 8 <= t1 {
                     let ys = &acts.data[t * acts.row_bytes..(t + 8) * acts.row_bytes];
-                    let v = acts8(n, x, ys, acts.row_bytes, acts.scales8(t));
-                    for (j, value) in v.into_iter().enumerate() {
-                        // SAFETY: (token, row) pairs of this chunk belong to this task alone.
-                        unsafe { out.write((t + j) * w.rows + r, value) };
-                    }
+                    put(t, &acts8(n, x, ys, acts.row_bytes, acts.scales8(t)));
                     t += 8;
                 }
             }
@@ -389,11 +382,7 @@ fn run_chunk(
                     acts.row(t + 2),
                     acts.row(t + 3),
                 ];
-                let v = (k.acts4)(n, x, ys);
-                for (j, value) in v.into_iter().enumerate() {
-                    // SAFETY: (token, row) pairs of this chunk belong to this task alone.
-                    unsafe { out.write((t + j) * w.rows + r, value) };
-                }
+                put(t, &(k.acts4)(n, x, ys));
                 t += 4;
             }
         }

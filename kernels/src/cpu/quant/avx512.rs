@@ -1,7 +1,7 @@
 //! AVX-512 (F, BW, VNNI) forms of the single-token products (four weight rows against one
-//! activation row, what decode runs on) and of the Q4_1 batch products (one weight row
-//! against four or eight tokens: batched decode and prefill), chosen at run time when the
-//! CPU has them.
+//! activation row, what decode runs on) and of the Q4_1 and Q8_0 batch products (one
+//! weight row against four or eight tokens: batched decode, prefill, a batch's output
+//! head), chosen at run time when the CPU has them.
 //!
 //! In the single-token products two weight rows share each 512-bit register (in the batch
 //! products two tokens do: see [`dot_pairs`]), and every row keeps the eight float lanes

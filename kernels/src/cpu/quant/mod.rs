@@ -25,8 +25,7 @@ pub enum Isa {
     /// x86_64 with AVX2, FMA and F16C.
     Avx2,
     /// AVX2 as above, plus AVX-512 F, BW and VNNI for the single-token products of the
-    /// Q4_1 and Q8_0 weights and the batch products of Q4_1 (the rest runs the AVX2
-    /// kernels).
+    /// Q4_1 and Q8_0 weights and their batch products (the rest runs the AVX2 kernels).
     Avx512,
 }
 
