@@ -419,13 +419,18 @@ impl DenseOps for CpuDense<'_> {
         let Some(w) = norm_weights(&weights.layers[layer], norm) else {
             return Ok(());
         };
+        let pool = self.pool;
         if src != dst {
             let input = std::mem::take(self.buf(src));
             let out = resize(self.buf(dst), n);
-            out.copy_from_slice(&input[..n]);
+            let row = width(cfg, src);
+            pool.run_rows(out, row, &|r0, rows| {
+                let at = r0 * row;
+                rows.copy_from_slice(&input[at..at + rows.len()]);
+            });
             *self.buf(src) = input;
         }
-        ops::rms_norm(&mut self.buf(dst)[..n], w, cfg.rms_eps)?;
+        ops::rms_norm_rows(pool, &mut self.buf(dst)[..n], w, cfg.rms_eps)?;
         Ok(())
     }
 
@@ -491,10 +496,15 @@ impl DenseOps for CpuDense<'_> {
         let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
         let n = l.tokens;
         let s = &mut *self.s;
+        let (rope, style) = (&s.rope, cfg.rope.style);
+        for (x, width) in [(&mut s.q[..n * qd], qd), (&mut s.k[..n * kvd], kvd)] {
+            self.pool.run_rows(x, width, &|t0, rows| {
+                for (rc, row) in rope[t0..].iter().zip(rows.chunks_exact_mut(width)) {
+                    rc.apply(style, row, hd);
+                }
+            });
+        }
         for t in 0..n {
-            let rope = &s.rope[t];
-            rope.apply(cfg.rope.style, &mut s.q[t * qd..(t + 1) * qd], hd);
-            rope.apply(cfg.rope.style, &mut s.k[t * kvd..(t + 1) * kvd], hd);
             kv.write(
                 seqs[l.row_seq[t]].kv,
                 li,
@@ -538,14 +548,17 @@ impl DenseOps for CpuDense<'_> {
     }
 
     fn swiglu(&mut self, l: &Layout<'_>) -> Result<()> {
-        let n = l.tokens * self.model.config.ffn_dim;
-        kernels::vmath::swiglu(self.isa, &mut self.s.gate[..n], &self.s.up[..n]);
+        let ff = self.model.config.ffn_dim;
+        let n = l.tokens * ff;
+        let (gate, up) = (&mut self.s.gate[..n], &self.s.up[..n]);
+        kernels::vmath::swiglu_rows(self.pool, self.isa, gate, up, ff);
         Ok(())
     }
 
     fn residual(&mut self, l: &Layout<'_>) -> Result<()> {
-        let n = l.tokens * self.model.config.d_model;
-        ops::add_assign(&mut self.s.x[..n], &self.s.o[..n])?;
+        let d = self.model.config.d_model;
+        let n = l.tokens * d;
+        ops::add_assign_rows(self.pool, &mut self.s.x[..n], &self.s.o[..n], d)?;
         Ok(())
     }
 

@@ -133,87 +133,65 @@ impl Activations {
         }
         self.data.resize(tokens * row_bytes, 0);
         (self.ty, self.tokens, self.cols, self.row_bytes) = (ty, tokens, cols, row_bytes);
-        if tokens < 8 {
-            for (xr, dst) in x
-                .chunks_exact(cols)
-                .zip(self.data.chunks_exact_mut(row_bytes))
-            {
-                quantize_row(ty, xr, dst)?;
-            }
-            if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_0) {
-                self.gather_pairs();
-            }
+        if row_bytes == 0 {
             return Ok(());
         }
-        let dst = DisjointSlice::new(&mut self.data);
-        pool.run(tokens, &|t| {
-            // SAFETY: task t writes only the bytes of row t.
-            let row = unsafe { dst.slice_mut(t * row_bytes, row_bytes) };
-            // Lengths were checked above, so this cannot fail.
-            let _ = quantize_row(ty, &x[t * cols..(t + 1) * cols], row);
-        });
-        if ty == GgmlType::Q8_1 {
-            let mut scales8 = std::mem::take(&mut self.scales8);
-            self.fill_scales(8, &mut scales8);
-            self.scales8 = scales8;
-        }
-        if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_0) {
-            self.gather_pairs();
+        // Q8_1 and Q8_0 rows are also laid out for the batch kernels: in token pairs with
+        // four-token scale tables (AVX-512), and Q8_1 with eight-token tables (AVX2).
+        let layouts = matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_0);
+        let q8_1 = ty == GgmlType::Q8_1;
+        let nb = cols / crate::QK;
+        let (pair_len, len4, len8) = (nb * 64, nb * 8, nb * 16);
+        self.pairs
+            .resize(if layouts { tokens / 2 * pair_len } else { 0 }, 0);
+        self.scales4
+            .resize(if layouts { tokens / 4 * len4 } else { 0 }, 0.0);
+        self.scales8
+            .resize(if q8_1 { tokens / 8 * len8 } else { 0 }, 0.0);
+        let data = DisjointSlice::new(&mut self.data);
+        let pairs = DisjointSlice::new(&mut self.pairs);
+        let scales4 = DisjointSlice::new(&mut self.scales4);
+        let scales8 = DisjointSlice::new(&mut self.scales8);
+        // Task g: tokens 8g.. (eight, or the rest), quantized and then laid out, so the
+        // whole job is one hand-off to the pool.
+        let group = |g: usize| {
+            let (t0, t1) = (8 * g, (8 * g + 8).min(tokens));
+            // SAFETY: task g alone writes the rows of its tokens, their pairs (whole pairs
+            // within the group, as 8 is even) and their scale tables (whole groups of four
+            // and eight within the group).
+            let rows = unsafe { data.slice_mut(t0 * row_bytes, (t1 - t0) * row_bytes) };
+            for (t, row) in (t0..t1).zip(rows.chunks_exact_mut(row_bytes)) {
+                // Lengths were checked above, so this cannot fail.
+                let _ = quantize_row(ty, &x[t * cols..(t + 1) * cols], row);
+            }
+            if !layouts {
+                return;
+            }
+            let rows: &[u8] = rows;
+            for q in t0 / 2..t1 / 2 {
+                let a = 2 * q - t0;
+                // SAFETY: as above.
+                let dst = unsafe { pairs.slice_mut(q * pair_len, pair_len) };
+                interleave_pair(&rows[a * row_bytes..(a + 2) * row_bytes], q8_1, dst);
+            }
+            for f in t0 / 4..t1 / 4 {
+                let a = 4 * f - t0;
+                // SAFETY: as above.
+                let dst = unsafe { scales4.slice_mut(f * len4, len4) };
+                scale_table(&rows[a * row_bytes..(a + 4) * row_bytes], 4, q8_1, dst);
+            }
+            if q8_1 && t1 - t0 == 8 {
+                // SAFETY: as above.
+                let dst = unsafe { scales8.slice_mut(g * len8, len8) };
+                scale_table(rows, 8, q8_1, dst);
+            }
+        };
+        if tokens < 8 {
+            group(0);
+        } else {
+            pool.run(tokens.div_ceil(8), &group);
         }
         Ok(())
-    }
-
-    /// Fills `out` with the scale table of groups of `group` tokens: per group, per block,
-    /// the tokens' `d` then their `s` in f32 (zeros for Q8_0, which has no `s`).
-    fn fill_scales(&self, group: usize, out: &mut Vec<f32>) {
-        let nb = self.cols / crate::QK;
-        let rb = self.row_bytes;
-        let q8_1 = self.ty == GgmlType::Q8_1;
-        let bb = if q8_1 { 36 } else { 34 };
-        out.resize(self.tokens / group * nb * 2 * group, 0.0);
-        for (g, dst) in out.chunks_exact_mut(nb * 2 * group).enumerate() {
-            for c in 0..group {
-                let row = &self.data[(g * group + c) * rb..(g * group + c + 1) * rb];
-                for i in 0..nb {
-                    let at = i * 2 * group;
-                    dst[at + c] = crate::quant::f16_at(row, i * bb);
-                    dst[at + group + c] = if q8_1 {
-                        crate::quant::f16_at(row, i * bb + 2)
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
-    }
-
-    /// Fills `pairs` and `scales4` from the quantized Q8_1 or Q8_0 rows.
-    fn gather_pairs(&mut self) {
-        let nb = self.cols / crate::QK;
-        let rb = self.row_bytes;
-        // Block bytes and header bytes: Q8_1 blocks start with `d` and `s`, Q8_0 with `d`.
-        let (bb, hb) = if self.ty == GgmlType::Q8_1 {
-            (36, 4)
-        } else {
-            (34, 2)
-        };
-        self.pairs.resize(self.tokens / 2 * nb * 64, 0);
-        for (q, dst) in self.pairs.chunks_exact_mut(nb * 64).enumerate() {
-            let (a, b) = (
-                &self.data[2 * q * rb..(2 * q + 1) * rb],
-                &self.data[(2 * q + 1) * rb..(2 * q + 2) * rb],
-            );
-            for (i, blk) in dst.chunks_exact_mut(64).enumerate() {
-                for j in 0..8 {
-                    let at = i * bb + hb + 4 * j;
-                    blk[8 * j..8 * j + 4].copy_from_slice(&a[at..at + 4]);
-                    blk[8 * j + 4..8 * j + 8].copy_from_slice(&b[at..at + 4]);
-                }
-            }
-        }
-        let mut scales4 = std::mem::take(&mut self.scales4);
-        self.fill_scales(4, &mut scales4);
-        self.scales4 = scales4;
     }
 
     /// The scale table of the eight-token group starting at token `t` (a multiple of 8).
@@ -228,6 +206,40 @@ impl Activations {
 
     fn row(&self, t: usize) -> &[u8] {
         &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
+/// The scale table of `group` consecutive quantized Q8_1 (`q8_1`) or Q8_0 rows (`rows`,
+/// one after another): per block, the rows' `d` then their `s` in f32 (zeros for Q8_0,
+/// which has no `s`).
+fn scale_table(rows: &[u8], group: usize, q8_1: bool, dst: &mut [f32]) {
+    let rb = rows.len() / group;
+    let bb = if q8_1 { 36 } else { 34 };
+    for (c, row) in rows.chunks_exact(rb).enumerate() {
+        for (i, at) in dst.chunks_exact_mut(2 * group).enumerate() {
+            at[c] = crate::quant::f16_at(row, i * bb);
+            at[group + c] = if q8_1 {
+                crate::quant::f16_at(row, i * bb + 2)
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// Two consecutive quantized Q8_1 (`q8_1`) or Q8_0 rows (`rows`) as one pair row: per
+/// block, the two rows' 32 values interleaved by 4-byte groups (64 bytes).
+fn interleave_pair(rows: &[u8], q8_1: bool, dst: &mut [u8]) {
+    let rb = rows.len() / 2;
+    // Block bytes and header bytes: Q8_1 blocks start with `d` and `s`, Q8_0 with `d`.
+    let (bb, hb) = if q8_1 { (36, 4) } else { (34, 2) };
+    let (a, b) = rows.split_at(rb);
+    for (i, blk) in dst.chunks_exact_mut(64).enumerate() {
+        for j in 0..8 {
+            let at = i * bb + hb + 4 * j;
+            blk[8 * j..8 * j + 4].copy_from_slice(&a[at..at + 4]);
+            blk[8 * j + 4..8 * j + 8].copy_from_slice(&b[at..at + 4]);
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! the order of multiplications), so that a model run here stays within rounding noise of
 //! llama.cpp on the same file.
 
-use crate::KernelError;
+use crate::{KernelError, ThreadPool};
 
 /// ggml's `rms_norm` followed by `mul` with `weight`, on each row of `x` in place.
 /// The sum of squares is accumulated in f64, as ggml does.
@@ -26,6 +26,42 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) -> Result<(), KernelErr
             *v = (*v * scale) * w;
         }
     }
+    Ok(())
+}
+
+/// [`rms_norm`] on a batch of rows, the rows spread over `pool` when there are many
+/// (each row's arithmetic is the same either way).
+pub fn rms_norm_rows(
+    pool: &ThreadPool,
+    x: &mut [f32],
+    weight: &[f32],
+    eps: f32,
+) -> Result<(), KernelError> {
+    if weight.is_empty() || !x.len().is_multiple_of(weight.len()) {
+        // The shape error.
+        return rms_norm(x, weight, eps);
+    }
+    // Whole rows, which cannot fail.
+    pool.run_rows(x, weight.len(), &|_, rows| {
+        let _ = rms_norm(rows, weight, eps);
+    });
+    Ok(())
+}
+
+/// [`add_assign`] on a batch of rows of `row_len`, spread over `pool` when there are many.
+pub fn add_assign_rows(
+    pool: &ThreadPool,
+    x: &mut [f32],
+    y: &[f32],
+    row_len: usize,
+) -> Result<(), KernelError> {
+    if x.len() != y.len() {
+        return add_assign(x, y);
+    }
+    pool.run_rows(x, row_len, &|r0, rows| {
+        let at = r0 * row_len;
+        let _ = add_assign(rows, &y[at..at + rows.len()]);
+    });
     Ok(())
 }
 
@@ -108,6 +144,25 @@ impl RopeCache {
 
     /// Rotates every head of `x` (`x.len() / head_dim` heads) in place.
     pub fn apply(&self, style: RopeStyle, x: &mut [f32], head_dim: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::Isa::active().has_avx2() {
+            // SAFETY: `has_avx2` means the CPU has FMA too.
+            unsafe { self.apply_fma(style, x, head_dim) };
+            return;
+        }
+        self.rotate(style, x, head_dim);
+    }
+
+    /// [`RopeCache::apply`] compiled with FMA, so each `mul_add` is one instruction rather
+    /// than a call (the same fused result either way).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    unsafe fn apply_fma(&self, style: RopeStyle, x: &mut [f32], head_dim: usize) {
+        self.rotate(style, x, head_dim);
+    }
+
+    #[inline(always)]
+    fn rotate(&self, style: RopeStyle, x: &mut [f32], head_dim: usize) {
         let half = self.cos_sin.len();
         for head in x.chunks_exact_mut(head_dim) {
             for (i, [c, s]) in self.cos_sin.iter().enumerate() {
@@ -142,6 +197,39 @@ pub fn argmax(x: &[f32]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pooled row forms give the bits of the one-call forms on a batch large enough
+    /// to be split, and report the same shape errors.
+    #[test]
+    fn row_forms_on_the_pool_equal_one_call() {
+        let pool = ThreadPool::new(2);
+        let (rows, d) = (64, 576);
+        let x: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.031)
+            .collect();
+        let y: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.07)
+            .collect();
+        let w: Vec<f32> = (0..d).map(|i| 0.5 + (i % 9) as f32 * 0.1).collect();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        rms_norm(&mut a, &w, 1e-5).unwrap();
+        rms_norm_rows(&pool, &mut b, &w, 1e-5).unwrap();
+        assert_eq!(bits(&a), bits(&b));
+        let (mut a, mut b) = (x.clone(), x.clone());
+        add_assign(&mut a, &y).unwrap();
+        add_assign_rows(&pool, &mut b, &y, d).unwrap();
+        assert_eq!(bits(&a), bits(&b));
+        for isa in [crate::Isa::active(), crate::Isa::Portable] {
+            let (mut a, mut b) = (x.clone(), x.clone());
+            crate::vmath::swiglu(isa, &mut a, &y);
+            crate::vmath::swiglu_rows(&pool, isa, &mut b, &y, d);
+            assert_eq!(bits(&a), bits(&b));
+        }
+        assert!(rms_norm_rows(&pool, &mut b, &w[..5], 1e-5).is_err());
+        assert!(rms_norm_rows(&pool, &mut b, &[], 1e-5).is_err());
+        assert!(add_assign_rows(&pool, &mut b, &y[1..], d).is_err());
+    }
 
     #[test]
     fn rms_norm_normalises_each_row() {

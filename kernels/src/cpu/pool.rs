@@ -107,6 +107,41 @@ impl ThreadPool {
         self.workers.len() + 1
     }
 
+    /// Runs `f(first_row, rows)` over `data` cut into runs of whole rows of `row_len`
+    /// values, spread over the pool; in one piece on the caller's thread when `data` is
+    /// small (fewer than [`PARALLEL_MIN_VALUES`] values or two rows), where the hand-off
+    /// would cost more than the work. A trailing partial row goes with the last run.
+    pub fn run_rows<T: Send>(
+        &self,
+        data: &mut [T],
+        row_len: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let rows = data.len().checked_div(row_len).unwrap_or(0);
+        if rows < 2 || data.len() < PARALLEL_MIN_VALUES || self.workers.is_empty() {
+            f(0, data);
+            return;
+        }
+        // A few runs per thread, so a thread that starts late still gets its share.
+        let per_task = rows.div_ceil(self.threads() * 4);
+        let n_tasks = rows.div_ceil(per_task);
+        let len = data.len();
+        let out = DisjointSlice::new(data);
+        self.run(n_tasks, &|task| {
+            let r0 = task * per_task;
+            let end = if task + 1 == n_tasks {
+                len
+            } else {
+                (r0 + per_task) * row_len
+            };
+            // SAFETY: task `task` alone touches rows `r0..r0 + per_task` (the last task the
+            // rest of `data`).
+            f(r0, unsafe {
+                out.slice_mut(r0 * row_len, end - r0 * row_len)
+            });
+        });
+    }
+
     /// Runs `f(task)` for every task in `0..n_tasks`, spread over the pool, and returns
     /// when all have finished. A panic in a task is re-raised here.
     pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
@@ -256,6 +291,10 @@ impl Drop for ThreadPool {
     }
 }
 
+/// The fewest values [`ThreadPool::run_rows`] spreads over the pool: below this, a batch's
+/// row-wise operations (norms, activations, residuals) run on the caller's thread.
+pub const PARALLEL_MIN_VALUES: usize = 16 * 1024;
+
 /// A mutable slice that several tasks of one job write at disjoint indices.
 ///
 /// `ThreadPool::run` takes a shared closure, so tasks cannot hold `&mut` to one output
@@ -322,6 +361,32 @@ impl<'a, T> DisjointSlice<'a, T> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
+
+    /// Every value is handed to exactly one run, at its own row, whether the data is split
+    /// over the pool or kept whole, with a trailing partial row too.
+    #[test]
+    fn run_rows_covers_every_value_once_at_its_row() {
+        let pool = ThreadPool::new(2);
+        for (len, row) in [
+            (100_003usize, 7usize),
+            (70_000, 1536),
+            (100, 7),
+            (5, 0),
+            (0, 3),
+        ] {
+            let mut data = vec![usize::MAX; len];
+            pool.run_rows(&mut data, row, &|r0, rows| {
+                for (i, v) in rows.iter_mut().enumerate() {
+                    assert_eq!(*v, usize::MAX, "a value visited twice");
+                    *v = r0 * row + i;
+                }
+            });
+            assert!(
+                data.iter().enumerate().all(|(k, v)| *v == k),
+                "{len} x {row}"
+            );
+        }
+    }
 
     #[test]
     fn every_task_runs_exactly_once() {

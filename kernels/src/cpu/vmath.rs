@@ -8,6 +8,7 @@
 //! lane for lane. The portable functions emulate one lane exactly (fused multiply-adds
 //! where the vector code fuses); the AVX2 ones are the same instructions as ggml's.
 
+use crate::ThreadPool;
 use crate::quant::Isa;
 
 const R: u32 = 0x4b40_0000; // 0x1.8p23
@@ -114,6 +115,20 @@ fn exp8(isa: Isa, x: &mut [f32; 8], max: f32) {
     for v in x.iter_mut() {
         *v = expf_lane(*v - max);
     }
+}
+
+/// [`swiglu`] on a batch of rows of `row_len`, spread over `pool` when there are many and
+/// the rows are whole numbers of eight lanes (so every value takes the same path as in
+/// one call).
+pub fn swiglu_rows(pool: &ThreadPool, isa: Isa, gate: &mut [f32], up: &[f32], row_len: usize) {
+    if !row_len.is_multiple_of(8) || gate.len() != up.len() {
+        swiglu(isa, gate, up);
+        return;
+    }
+    pool.run_rows(gate, row_len, &|r0, rows| {
+        let at = r0 * row_len;
+        swiglu(isa, rows, &up[at..at + rows.len()]);
+    });
 }
 
 /// ggml's `swiglu`: `gate[i] = silu(gate[i]) * up[i]`, eight lanes at a time with the

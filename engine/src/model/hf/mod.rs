@@ -237,7 +237,7 @@ impl HfModel {
         for (li, layer) in self.w.layers.iter().enumerate() {
             let h = resize(&mut s.h, n * d);
             h.copy_from_slice(&s.x[..n * d]);
-            ops::rms_norm(h, &layer.attn_norm, self.cfg.rms_eps)?;
+            ops::rms_norm_rows(pool, h, &layer.attn_norm, self.cfg.rms_eps)?;
             let t0 = Instant::now();
             match &layer.attn {
                 AttnWeights::Standard { .. } => {
@@ -246,21 +246,21 @@ impl HfModel {
                 AttnWeights::Mla { .. } => self.attn_mla(pool, isa, s, kv, seqs, li, n)?,
             }
             self.count(Phase::Attention, t0);
-            ops::add_assign(&mut s.x[..n * d], &s.hf.o[..n * d])?;
+            ops::add_assign_rows(pool, &mut s.x[..n * d], &s.hf.o[..n * d], d)?;
             let h = resize(&mut s.h, n * d);
             h.copy_from_slice(&s.x[..n * d]);
-            ops::rms_norm(h, &layer.ffn_norm, self.cfg.rms_eps)?;
+            ops::rms_norm_rows(pool, h, &layer.ffn_norm, self.cfg.rms_eps)?;
             match &layer.ffn {
                 FfnWeights::Dense(m) => {
                     let hf = &mut s.hf;
                     let t0 = Instant::now();
                     self.mlp(pool, isa, &mut s.acts, m, &s.h[..n * d], n, hf)?;
                     self.count(Phase::DenseFfn, t0);
-                    ops::add_assign(&mut s.x[..n * d], &s.hf.ye[..n * d])?;
+                    ops::add_assign_rows(pool, &mut s.x[..n * d], &s.hf.ye[..n * d], d)?;
                 }
                 FfnWeights::Moe(m) => {
                     self.moe(pool, isa, s, m, li, n, ep)?;
-                    ops::add_assign(&mut s.x[..n * d], &s.hf.moe_out[..n * d])?;
+                    ops::add_assign_rows(pool, &mut s.x[..n * d], &s.hf.moe_out[..n * d], d)?;
                 }
             }
         }
@@ -350,8 +350,8 @@ impl HfModel {
             }
         }
         if let Some([qn, kn]) = qk_norm {
-            ops::rms_norm(&mut hf.q[..n * qd], qn, self.cfg.rms_eps)?;
-            ops::rms_norm(&mut hf.k[..n * kvd], kn, self.cfg.rms_eps)?;
+            ops::rms_norm_rows(pool, &mut hf.q[..n * qd], qn, self.cfg.rms_eps)?;
+            ops::rms_norm_rows(pool, &mut hf.k[..n * kvd], kn, self.cfg.rms_eps)?;
         }
         let row = resize(&mut hf.row, 2 * kvd);
         for t in 0..n {
@@ -466,7 +466,8 @@ impl HfModel {
         self.linear(pool, isa, acts, &m.gate, x, tokens, &mut hf.gate)?;
         self.linear(pool, isa, acts, &m.up, x, tokens, &mut hf.up)?;
         let ff = m.gate.rows();
-        kernels::vmath::swiglu(isa, &mut hf.gate[..tokens * ff], &hf.up[..tokens * ff]);
+        let (gate, up) = (&mut hf.gate[..tokens * ff], &hf.up[..tokens * ff]);
+        kernels::vmath::swiglu_rows(pool, isa, gate, up, ff);
         let gate = std::mem::take(&mut hf.gate);
         let r = self.linear(
             pool,

@@ -755,3 +755,58 @@ pub(crate) unsafe fn dot_f16_gemm_paged(n: usize, x: &[u8], p: super::Pieces<'_>
     }
     hsum_f32_8(acc)
 }
+
+/// ggml's AVX2 `quantize_row_q8_0` (`Q8_1 = false`: 2-byte `d`, then 32 values per block)
+/// or `quantize_row_q8_1` (`true`: `d` and `s = d * sum`, then the values) over `x`, a
+/// whole number of 32-value blocks, into `dst`. Each step is the scalar path's
+/// (`quantize::q8_block`): the same maximum (exact in any order), the same `127 / amax`
+/// and products, round-half-even (`vcvtps2dq` in the default rounding mode equals
+/// `nearest_int` for these values), an exact integer sum, and f16 rounding to nearest even
+/// (`vcvtps2ph`, as the `half` crate rounds), so the bytes are the same for finite input.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `dst` holds `x.len() / 32` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8<const Q8_1: bool>(x: &[f32], dst: &mut [u8]) {
+    let bb = if Q8_1 { 36 } else { 34 };
+    let nb = x.len() / QK;
+    assert!(dst.len() >= nb * bb);
+    let sign = _mm256_set1_ps(-0.0);
+    // `vpackssdw` + `vpacksswb` interleave the 128-bit lanes; this puts them back in order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for i in 0..nb {
+        // SAFETY: block i of `x` (32 floats) and of `dst` (`bb` bytes) are in bounds.
+        unsafe {
+            let px = x.as_ptr().add(i * QK);
+            let v = [0, 8, 16, 24].map(|k| _mm256_loadu_ps(px.add(k)));
+            let m = v.iter().fold(_mm256_setzero_ps(), |m, v| {
+                _mm256_max_ps(m, _mm256_andnot_ps(sign, *v))
+            });
+            let m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+            let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let q = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
+            let packed = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let py = dst.as_mut_ptr().add(i * bb);
+            let head = if Q8_1 { 4 } else { 2 };
+            _mm256_storeu_si256(
+                py.add(head).cast(),
+                _mm256_permutevar8x32_epi32(packed, order),
+            );
+            let mut h = [d, 0.0, 0.0, 0.0];
+            if Q8_1 {
+                let sum =
+                    _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+                h[1] = d * hsum_i32_8(sum) as f32;
+            }
+            let bits = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_loadu_ps(h.as_ptr()));
+            let bits = _mm_cvtsi128_si32(bits) as u32;
+            std::ptr::copy_nonoverlapping(bits.to_le_bytes().as_ptr(), py, head);
+        }
+    }
+}

@@ -5,11 +5,32 @@
 //! what llama.cpp runs on an x86 CPU with AVX2: round-half-to-even in the Q8_0/Q8_1 paths
 //! (`_mm256_round_ps`), and the reference `quantize_row_q8_K_ref` with its `nearest_int`.
 
-use super::{f32_to_bf16, put_f16};
+use super::{Isa, f32_to_bf16, put_f16};
 use crate::{GgmlType, QK, QK_K};
 
 /// Quantizes `x` (a whole number of `ty` blocks) into `dst` (`ty.row_bytes(x.len())` bytes).
 pub(crate) fn quantize_row(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
+    quantize_row_on(Isa::active(), ty, x, dst);
+}
+
+/// [`quantize_row`] on instruction set `isa`: Q8_0 and Q8_1 rows take the AVX2 path where
+/// `isa` has it (the same bytes as the scalar path, for finite input).
+pub(crate) fn quantize_row_on(isa: Isa, ty: GgmlType, x: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() && matches!(ty, GgmlType::Q8_0 | GgmlType::Q8_1) {
+        // SAFETY: the CPU has AVX2, FMA and F16C (`has_avx2`), and `dst` holds the row's
+        // blocks (the callers check its length).
+        unsafe {
+            if ty == GgmlType::Q8_1 {
+                super::avx2::quantize_q8::<true>(x, dst);
+            } else {
+                super::avx2::quantize_q8::<false>(x, dst);
+            }
+        }
+        return;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     match ty {
         GgmlType::F32 => {
             for (v, out) in x.iter().zip(dst.chunks_exact_mut(4)) {
@@ -115,6 +136,35 @@ fn q8_k_block(x: &[f32], y: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The AVX2 Q8_0 and Q8_1 rows are byte for byte the scalar ones, on values that round
+    /// half way, zeros, a block of zeros, tiny and large magnitudes.
+    #[test]
+    fn avx2_q8_rows_equal_scalar_rows() {
+        if !Isa::Avx2.has_avx2() {
+            return;
+        }
+        let n = 32 * 9;
+        let mut x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 0.0137)
+            .collect();
+        x[5] = 0.0;
+        x[32..64].fill(0.0);
+        for (j, v) in x[64..96].iter_mut().enumerate() {
+            // Multiples of 127 / 254 of the block maximum: products landing on .5.
+            *v = (j as f32 - 16.0) * 0.5;
+        }
+        x[96..128].iter_mut().for_each(|v| *v *= 1e-30);
+        x[128..160].iter_mut().for_each(|v| *v *= 1e20);
+        x[160] = -1e-3;
+        for ty in [GgmlType::Q8_0, GgmlType::Q8_1] {
+            let mut a = vec![0u8; ty.row_bytes(n).unwrap()];
+            let mut b = vec![1u8; a.len()];
+            quantize_row_on(Isa::Portable, ty, &x, &mut a);
+            quantize_row_on(Isa::Avx2, ty, &x, &mut b);
+            assert_eq!(a, b, "{}", ty.name());
+        }
+    }
 
     #[test]
     fn nearest_int_rounds_half_to_even() {
