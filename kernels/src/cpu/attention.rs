@@ -16,7 +16,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use crate::pool::DisjointSlice;
-use crate::quant::{F16Order, Isa, Pieces, f16_dot, f16_dot_paged, f16_dots_x4};
+use crate::quant::{F16Order, Isa, MAX_QUERIES, Pieces, f16_dot, f16_dot_paged, f16_dots_x4};
 use crate::{KernelError, ThreadPool, vmath};
 
 /// Position rows are padded to a multiple of this.
@@ -176,6 +176,26 @@ pub fn attention_multi(
             q.len().max(out.len()),
         ));
     }
+    let dots_x4 = f16_dots_x4(isa);
+    let group = n_heads / n_kv_heads;
+    // The four-row products (batched order, AVX2) take the queries and the probabilities
+    // as f32 (the f16 values widened once, which is exact, so the bits stay), and a task
+    // runs all the query heads of one key-value head, so each key and value row is widened
+    // once for all of them. Otherwise a task is one query head.
+    let x4_of = |it: &AttnItem<'_>| {
+        if it.batched_order && head_dim.is_multiple_of(8) {
+            dots_x4
+        } else {
+            None
+        }
+    };
+    let units_per_token = |it: &AttnItem<'_>| {
+        if x4_of(it).is_some() {
+            n_kv_heads
+        } else {
+            n_heads
+        }
+    };
     let mut tasks = 0;
     let mut rows_end = 0;
     for it in items {
@@ -219,7 +239,7 @@ pub fn attention_multi(
         if it.row0 + it.tokens > rows {
             return Err(shape_err("query rows", rows, it.row0 + it.tokens));
         }
-        tasks += it.tokens * n_heads;
+        tasks += it.tokens * units_per_token(it);
     }
     // llama.cpp's dot products differ between one token and a batch; follow them.
     let dots = |order: F16Order| -> Result<_, KernelError> {
@@ -235,8 +255,6 @@ pub fn attention_multi(
     };
     let (kq_batch, pv_batch) = dots(F16Order::Batched)?;
     let (kq_one, pv_one) = dots(F16Order::Vector)?;
-    let dots_x4 = f16_dots_x4(isa);
-    let group = n_heads / n_kv_heads;
     let kv_dim = shape.kv_dim();
     let dst = DisjointSlice::new(out);
     if tasks == 0 {
@@ -246,13 +264,18 @@ pub fn attention_multi(
         // Find the item of this task: items are few (the sequences of one step).
         let (mut rest, mut item) = (task, &items[0]);
         for it in items {
-            if rest < it.tokens * n_heads {
+            if rest < it.tokens * units_per_token(it) {
                 item = it;
                 break;
             }
-            rest -= it.tokens * n_heads;
+            rest -= it.tokens * units_per_token(it);
         }
-        let (t, h) = (rest / n_heads, rest % n_heads);
+        let x4 = x4_of(item);
+        let units = units_per_token(item);
+        // Query heads h0..h0 + nh, all of key-value head `kvh`.
+        let (t, unit) = (rest / units, rest % units);
+        let nh = n_heads / units;
+        let h0 = unit * nh;
         let (kq_dot, pv_dot) = if item.batched_order {
             (kq_batch, pv_batch)
         } else {
@@ -261,16 +284,10 @@ pub fn attention_multi(
         let kv = item.kv;
         let block = kv.block;
         let row = item.row0 + t;
-        let kvh = h / group;
+        let kvh = h0 / group;
         let n_kv = item.pos0 + t + 1;
         let padded = n_kv.div_ceil(KV_PAD) * KV_PAD;
-        // The four-row products (batched order, AVX2) take the query and the probabilities
-        // as f32: the f16 values widened once, which is exact, so the bits stay.
-        let x4 = if item.batched_order && head_dim.is_multiple_of(8) {
-            dots_x4
-        } else {
-            None
-        };
+        let hd = head_dim;
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let Scratch {
@@ -280,16 +297,16 @@ pub fn attention_multi(
                 p16,
                 p32,
             } = &mut *guard;
-            let qh = &q[row * shape.q_dim() + h * head_dim..][..head_dim];
+            let qh = &q[row * shape.q_dim() + h0 * hd..][..nh * hd];
             // Slice conversions run eight values per instruction (F16C); the rounding is
             // the scalar one's.
-            q16.resize(head_dim, f16::ZERO);
+            q16.resize(nh * hd, f16::ZERO);
             q16.convert_from_f32_slice(qh);
             if x4.is_some() {
-                q32.resize(head_dim, 0.0);
+                q32.resize(nh * hd, 0.0);
                 q16.convert_to_f32_slice(q32);
             }
-            scores.resize(n_kv, 0.0);
+            scores.resize(nh * n_kv, 0.0);
             // Block by block: positions j..end live in block `b`, rows in order.
             let mut j = 0;
             for &b in kv.table {
@@ -297,56 +314,79 @@ pub fn attention_multi(
                     break;
                 }
                 let end = (j + block).min(n_kv);
-                let base = b as usize * block * kv_dim + kvh * head_dim;
-                let krow = |i: usize| f16_bytes(&kv.k[base + i * kv_dim..][..head_dim]);
+                let base = b as usize * block * kv_dim + kvh * hd;
+                let krow = |i: usize| f16_bytes(&kv.k[base + i * kv_dim..][..hd]);
                 let mut i = 0;
-                if let Some((kq4, _)) = x4 {
-                    while j + i + 4 <= end {
-                        let v = kq4(
-                            head_dim,
-                            [krow(i), krow(i + 1), krow(i + 2), krow(i + 3)],
-                            q32,
-                        );
-                        for (s, v) in scores[j + i..j + i + 4].iter_mut().zip(v) {
-                            *s = v * scale;
-                        }
-                        i += 4;
+                if let Some((scores4, _)) = x4 {
+                    // Whole fours of this block's keys, for every query head at once.
+                    i = (end - j) / 4 * 4;
+                    if i > 0 {
+                        let keys = f16_bytes(&kv.k[base..]);
+                        for_query_groups(nh, hd, q32, |c0, ys| {
+                            let out = &mut scores[c0 * n_kv + j..];
+                            scores4(hd, keys, kv_dim, i, ys, scale, out, n_kv);
+                        });
                     }
                 }
-                for (i, s) in scores[j..end].iter_mut().enumerate().skip(i) {
-                    *s = kq_dot(head_dim, krow(i), f16_bytes(q16)) * scale;
+                for (c, sc) in scores.chunks_exact_mut(n_kv).enumerate() {
+                    let qc = f16_bytes(&q16[c * hd..(c + 1) * hd]);
+                    for (i, s) in sc[j..end].iter_mut().enumerate().skip(i) {
+                        *s = kq_dot(hd, krow(i), qc) * scale;
+                    }
                 }
                 j = end;
             }
-            vmath::softmax(isa, scores);
             p16.clear();
-            p16.resize(padded, f16::ZERO);
-            p16[..n_kv].convert_from_f32_slice(scores);
-            // SAFETY: task (row, h) alone writes this head's slice of row `row`'s output:
-            // items own disjoint rows (checked above) and each (t, h) is one task.
-            let o = unsafe { dst.slice_mut(row * shape.q_dim() + h * head_dim, head_dim) };
+            p16.resize(nh * padded, f16::ZERO);
+            for (sc, pc) in scores
+                .chunks_exact_mut(n_kv)
+                .zip(p16.chunks_exact_mut(padded))
+            {
+                vmath::softmax(isa, sc);
+                pc[..n_kv].convert_from_f32_slice(sc);
+            }
+            // SAFETY: task (row, heads h0..h0 + nh) alone writes these heads' slice of row
+            // `row`'s output: items own disjoint rows (checked above) and each unit of a
+            // row is one task.
+            let o = unsafe { dst.slice_mut(row * shape.q_dim() + h0 * hd, nh * hd) };
             let pieces = |d: usize| Pieces {
                 table: kv.table,
                 stride: kv_dim * block,
-                offset: (kvh * head_dim + d) * block,
+                offset: (kvh * hd + d) * block,
                 piece: block,
             };
             let mut d = 0;
-            if let Some((_, pv4)) = x4 {
-                p32.resize(padded, 0.0);
+            if let Some((_, weighted4)) = x4 {
+                p32.resize(nh * padded, 0.0);
                 p16.convert_to_f32_slice(p32);
-                while d + 4 <= head_dim {
-                    let v = pv4(padded, f16_bytes(kv.vt), pieces(d), block, p32);
-                    o[d..d + 4].copy_from_slice(&v);
-                    d += 4;
-                }
+                // Whole fours of the channels, for every query head at once.
+                d = hd / 4 * 4;
+                for_query_groups(nh, padded, p32, |c0, ys| {
+                    let out = &mut o[c0 * hd..];
+                    weighted4(padded, f16_bytes(kv.vt), pieces(0), block, d, ys, out, hd);
+                });
             }
-            for (d, v) in o.iter_mut().enumerate().skip(d) {
-                *v = pv_dot(padded, f16_bytes(kv.vt), pieces(d), f16_bytes(p16));
+            for (oc, pc) in o.chunks_exact_mut(hd).zip(p16.chunks_exact(padded)) {
+                for (d, v) in oc.iter_mut().enumerate().skip(d) {
+                    *v = pv_dot(padded, f16_bytes(kv.vt), pieces(d), f16_bytes(pc));
+                }
             }
         });
     });
     Ok(())
+}
+
+/// Runs `f(first, rows)` over the `n` rows of `len` values in `data`, at most
+/// [`MAX_QUERIES`] at a time (what one four-row product takes).
+fn for_query_groups(n: usize, len: usize, data: &[f32], mut f: impl FnMut(usize, &[&[f32]])) {
+    let mut c0 = 0;
+    while c0 < n {
+        let c = MAX_QUERIES.min(n - c0);
+        let ys: [&[f32]; MAX_QUERIES] =
+            std::array::from_fn(|k| data.get((c0 + k) * len..(c0 + k + 1) * len).unwrap_or(&[]));
+        f(c0, &ys[..c]);
+        c0 += c;
+    }
 }
 
 #[cfg(test)]
@@ -518,13 +558,20 @@ mod tests {
         );
     }
 
+    /// Every query-head count per key-value head (one to five: the four-row products take
+    /// up to three queries at a time, so 3 + 1 and 3 + 2 splits too).
     #[test]
     fn blocks_in_any_order_and_every_isa_give_the_contiguous_bits() {
-        let shape = AttnShape {
-            n_heads: 2,
-            n_kv_heads: 1,
-            head_dim: 16,
-        };
+        for n_heads in 1..=5 {
+            contiguous_and_paged_agree(AttnShape {
+                n_heads,
+                n_kv_heads: 1,
+                head_dim: 16,
+            });
+        }
+    }
+
+    fn contiguous_and_paged_agree(shape: AttnShape) {
         let (kvd, block, n_blocks, tokens) = (16usize, 32usize, 5usize, 150usize);
         let val =
             |i: usize, salt: usize| (((i * 2654435761 + salt * 7919) % 997) as f32 / 498.0) - 1.0;
@@ -585,7 +632,7 @@ mod tests {
                 let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(
                     same,
-                    "{isa:?} pos0={pos0} n={n}: paged attention changed bits"
+                    "{isa:?} {shape:?} pos0={pos0} n={n}: paged attention changed bits"
                 );
                 outs.push(a.iter().map(|v| v.to_bits()).collect());
             }
@@ -593,7 +640,7 @@ mod tests {
         }
         assert!(
             by_isa.windows(2).all(|w| w[0] == w[1]),
-            "{:?} and portable attention differ",
+            "{:?} and portable attention differ, {shape:?}",
             Isa::active()
         );
     }

@@ -632,68 +632,203 @@ pub(crate) unsafe fn dot_f16_gemm(n: usize, x: &[u8], y: &[u8]) -> f32 {
     hsum_f32_8(acc)
 }
 
-/// [`dot_f16_gemm`] of four rows `xs` with one row `y` given as f32 (the f16 values
-/// widened, which is exact): each pair accumulates the same products in the same lanes and
-/// order, so the same bits. The four chains hide the latency of the fused multiply-adds,
-/// and `y` is widened once per call instead of once per row.
+/// The most queries one call of [`f16_scores`] or [`f16_weighted`] takes: four rows by
+/// three queries leave four of the sixteen vector registers for the row being widened
+/// and the loop.
+pub(crate) const MAX_QUERIES: usize = 3;
+
+/// Attention scores in llama.cpp's batched order ([`dot_f16_gemm`], so the same bits as
+/// single calls): `out[q * out_stride + i] = dot(row i, ys[q]) * scale` for `i` in
+/// `0..rows` (a multiple of 4), row `i` the `n` f16 values at value `i * stride` of `x`,
+/// each query given as f32 (the f16 values widened, which is exact).
+///
+/// Four rows at a time against every query: each row is widened once for all of `ys`
+/// (the query heads of one key-value head), each query loaded once per four rows, and the
+/// four sums of a query reduced together in `hsum_f32_8`'s order.
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_f16_gemm_x4(n: usize, xs: [&[u8]; 4], y: &[f32]) -> [f32; 4] {
-    assert!(xs.iter().all(|x| x.len() >= 2 * n) && y.len() >= n && n.is_multiple_of(8));
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in 0..n / 8 {
-        // SAFETY: 8 values at 8 * i lie within every row and `y` (asserted above).
+#[allow(clippy::too_many_arguments)] // one kernel's operands; a struct would only rename them
+pub(crate) unsafe fn f16_scores(
+    n: usize,
+    x: &[u8],
+    stride: usize,
+    rows: usize,
+    ys: &[&[f32]],
+    scale: f32,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let q = ys.len();
+    assert!(
+        n.is_multiple_of(8)
+            && rows.is_multiple_of(4)
+            && (rows == 0 || (rows - 1) * stride + n <= x.len() / 2)
+            && ys.iter().all(|y| y.len() >= n)
+            && (1..=MAX_QUERIES).contains(&q)
+            && (rows == 0 || (q - 1) * out_stride + rows <= out.len()),
+        "f16 scores out of bounds"
+    );
+    for g in 0..rows / 4 {
+        let at = |r: usize, k: usize| {
+            // SAFETY: values k .. k + 8 of row 4g + r lie within `x` (asserted).
+            unsafe { F16Elem::load8(x.as_ptr().add(2 * ((4 * g + r) * stride + k))) }
+        };
+        let dst = out.as_mut_ptr().wrapping_add(4 * g);
+        // SAFETY: one run of `n` values within every row and query (asserted); values
+        // 4g .. 4g + 4 of each query's output row lie within `out` (asserted).
         unsafe {
-            let yv = _mm256_loadu_ps(y.as_ptr().add(8 * i));
-            for (a, x) in acc.iter_mut().zip(xs) {
-                *a = _mm256_fmadd_ps(F16Elem::load8(x.as_ptr().add(16 * i)), yv, *a);
-            }
-        }
+            rows_x4(
+                std::iter::once((0, 0, n)),
+                ys,
+                Some(scale),
+                dst,
+                out_stride,
+                at,
+            )
+        };
     }
-    acc.map(|a| hsum_f32_8(a))
 }
 
-/// [`dot_f16_gemm_paged`] of four paged rows with one row `y` given as f32: row `r` is
-/// `p` with its offset moved by `r * row_step` values. Same bits as four single calls.
+/// Attention outputs in llama.cpp's batched order ([`dot_f16_gemm_paged`]): `out[q *
+/// out_stride + d] = dot(row d, ys[q])` for `d` in `0..rows` (a multiple of 4), row `d`
+/// the paged row `p` with its offset moved by `d * row_step` values (the transposed
+/// values of one channel), each query (probabilities) given as f32. Four rows at a time,
+/// as [`f16_scores`].
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_f16_gemm_paged_x4(
+#[allow(clippy::too_many_arguments)] // one kernel's operands; a struct would only rename them
+pub(crate) unsafe fn f16_weighted(
     n: usize,
     x: &[u8],
     p: super::Pieces<'_>,
     row_step: usize,
-    y: &[f32],
-) -> [f32; 4] {
+    rows: usize,
+    ys: &[&[f32]],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let q = ys.len();
     // Rows differ only in their offset, so the last row (the largest offset) reaching no
-    // further than `x` bounds all four.
+    // further than `x` bounds them all.
     let last = super::Pieces {
-        offset: p.offset.saturating_add(row_step.saturating_mul(3)),
+        offset: p
+            .offset
+            .saturating_add(row_step.saturating_mul(rows.saturating_sub(1))),
         ..p
     };
     assert!(
-        last.check(n, 8, x.len() / 2) && y.len() >= n,
+        last.check(n, 8, x.len() / 2)
+            && rows.is_multiple_of(4)
+            && ys.iter().all(|y| y.len() >= n)
+            && (1..=MAX_QUERIES).contains(&q)
+            && (rows == 0 || (q - 1) * out_stride + rows <= out.len()),
         "paged f16 dot out of bounds"
     );
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (base, y0, len) in p.runs(n) {
-        for step in 0..len / 8 {
-            let k = 8 * step;
-            // SAFETY: values base + r * row_step + k .. + 8 of `x` (the last row checked above)
-            // and y0 + k .. + 8 of `y` lie within the slices.
-            unsafe {
-                let yv = _mm256_loadu_ps(y.as_ptr().add(y0 + k));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let xv = F16Elem::load8(x.as_ptr().add(2 * (base + r * row_step + k)));
-                    *a = _mm256_fmadd_ps(xv, yv, *a);
+    for g in 0..rows / 4 {
+        let at = |r: usize, k: usize| {
+            // SAFETY: values k .. k + 8 of row 4g + r lie within `x` for every run's steps
+            // (the last row checked above).
+            unsafe { F16Elem::load8(x.as_ptr().add(2 * (k + (4 * g + r) * row_step))) }
+        };
+        let dst = out.as_mut_ptr().wrapping_add(4 * g);
+        // SAFETY: the runs are whole 8-value steps within `x` (checked) and `ys`
+        // (asserted); values 4g .. 4g + 4 of each output row lie within `out` (asserted).
+        unsafe { rows_x4(p.runs(n), ys, None, dst, out_stride, at) };
+    }
+}
+
+/// Four rows against each row of `ys` over `runs` of `(first x value, first y value,
+/// length)`: value `k` of row `r` widened by `at(r, k)`, eight at a time; one accumulator
+/// per (query, row) pair through all runs, reduced as `hsum_f32_8` reduces it, times
+/// `scale` if given, and stored at `out + q * out_stride`, four values per query.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; every run's length is a multiple of 8, `at(r, x0
+/// + k)` may be called for its steps, each `ys` row holds `y0 + len` values; `ys` has 1
+/// to [`MAX_QUERIES`] rows, and 4 floats are writable at `out + q * out_stride` for each.
+#[inline(always)]
+unsafe fn rows_x4(
+    runs: impl Iterator<Item = (usize, usize, usize)>,
+    ys: &[&[f32]],
+    scale: Option<f32>,
+    out: *mut f32,
+    out_stride: usize,
+    at: impl Fn(usize, usize) -> __m256,
+) {
+    // SAFETY (all three): passed on from the caller.
+    unsafe {
+        match ys.len() {
+            1 => rows_x4_q::<1, _>(runs, [ys[0]], scale, out, out_stride, &at),
+            2 => rows_x4_q::<2, _>(runs, [ys[0], ys[1]], scale, out, out_stride, &at),
+            _ => rows_x4_q::<3, _>(runs, [ys[0], ys[1], ys[2]], scale, out, out_stride, &at),
+        }
+    }
+}
+
+/// [`rows_x4`] for `Q` queries.
+///
+/// # Safety
+/// As [`rows_x4`].
+#[inline(always)]
+unsafe fn rows_x4_q<const Q: usize, F: Fn(usize, usize) -> __m256>(
+    runs: impl Iterator<Item = (usize, usize, usize)>,
+    ys: [&[f32]; Q],
+    scale: Option<f32>,
+    out: *mut f32,
+    out_stride: usize,
+    at: &F,
+) {
+    // SAFETY: the caller's CPU has AVX2.
+    let mut acc = [[unsafe { _mm256_setzero_ps() }; 4]; Q];
+    let yp = ys.map(<[f32]>::as_ptr);
+    for (x0, y0, len) in runs {
+        for k in (0..len).step_by(8) {
+            for r in 0..4 {
+                let xv = at(r, x0 + k);
+                for (acc, yp) in acc.iter_mut().zip(yp) {
+                    // SAFETY: every `ys` row holds `y0 + len` values (the caller's promise);
+                    // the CPU has AVX2 and FMA.
+                    unsafe {
+                        let yv = _mm256_loadu_ps(yp.add(y0 + k));
+                        acc[r] = _mm256_fmadd_ps(xv, yv, acc[r]);
+                    }
                 }
             }
         }
     }
-    acc.map(|a| hsum_f32_8(a))
+    for (q, a) in acc.into_iter().enumerate() {
+        // SAFETY: the caller's CPU has AVX2; 4 floats are writable at this query's output
+        // (its promise).
+        unsafe {
+            let v = hsum_f32_8_x4(a);
+            let v = match scale {
+                Some(s) => _mm_mul_ps(v, _mm_set1_ps(s)),
+                None => v,
+            };
+            _mm_storeu_ps(out.wrapping_add(q * out_stride), v);
+        }
+    }
+}
+
+/// `hsum_f32_8` of four vectors at once, lane `r` that of `v[r]`: each lane sees the same
+/// additions in the same order (`(r0 + r2) + (r1 + r3)` of `r = low half + high half`),
+/// so the same bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_f32_8_x4(v: [__m256; 4]) -> __m128 {
+    let r = v.map(|x| _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x)));
+    let t0 = _mm_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm_unpackhi_ps(r[2], r[3]);
+    // Lanes 0, 1, 2 and 3 of every r.
+    let (l0, l1) = (_mm_movelh_ps(t0, t2), _mm_movehl_ps(t2, t0));
+    let (l2, l3) = (_mm_movelh_ps(t1, t3), _mm_movehl_ps(t3, t1));
+    _mm_add_ps(_mm_add_ps(l0, l2), _mm_add_ps(l1, l3))
 }
 
 /// [`dot_f16`] over a paged `x` (see `super::f16_dot_paged`).

@@ -288,17 +288,24 @@ pub(crate) unsafe fn dot_pairs<const Q8_0: bool, const P: usize, const T: usize>
             }
         }
     }
-    let mut sm = [0f32; 8];
-    // SAFETY: `sm` holds 8 floats; the stores are unaligned.
-    unsafe {
-        _mm_storeu_ps(sm.as_mut_ptr(), summs[0]);
-        _mm_storeu_ps(sm.as_mut_ptr().add(4), summs[1]);
-    }
+    // Each token's eight lanes reduced as `hsum8` reduces them, in vector registers:
+    // token a of pair p holds lanes 2j of `acc[p]`, token b lanes 2j + 1, so adding the
+    // 256-bit halves gives [r0a, r0b, r1a, r1b, r2a, r2b, r3a, r3b] (`r_k = l_k + l_k+4`),
+    // adding the 128-bit halves [r0 + r2, r1 + r3] per token, and adding those the sum.
+    let w = acc.map(|a| {
+        let r = _mm256_add_ps(
+            _mm512_castps512_ps256(a),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a))),
+        );
+        _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps::<1>(r))
+    });
     let mut out = [0f32; T];
-    for (p, acc) in acc.into_iter().enumerate() {
-        let l = lanes(acc);
-        out[2 * p] = hsum8(std::array::from_fn(|j| l[2 * j])) + sm[2 * p];
-        out[2 * p + 1] = hsum8(std::array::from_fn(|j| l[2 * j + 1])) + sm[2 * p + 1];
+    for (h, summs) in summs.iter().take(P / 2).enumerate() {
+        // Tokens 4h .. 4h + 4: (r0 + r2) of each, then (r1 + r3) of each.
+        let (w0, w1) = (w[2 * h], w[2 * h + 1]);
+        let sums = _mm_add_ps(_mm_movelh_ps(w0, w1), _mm_movehl_ps(w1, w0));
+        // SAFETY: `out` holds `T = 2 * P` floats, so 4 from 4h; the store is unaligned.
+        unsafe { _mm_storeu_ps(out.as_mut_ptr().add(4 * h), _mm_add_ps(sums, *summs)) };
     }
     out
 }

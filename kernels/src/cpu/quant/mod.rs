@@ -420,24 +420,38 @@ pub(crate) fn f16_dot(isa: Isa, order: F16Order) -> Result<DotFn, KernelError> {
     Ok(portable::dot_f16_gemm)
 }
 
-/// Four key rows against one query (as f32), in [`F16Order::Batched`] order.
-pub(crate) type DotFnX4 = fn(n: usize, xs: [&[u8]; 4], y: &[f32]) -> [f32; 4];
+/// Attention scores of a run of key rows against 1 to [`MAX_QUERIES`] queries (as f32),
+/// in [`F16Order::Batched`] order: `(head_dim, keys, key stride, rows (a multiple of 4),
+/// queries, scale, out, out stride)`; see `avx2::f16_scores`.
+pub(crate) type ScoresFn = fn(usize, &[u8], usize, usize, &[&[f32]], f32, &mut [f32], usize);
 
-/// Four paged rows (offsets `row_step` values apart) against one row (as f32), in
-/// [`F16Order::Batched`] order.
-pub(crate) type PagedDotFnX4 =
-    fn(n: usize, x: &[u8], pieces: Pieces<'_>, row_step: usize, y: &[f32]) -> [f32; 4];
+/// Attention outputs of a run of transposed value rows (paged, offsets `row_step` values
+/// apart) against 1 to [`MAX_QUERIES`] probability rows (as f32), in
+/// [`F16Order::Batched`] order: `(positions, values, pieces, row_step, rows (a multiple of
+/// 4), probabilities, out, out stride)`; see `avx2::f16_weighted`.
+pub(crate) type WeightedFn =
+    fn(usize, &[u8], Pieces<'_>, usize, usize, &[&[f32]], &mut [f32], usize);
+
+/// The most queries one [`ScoresFn`] or [`WeightedFn`] call takes.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::MAX_QUERIES;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) const MAX_QUERIES: usize = 3;
 
 /// The four-row forms of the batched F16 products, where the instruction set has them
-/// (AVX2); each gives the bits of four single products.
-pub(crate) fn f16_dots_x4(isa: Isa) -> Option<(DotFnX4, PagedDotFnX4)> {
+/// (AVX2); each gives the bits of single products.
+pub(crate) fn f16_dots_x4(isa: Isa) -> Option<(ScoresFn, WeightedFn)> {
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         return Some((
             // SAFETY: AVX2, FMA and F16C were detected; the bounds are checked inside.
-            |n, xs, y| unsafe { avx2::dot_f16_gemm_x4(n, xs, y) },
+            |n, x, stride, rows, ys, scale, out, os| unsafe {
+                avx2::f16_scores(n, x, stride, rows, ys, scale, out, os)
+            },
             // SAFETY: as above.
-            |n, x, p, step, y| unsafe { avx2::dot_f16_gemm_paged_x4(n, x, p, step, y) },
+            |n, x, p, step, rows, ys, out, os| unsafe {
+                avx2::f16_weighted(n, x, p, step, rows, ys, out, os)
+            },
         ));
     }
     let _ = isa;
