@@ -27,7 +27,7 @@ pub const DEFAULT_MAX_RUNNING: usize = 32;
 /// Latency target of an engine step that carries generating sequences, in milliseconds:
 /// prompt chunks beside decode tokens are sized to it from the measured step times (0: off,
 /// every step may carry `max_batch_tokens`).
-pub const DEFAULT_MAX_STEP_MS: u64 = 50;
+pub const DEFAULT_MAX_STEP_MS: u64 = 35;
 /// First-token wait after which a prompt being read gets whole steps again, in
 /// milliseconds: under load the step budget yields to prompts rather than starve them
 /// (0: never).
@@ -609,7 +609,7 @@ mod tests {
             ServeConfig::resolve(FileConfig::parse(text).unwrap(), Overrides::default()).unwrap()
         };
         let cfg = resolve("");
-        assert_eq!(cfg.max_step_ms, Some(50));
+        assert_eq!(cfg.max_step_ms, Some(35));
         assert_eq!(cfg.ttft_target_ms, Some(2000));
         let cfg = resolve("max_step_ms = 0\nttft_target_ms = 0\n");
         assert_eq!((cfg.max_step_ms, cfg.ttft_target_ms), (None, None));

@@ -55,7 +55,7 @@ pub struct ServeArgs {
     pub max_running: Option<usize>,
     /// Latency target of an engine step while sequences generate, in milliseconds: prompt
     /// chunks beside the decode tokens are sized to it from the measured step times; 0
-    /// turns it off [default: 50].
+    /// turns it off [default: 35].
     #[arg(long, env = "OASIS_MAX_STEP_MS", value_name = "MS")]
     pub max_step_ms: Option<u64>,
     /// First-token wait after which a prompt being read gets whole engine steps again
