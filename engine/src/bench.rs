@@ -2,14 +2,15 @@
 //! device: a prompt of `prompt_tokens` pseudo-random tokens in one batch from an empty
 //! cache (logits for the last position), then `gen_tokens` single-token steps from an
 //! empty cache (full logits each), or `batch` sequences decoding together. Each test runs
-//! `reps` times after one warm-up; medians are reported.
+//! `reps` times after one warm-up; medians are reported. With `depth`, both tests run after
+//! that many tokens already in each sequence's cache (llama-bench's `-d`), filled untimed.
 
 use std::time::Instant;
 
 use crate::device::DeviceSpec;
 use crate::error::{EngineError, Result};
 use crate::model::hf::Phase;
-use crate::model::{BatchSeq, Exec, KvBudget, Logits, Model, SeqKv, blocks_for};
+use crate::model::{BatchSeq, Exec, KvBudget, KvPool, Logits, Model, SeqKv, blocks_for};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct BenchConfig {
     pub reps: usize,
     /// Sequences decoded together.
     pub batch: usize,
+    /// Tokens already in each sequence's cache when a test starts (llama-bench's `-d`).
+    pub depth: usize,
     pub threads: usize,
     pub device: DeviceSpec,
 }
@@ -80,6 +83,31 @@ pub fn phase_seconds(model: &Model) -> Vec<f64> {
     }
 }
 
+/// Puts `context` into the cache of every sequence of `seqs` (untimed: the depth a test
+/// starts from), in one batched forward pass.
+fn fill(
+    exec: &mut Exec,
+    model: &Model,
+    kv: &mut KvPool,
+    seqs: &mut [SeqKv],
+    context: &[u32],
+) -> Result<()> {
+    if context.is_empty() {
+        return Ok(());
+    }
+    let mut batch: Vec<BatchSeq<'_>> = seqs
+        .iter_mut()
+        .map(|kv| BatchSeq {
+            kv,
+            tokens: context,
+            batched_order: true,
+            logits: Logits::None,
+        })
+        .collect();
+    exec.forward_batch(model, kv, &mut batch, None)?;
+    Ok(())
+}
+
 /// Runs the benchmark of `cfg` on `model`.
 pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
     if cfg.prompt_tokens == 0 || cfg.gen_tokens == 0 || cfg.reps == 0 || cfg.batch == 0 {
@@ -87,7 +115,7 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
             "prompt tokens, generated tokens, repetitions and batch must be at least 1".into(),
         ));
     }
-    let needed = cfg.prompt_tokens.max(cfg.gen_tokens + 1);
+    let needed = cfg.depth + cfg.prompt_tokens.max(cfg.gen_tokens + 1);
     if needed > model.config.n_ctx_train {
         return Err(EngineError::InvalidRequest(format!(
             "the model's context holds {} tokens; the benchmark needs {needed}",
@@ -95,7 +123,8 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
         )));
     }
     let seq_blocks = blocks_for(needed);
-    let blocks = seq_blocks.max(cfg.batch * blocks_for(cfg.gen_tokens + 1));
+    let decode_len = cfg.depth + cfg.gen_tokens + 1;
+    let blocks = seq_blocks.max(cfg.batch * blocks_for(decode_len));
     let mut exec = Exec::new(
         model,
         &cfg.device,
@@ -111,8 +140,12 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
     };
     let mut rng = Tokens::new(42);
     let mut prompt: Vec<u32> = (0..cfg.prompt_tokens).map(|_| rng.next(vocab)).collect();
-    if let Some(bos) = first {
-        prompt[0] = bos;
+    // The cache's first `depth` tokens, then the prompt (BOS only at the very start).
+    let mut context: Vec<u32> = (0..cfg.depth).map(|_| rng.next(vocab)).collect();
+    match (first, context.first_mut()) {
+        (Some(bos), Some(t)) => *t = bos,
+        (Some(bos), None) => prompt[0] = bos,
+        (None, _) => {}
     }
     let mut prefill = Vec::with_capacity(cfg.reps);
     let mut decode = Vec::with_capacity(cfg.reps);
@@ -123,6 +156,13 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
         // What the warm-up left in the GPU profile is not this repetition's.
         let _ = exec.take_gpu_profile();
         let mut seq = SeqKv::new(needed);
+        fill(
+            &mut exec,
+            model,
+            &mut kv,
+            std::slice::from_mut(&mut seq),
+            &context,
+        )?;
         let t = Instant::now();
         exec.forward_batch(
             model,
@@ -139,13 +179,16 @@ pub fn run(model: &Model, cfg: &BenchConfig) -> Result<BenchResult> {
         kv.release(&mut seq);
         let prefill_ops = exec.take_gpu_profile();
 
+        let mut seqs: Vec<SeqKv> = (0..cfg.batch).map(|_| SeqKv::new(decode_len)).collect();
+        fill(&mut exec, model, &mut kv, &mut seqs, &context)?;
+        let start = match first {
+            Some(bos) if cfg.depth == 0 => Some(bos),
+            _ => None,
+        };
         let before = phase_seconds(model);
         let t = Instant::now();
-        let mut seqs: Vec<SeqKv> = (0..cfg.batch)
-            .map(|_| SeqKv::new(cfg.gen_tokens + 1))
-            .collect();
         let mut tokens: Vec<[u32; 1]> = (0..cfg.batch)
-            .map(|_| [first.unwrap_or_else(|| rng.next(vocab))])
+            .map(|_| [start.unwrap_or_else(|| rng.next(vocab))])
             .collect();
         for _ in 0..cfg.gen_tokens {
             let mut batch: Vec<BatchSeq<'_>> = seqs

@@ -148,3 +148,42 @@ fn bench_reports_both_speeds_as_json() {
     assert_eq!(doc["prompt_tokens"], 64);
     assert_eq!(doc["gen_tokens"], 8);
 }
+
+#[test]
+fn bench_runs_at_a_depth_and_refuses_one_past_the_context() {
+    let args = |depth: &'static str| {
+        [
+            "bench",
+            "--json",
+            "--prompt-tokens",
+            "16",
+            "--gen-tokens",
+            "4",
+            "--reps",
+            "1",
+            "--threads",
+            "2",
+            "--batch",
+            "3",
+            "--depth",
+            depth,
+        ]
+    };
+    let m = model();
+    let with_model = |depth| {
+        let mut a = args(depth).to_vec();
+        a.extend(["--model", &m]);
+        oasis(&a)
+    };
+    let doc: Value = serde_json::from_str(stdout_ok(&with_model("40")).trim()).unwrap();
+    assert_eq!(doc["depth"], 40);
+    assert_eq!(doc["batch"], 3);
+    for key in ["prefill_tok_s", "decode_tok_s"] {
+        assert!(doc[key].as_f64().unwrap() > 0.0, "{key} missing in {doc}");
+    }
+    // SmolLM2 holds 8192 tokens: a depth that leaves no room is a clear error.
+    let out = with_model("8190");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("8192"), "{err}");
+}

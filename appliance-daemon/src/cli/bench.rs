@@ -6,6 +6,9 @@
 //! `--gen-tokens` single-token steps from an empty cache, each computing full logits.
 //! Each is repeated `--reps` times after one warm-up; the median is reported.
 //!
+//! `--depth N` runs both tests after N tokens already in each sequence's cache (llama-bench's
+//! `-d`; the filling is not timed), where attention over a long context weighs in.
+//!
 //! `--batch N` decodes N sequences together instead (one batched forward pass per step, as
 //! the scheduler runs them), and reports the tokens of all of them per second. For
 //! mixture-of-experts checkpoints the decode time is split by phase (attention, routing,
@@ -36,6 +39,10 @@ pub struct BenchArgs {
     /// Sequences decoded together in the decode test.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub batch: usize,
+    /// Tokens already in each sequence's cache when a test starts, filled untimed
+    /// (llama-bench's `-d`).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub depth: usize,
     /// Engine ranks (MoE checkpoints): the decode test runs `--batch` requests through a
     /// group of ranks, experts spread over them, and reports the time in dispatch/combine
     /// and the load imbalance between ranks.
@@ -70,6 +77,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             gen_tokens: args.gen_tokens,
             reps: args.reps,
             batch: args.batch,
+            depth: args.depth,
             threads: args.model.threads(),
             device,
         },
@@ -85,6 +93,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "gen_tokens": args.gen_tokens,
             "reps": args.reps,
             "batch": args.batch,
+            "depth": args.depth,
             "isa": isa,
             "decode_time_fraction": r.decode_time_fraction.iter().map(|(n, f)| (n.to_string(), serde_json::json!((f * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
             "gpu_profile": r.gpu_profile.iter().flat_map(|(phase, ops)| ops.iter().map(move |o| serde_json::json!({"phase": phase, "op": o.op, "calls": o.calls, "seconds": o.seconds}))).collect::<Vec<_>>(),
@@ -92,13 +101,17 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         println!("{doc}");
     } else {
         println!(
-            "{}: prefill {:.2} tok/s (pp{}), decode {:.2} tok/s (tg{} x batch {}), {} on {} threads, {isa}, median of {}",
+            "{}: prefill {:.2} tok/s (pp{}), decode {:.2} tok/s (tg{} x batch {}){}, {} on {} threads, {isa}, median of {}",
             model.name(),
             r.prefill_tok_s,
             args.prompt_tokens,
             r.decode_tok_s,
             args.gen_tokens,
             args.batch,
+            match args.depth {
+                0 => String::new(),
+                d => format!(" at depth {d}"),
+            },
             r.device,
             r.threads,
             args.reps
