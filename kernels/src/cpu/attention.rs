@@ -176,21 +176,30 @@ pub fn attention_multi(
             q.len().max(out.len()),
         ));
     }
-    let dots_x4 = f16_dots_x4(isa);
+    let (x4_batched, x4_vector) = (
+        f16_dots_x4(isa, F16Order::Batched),
+        f16_dots_x4(isa, F16Order::Vector),
+    );
     let group = n_heads / n_kv_heads;
-    // The four-row products (batched order, AVX2) take the queries and the probabilities
-    // as f32 (the f16 values widened once, which is exact, so the bits stay), and a task
-    // runs all the query heads of one key-value head, so each key and value row is widened
-    // once for all of them. Otherwise a task is one query head.
-    let x4_of = |it: &AttnItem<'_>| {
-        if it.batched_order && head_dim.is_multiple_of(8) {
-            dots_x4
-        } else {
-            None
-        }
+    // The four-row products (AVX2) take the queries and the probabilities as f32 (the f16
+    // values widened once, which is exact, so the bits stay), and a task runs all the query
+    // heads of one key-value head, so each key and value row is widened once for all of
+    // them. Otherwise a task is one query head. Single tokens (decode) are grouped so only
+    // when there are enough of them to keep every thread busy: one sequence's decode would
+    // otherwise be split over only `n_kv_heads` tasks.
+    let x4_of = |it: &AttnItem<'_>| match it.batched_order {
+        true if head_dim.is_multiple_of(8) => x4_batched,
+        false if head_dim.is_multiple_of(32) => x4_vector,
+        _ => None,
     };
+    let decode_rows: usize = items
+        .iter()
+        .filter(|it| !it.batched_order)
+        .map(|it| it.tokens)
+        .sum();
+    let group_decode = decode_rows * n_kv_heads >= 4 * pool.threads();
     let units_per_token = |it: &AttnItem<'_>| {
-        if x4_of(it).is_some() {
+        if x4_of(it).is_some() && (it.batched_order || group_decode) {
             n_kv_heads
         } else {
             n_heads
@@ -559,20 +568,29 @@ mod tests {
     }
 
     /// Every query-head count per key-value head (one to five: the four-row products take
-    /// up to three queries at a time, so 3 + 1 and 3 + 2 splits too).
+    /// up to three queries at a time, so 3 + 1 and 3 + 2 splits too), and head sizes where
+    /// the single-token order has its four-row products (multiples of 32) and where not.
     #[test]
     fn blocks_in_any_order_and_every_isa_give_the_contiguous_bits() {
         for n_heads in 1..=5 {
-            contiguous_and_paged_agree(AttnShape {
-                n_heads,
-                n_kv_heads: 1,
-                head_dim: 16,
-            });
+            for head_dim in [16, 64] {
+                contiguous_and_paged_agree(AttnShape {
+                    n_heads,
+                    n_kv_heads: 1,
+                    head_dim,
+                });
+            }
         }
+        contiguous_and_paged_agree(AttnShape {
+            n_heads: 6,
+            n_kv_heads: 2,
+            head_dim: 32,
+        });
     }
 
     fn contiguous_and_paged_agree(shape: AttnShape) {
-        let (kvd, block, n_blocks, tokens) = (16usize, 32usize, 5usize, 150usize);
+        let kvd = shape.kv_dim();
+        let (block, n_blocks, tokens) = (32usize, 5usize, 150usize);
         let val =
             |i: usize, salt: usize| (((i * 2654435761 + salt * 7919) % 997) as f32 / 498.0) - 1.0;
         // Contiguous: one block of n_blocks * block positions.
@@ -615,24 +633,45 @@ mod tests {
         let mut by_isa: Vec<Vec<Vec<u32>>> = Vec::new();
         for isa in [Isa::active(), Isa::Portable] {
             let mut outs = Vec::new();
-            for (pos0, n, batched) in [(0usize, tokens, true), (149, 1, false), (100, 3, true)] {
-                let rows = &q[pos0 * shape.q_dim()..(pos0 + n) * shape.q_dim()];
+            // Each case is one call's items, `(pos0, tokens, batched order)`: a prompt, one
+            // decode token at several depths (ungrouped: too few tasks), eight decode
+            // tokens in one call (grouped per key-value head), prompt and decode mixed.
+            let decodes: Vec<_> = [0usize, 3, 31, 32, 40, 77, 100, 149]
+                .map(|p| (p, 1, false))
+                .to_vec();
+            let mut cases = vec![vec![(0usize, tokens, true)], vec![(100, 3, true)]];
+            cases.extend([0usize, 5, 37, 149].map(|p| vec![(p, 1, false)]));
+            cases.push(decodes.clone());
+            cases.push([vec![(60, 7, true)], decodes].concat());
+            for case in &cases {
+                let rows: Vec<f32> = case
+                    .iter()
+                    .flat_map(|&(p, n, _)| &q[p * shape.q_dim()..(p + n) * shape.q_dim()])
+                    .copied()
+                    .collect();
                 let mut a = vec![0f32; rows.len()];
                 let mut b = vec![0f32; rows.len()];
                 for (kv, out) in [(whole, &mut a), (paged, &mut b)] {
-                    let item = AttnItem {
-                        kv,
-                        row0: 0,
-                        pos0,
-                        tokens: n,
-                        batched_order: batched,
-                    };
-                    attention_multi(&pool, isa, shape, &[item], rows, 0.25, out).unwrap();
+                    let mut row0 = 0;
+                    let items: Vec<AttnItem<'_>> = case
+                        .iter()
+                        .map(|&(pos0, tokens, batched_order)| {
+                            row0 += tokens;
+                            AttnItem {
+                                kv,
+                                row0: row0 - tokens,
+                                pos0,
+                                tokens,
+                                batched_order,
+                            }
+                        })
+                        .collect();
+                    attention_multi(&pool, isa, shape, &items, &rows, 0.25, out).unwrap();
                 }
                 let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(
                     same,
-                    "{isa:?} {shape:?} pos0={pos0} n={n}: paged attention changed bits"
+                    "{isa:?} {shape:?} {case:?}: paged attention changed bits"
                 );
                 outs.push(a.iter().map(|v| v.to_bits()).collect());
             }

@@ -646,11 +646,15 @@ pub(crate) const MAX_QUERIES: usize = 3;
 /// (the query heads of one key-value head), each query loaded once per four rows, and the
 /// four sums of a query reduced together in `hsum_f32_8`'s order.
 ///
+/// With `VEC`, the order is the single-token one ([`dot_f16`]: four accumulators over
+/// 32-value steps, `n` a multiple of 32) instead, and the rows go one at a time, their four
+/// sums still reduced together.
+///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)] // one kernel's operands; a struct would only rename them
-pub(crate) unsafe fn f16_scores(
+pub(crate) unsafe fn f16_scores<const VEC: bool>(
     n: usize,
     x: &[u8],
     stride: usize,
@@ -662,7 +666,7 @@ pub(crate) unsafe fn f16_scores(
 ) {
     let q = ys.len();
     assert!(
-        n.is_multiple_of(8)
+        n.is_multiple_of(if VEC { 32 } else { 8 })
             && rows.is_multiple_of(4)
             && (rows == 0 || (rows - 1) * stride + n <= x.len() / 2)
             && ys.iter().all(|y| y.len() >= n)
@@ -679,7 +683,7 @@ pub(crate) unsafe fn f16_scores(
         // SAFETY: one run of `n` values within every row and query (asserted); values
         // 4g .. 4g + 4 of each query's output row lie within `out` (asserted).
         unsafe {
-            rows_x4(
+            rows_x4::<VEC>(
                 std::iter::once((0, 0, n)),
                 ys,
                 Some(scale),
@@ -695,13 +699,13 @@ pub(crate) unsafe fn f16_scores(
 /// out_stride + d] = dot(row d, ys[q])` for `d` in `0..rows` (a multiple of 4), row `d`
 /// the paged row `p` with its offset moved by `d * row_step` values (the transposed
 /// values of one channel), each query (probabilities) given as f32. Four rows at a time,
-/// as [`f16_scores`].
+/// as [`f16_scores`], in either order (`VEC`: [`dot_f16_paged`]'s, `n` a multiple of 32).
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)] // one kernel's operands; a struct would only rename them
-pub(crate) unsafe fn f16_weighted(
+pub(crate) unsafe fn f16_weighted<const VEC: bool>(
     n: usize,
     x: &[u8],
     p: super::Pieces<'_>,
@@ -721,7 +725,7 @@ pub(crate) unsafe fn f16_weighted(
         ..p
     };
     assert!(
-        last.check(n, 8, x.len() / 2)
+        last.check(n, if VEC { 32 } else { 8 }, x.len() / 2)
             && rows.is_multiple_of(4)
             && ys.iter().all(|y| y.len() >= n)
             && (1..=MAX_QUERIES).contains(&q)
@@ -737,7 +741,7 @@ pub(crate) unsafe fn f16_weighted(
         let dst = out.as_mut_ptr().wrapping_add(4 * g);
         // SAFETY: the runs are whole 8-value steps within `x` (checked) and `ys`
         // (asserted); values 4g .. 4g + 4 of each output row lie within `out` (asserted).
-        unsafe { rows_x4(p.runs(n), ys, None, dst, out_stride, at) };
+        unsafe { rows_x4::<VEC>(p.runs(n), ys, None, dst, out_stride, at) };
     }
 }
 
@@ -750,21 +754,89 @@ pub(crate) unsafe fn f16_weighted(
 /// The CPU supports AVX2, FMA and F16C; every run's length is a multiple of 8, `at(r, x0
 /// + k)` may be called for its steps, each `ys` row holds `y0 + len` values; `ys` has 1
 /// to [`MAX_QUERIES`] rows, and 4 floats are writable at `out + q * out_stride` for each.
+/// With `VEC`, single-token order ([`rows_x4_vec_q`]): the lengths are multiples of 32.
 #[inline(always)]
-unsafe fn rows_x4(
-    runs: impl Iterator<Item = (usize, usize, usize)>,
+unsafe fn rows_x4<const VEC: bool>(
+    runs: impl Iterator<Item = (usize, usize, usize)> + Clone,
     ys: &[&[f32]],
     scale: Option<f32>,
     out: *mut f32,
     out_stride: usize,
     at: impl Fn(usize, usize) -> __m256,
 ) {
-    // SAFETY (all three): passed on from the caller.
+    // SAFETY (all six): passed on from the caller.
     unsafe {
-        match ys.len() {
-            1 => rows_x4_q::<1, _>(runs, [ys[0]], scale, out, out_stride, &at),
-            2 => rows_x4_q::<2, _>(runs, [ys[0], ys[1]], scale, out, out_stride, &at),
-            _ => rows_x4_q::<3, _>(runs, [ys[0], ys[1], ys[2]], scale, out, out_stride, &at),
+        match (VEC, ys.len()) {
+            (false, 1) => rows_x4_q::<1, _>(runs, [ys[0]], scale, out, out_stride, &at),
+            (false, 2) => rows_x4_q::<2, _>(runs, [ys[0], ys[1]], scale, out, out_stride, &at),
+            (false, _) => {
+                rows_x4_q::<3, _>(runs, [ys[0], ys[1], ys[2]], scale, out, out_stride, &at)
+            }
+            (true, 1) => rows_x4_vec_q::<1, _>(runs, [ys[0]], scale, out, out_stride, &at),
+            (true, 2) => rows_x4_vec_q::<2, _>(runs, [ys[0], ys[1]], scale, out, out_stride, &at),
+            (true, _) => {
+                rows_x4_vec_q::<3, _>(runs, [ys[0], ys[1], ys[2]], scale, out, out_stride, &at)
+            }
+        }
+    }
+}
+
+/// [`rows_x4`] for `Q` queries in the single-token order of [`dot_float`]: per (query,
+/// row) four accumulators over 32-value steps, carried through all runs (as
+/// [`dot_f16_paged`] carries them), folded as `dot_float` folds them to four lanes; the
+/// last two additions (`_mm_hadd_ps` twice) run for the four rows at once, which adds the
+/// same pairs in the same order. A row's value is widened once for all `Q` queries.
+///
+/// # Safety
+/// As [`rows_x4`], with every run's length a multiple of 32.
+#[inline(always)]
+unsafe fn rows_x4_vec_q<const Q: usize, F: Fn(usize, usize) -> __m256>(
+    runs: impl Iterator<Item = (usize, usize, usize)> + Clone,
+    ys: [&[f32]; Q],
+    scale: Option<f32>,
+    out: *mut f32,
+    out_stride: usize,
+    at: &F,
+) {
+    // SAFETY: the caller's CPU has AVX2.
+    let mut folded = [[unsafe { _mm_setzero_ps() }; 4]; Q];
+    let yp = ys.map(<[f32]>::as_ptr);
+    for r in 0..4 {
+        // SAFETY: as above.
+        let mut acc = [[unsafe { _mm256_setzero_ps() }; 4]; Q];
+        for (x0, y0, len) in runs.clone() {
+            for k in (0..len).step_by(32) {
+                for j in 0..4 {
+                    let xv = at(r, x0 + k + 8 * j);
+                    for (acc, yp) in acc.iter_mut().zip(yp) {
+                        // SAFETY: every `ys` row holds `y0 + len` values (the caller's
+                        // promise); the CPU has AVX2 and FMA.
+                        unsafe {
+                            let yv = _mm256_loadu_ps(yp.add(y0 + k + 8 * j));
+                            acc[j] = _mm256_fmadd_ps(xv, yv, acc[j]);
+                        }
+                    }
+                }
+            }
+        }
+        for (f, s) in folded.iter_mut().zip(acc) {
+            // SAFETY: the caller's CPU has AVX2.
+            unsafe {
+                let t = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+                f[r] = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+            }
+        }
+    }
+    for (q, f) in folded.into_iter().enumerate() {
+        // SAFETY: the caller's CPU has AVX2; 4 floats are writable at this query's output
+        // (its promise).
+        unsafe {
+            let v = _mm_hadd_ps(_mm_hadd_ps(f[0], f[1]), _mm_hadd_ps(f[2], f[3]));
+            let v = match scale {
+                Some(s) => _mm_mul_ps(v, _mm_set1_ps(s)),
+                None => v,
+            };
+            _mm_storeu_ps(out.wrapping_add(q * out_stride), v);
         }
     }
 }

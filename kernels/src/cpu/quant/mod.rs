@@ -421,14 +421,14 @@ pub(crate) fn f16_dot(isa: Isa, order: F16Order) -> Result<DotFn, KernelError> {
 }
 
 /// Attention scores of a run of key rows against 1 to [`MAX_QUERIES`] queries (as f32),
-/// in [`F16Order::Batched`] order: `(head_dim, keys, key stride, rows (a multiple of 4),
-/// queries, scale, out, out stride)`; see `avx2::f16_scores`.
+/// in one [`F16Order`]: `(head_dim, keys, key stride, rows (a multiple of 4), queries,
+/// scale, out, out stride)`; see `avx2::f16_scores`.
 pub(crate) type ScoresFn = fn(usize, &[u8], usize, usize, &[&[f32]], f32, &mut [f32], usize);
 
 /// Attention outputs of a run of transposed value rows (paged, offsets `row_step` values
-/// apart) against 1 to [`MAX_QUERIES`] probability rows (as f32), in
-/// [`F16Order::Batched`] order: `(positions, values, pieces, row_step, rows (a multiple of
-/// 4), probabilities, out, out stride)`; see `avx2::f16_weighted`.
+/// apart) against 1 to [`MAX_QUERIES`] probability rows (as f32), in one [`F16Order`]:
+/// `(positions, values, pieces, row_step, rows (a multiple of 4), probabilities, out, out
+/// stride)`; see `avx2::f16_weighted`.
 pub(crate) type WeightedFn =
     fn(usize, &[u8], Pieces<'_>, usize, usize, &[&[f32]], &mut [f32], usize);
 
@@ -438,23 +438,36 @@ pub(crate) use avx2::MAX_QUERIES;
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) const MAX_QUERIES: usize = 3;
 
-/// The four-row forms of the batched F16 products, where the instruction set has them
-/// (AVX2); each gives the bits of single products.
-pub(crate) fn f16_dots_x4(isa: Isa) -> Option<(ScoresFn, WeightedFn)> {
+/// The four-row forms of the F16 products in `order`, where the instruction set has them
+/// (AVX2); each gives the bits of single products ([`f16_dot`], [`f16_dot_paged`]). In
+/// [`F16Order::Vector`] order the lengths are multiples of 32 (the head size too).
+pub(crate) fn f16_dots_x4(isa: Isa, order: F16Order) -> Option<(ScoresFn, WeightedFn)> {
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
-        return Some((
-            // SAFETY: AVX2, FMA and F16C were detected; the bounds are checked inside.
-            |n, x, stride, rows, ys, scale, out, os| unsafe {
-                avx2::f16_scores(n, x, stride, rows, ys, scale, out, os)
-            },
-            // SAFETY: as above.
-            |n, x, p, step, rows, ys, out, os| unsafe {
-                avx2::f16_weighted(n, x, p, step, rows, ys, out, os)
-            },
-        ));
+        return Some(match order {
+            F16Order::Batched => (
+                // SAFETY: AVX2, FMA and F16C were detected; the bounds are checked inside.
+                |n, x, stride, rows, ys, scale, out, os| unsafe {
+                    avx2::f16_scores::<false>(n, x, stride, rows, ys, scale, out, os)
+                },
+                // SAFETY: as above.
+                |n, x, p, step, rows, ys, out, os| unsafe {
+                    avx2::f16_weighted::<false>(n, x, p, step, rows, ys, out, os)
+                },
+            ),
+            F16Order::Vector => (
+                // SAFETY: as above.
+                |n, x, stride, rows, ys, scale, out, os| unsafe {
+                    avx2::f16_scores::<true>(n, x, stride, rows, ys, scale, out, os)
+                },
+                // SAFETY: as above.
+                |n, x, p, step, rows, ys, out, os| unsafe {
+                    avx2::f16_weighted::<true>(n, x, p, step, rows, ys, out, os)
+                },
+            ),
+        });
     }
-    let _ = isa;
+    let _ = (isa, order);
     None
 }
 
@@ -490,7 +503,10 @@ impl Pieces<'_> {
 
     /// `(first value in x, first value in y, length)` of each piece of an `n`-value row,
     /// in order. Call after [`Pieces::check`] has passed.
-    pub(crate) fn runs(&self, n: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    pub(crate) fn runs(
+        &self,
+        n: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize)> + Clone + '_ {
         let piece = self.piece.max(1);
         self.table
             .iter()
