@@ -54,7 +54,8 @@ pub struct ServeArgs {
     #[arg(long, env = "OASIS_MAX_RUNNING", value_name = "N")]
     pub max_running: Option<usize>,
     /// Latency target of an engine step while sequences generate, in milliseconds: prompt
-    /// chunks beside the decode tokens are sized to it from the measured step times; 0
+    /// chunks beside the decode tokens are sized to it from the measured step times (or
+    /// to twice the decode tokens' own time, when many streams make that longer); 0
     /// turns it off [default: 35].
     #[arg(long, env = "OASIS_MAX_STEP_MS", value_name = "MS")]
     pub max_step_ms: Option<u64>,

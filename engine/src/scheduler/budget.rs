@@ -53,11 +53,21 @@ impl StepCost {
         pts
     }
 
-    /// Predicted seconds for a step of `tokens` tokens; `None` before any measurement
-    /// (the scheduler asks [`StepCost::tokens_within`]; the tests ask this).
-    #[cfg(test)]
-    fn predict(&self, tokens: usize) -> Option<f64> {
+    /// Predicted seconds for a step of `tokens` tokens; `None` before any measurement.
+    pub fn predict(&self, tokens: usize) -> Option<f64> {
         predict_from(&self.points(), tokens as f64)
+    }
+
+    /// The seconds a step carrying `decoding` decode tokens may take: `target`, or twice
+    /// what those decode tokens alone are predicted to take when that is longer. With
+    /// many streams decoding alone fills the target, and prompts would advance by a token
+    /// floor per step while the newcomers wait; this way the waiting prompts get at least
+    /// as much of each step as the streams, which are slowed at most twofold.
+    pub fn step_seconds(&self, target: f64, decoding: usize) -> f64 {
+        match self.predict(decoding) {
+            Some(decode) if decoding > 0 => target.max(2.0 * decode),
+            _ => target,
+        }
     }
 
     /// The most tokens (between `floor` and `cap`) a step may carry and still end within
@@ -144,6 +154,23 @@ mod tests {
         assert_eq!(c.tokens_within(1.0, 1, 512), 329);
         assert_eq!(c.tokens_within(0.001, 16, 512), 16, "the floor holds");
         assert_eq!(c.tokens_within(0.050, 16, 8), 8, "the cap holds");
+    }
+
+    #[test]
+    fn prompts_get_as_much_of_a_step_as_many_streams_take() {
+        let mut c = StepCost::default();
+        assert_eq!(c.step_seconds(0.035, 16), 0.035, "nothing measured yet");
+        for n in [1, 4, 16, 64] {
+            c.observe(n, linear(n));
+        }
+        // Few streams: 2 x 16 ms is under the target, which holds.
+        assert_eq!(c.step_seconds(0.035, 2), 0.035);
+        assert_eq!(c.step_seconds(0.035, 0), 0.035);
+        // Sixteen streams take 58 ms alone: the step may take 116 ms, half of it prompts.
+        let t = c.step_seconds(0.035, 16);
+        assert!((t - 2.0 * linear(16)).abs() < 1e-9, "{t}");
+        let n = c.tokens_within(t, 16 + 16, 512);
+        assert_eq!(n, 35, "16 decode tokens and 19 prompt tokens fit in {t}");
     }
 
     #[test]

@@ -338,7 +338,9 @@ impl Scheduler {
 
     /// Tokens this step may carry: `max_batch_tokens`, or while some sequence is
     /// generating (its stream waits for the step), what fits in `max_step_ms` by the
-    /// measured step times, decode tokens plus at least [`MIN_PREFILL_TOKENS`]. Once a
+    /// measured step times, decode tokens plus at least [`MIN_PREFILL_TOKENS`]; when the
+    /// decode tokens alone take more than half of that, the step may take twice their
+    /// time ([`budget::StepCost::step_seconds`]: prompts keep pace under many streams). Once a
     /// prompt being read has waited `ttft_target_ms`, the time budget doubles for every
     /// further `ttft_target_ms` it waits: under load the prompts catch up gradually
     /// instead of starving, and streams see longer steps, not one long stall.
@@ -368,6 +370,7 @@ impl Scheduler {
         if !streaming {
             return cap;
         }
+        let budget = self.cost.step_seconds(budget, decoding);
         self.cost
             .tokens_within(budget, decoding + MIN_PREFILL_TOKENS, cap)
     }
