@@ -69,9 +69,8 @@ fn main() {
         })
         .collect();
     let (best, median) = time(&decode, seqs);
-    println!(
-        "decode {seqs} x 1 token at depth {depth}: best {best:.1} us, median {median:.1} us ({isa:?}, {threads} threads)"
-    );
+    println!("{isa:?}, {threads} threads");
+    println!("decode {seqs} x 1 token at depth {depth}: best {best:.1} us, median {median:.1} us");
     let prompt = [AttnItem {
         kv: view(0),
         row0: 0,
