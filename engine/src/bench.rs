@@ -84,7 +84,8 @@ pub fn phase_seconds(model: &Model) -> Vec<f64> {
 }
 
 /// Puts `context` into the cache of every sequence of `seqs` (untimed: the depth a test
-/// starts from), in one batched forward pass.
+/// starts from), one sequence per forward pass, so the pass is never larger than the
+/// depth whatever the batch.
 fn fill(
     exec: &mut Exec,
     model: &Model,
@@ -95,16 +96,15 @@ fn fill(
     if context.is_empty() {
         return Ok(());
     }
-    let mut batch: Vec<BatchSeq<'_>> = seqs
-        .iter_mut()
-        .map(|kv| BatchSeq {
-            kv,
+    for seq in seqs {
+        let mut one = [BatchSeq {
+            kv: seq,
             tokens: context,
             batched_order: true,
             logits: Logits::None,
-        })
-        .collect();
-    exec.forward_batch(model, kv, &mut batch, None)?;
+        }];
+        exec.forward_batch(model, kv, &mut one, None)?;
+    }
     Ok(())
 }
 
