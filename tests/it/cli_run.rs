@@ -151,10 +151,13 @@ fn bench_reports_both_speeds_as_json() {
 
 #[test]
 fn bench_runs_at_a_depth_and_refuses_one_past_the_context() {
-    let args = |depth: &'static str| {
-        [
+    let m = model();
+    let with_model = |depth: &str| {
+        oasis(&[
             "bench",
             "--json",
+            "--model",
+            &m,
             "--prompt-tokens",
             "16",
             "--gen-tokens",
@@ -167,13 +170,7 @@ fn bench_runs_at_a_depth_and_refuses_one_past_the_context() {
             "3",
             "--depth",
             depth,
-        ]
-    };
-    let m = model();
-    let with_model = |depth| {
-        let mut a = args(depth).to_vec();
-        a.extend(["--model", &m]);
-        oasis(&a)
+        ])
     };
     let doc: Value = serde_json::from_str(stdout_ok(&with_model("40")).trim()).unwrap();
     assert_eq!(doc["depth"], 40);
