@@ -55,13 +55,14 @@ pub struct ServeArgs {
     pub max_running: Option<usize>,
     /// Latency target of an engine step while sequences generate, in milliseconds: prompt
     /// chunks beside the decode tokens are sized to it from the measured step times (or
-    /// to twice the decode tokens' own time, when many streams make that longer); 0
-    /// turns it off [default: 35].
+    /// to two or three times the decode tokens' own time, when many streams make that
+    /// longer); 0 turns it off [default: 35].
     #[arg(long, env = "OASIS_MAX_STEP_MS", value_name = "MS")]
     pub max_step_ms: Option<u64>,
-    /// First-token wait after which a prompt being read gets whole engine steps again
-    /// (the step budget yields rather than starve prompts under load), in milliseconds;
-    /// 0: never [default: 2000].
+    /// First-token wait after which the step budget doubles for a prompt being read, and
+    /// again for every further wait as long, up to four times the budget (or the decode
+    /// tokens' time): prompts catch up under load; in milliseconds; 0: never [default:
+    /// 2000].
     #[arg(long, env = "OASIS_TTFT_TARGET_MS", value_name = "MS")]
     pub ttft_target_ms: Option<u64>,
     /// Engine ranks per MoE model: attention data-parallel, routed experts spread over

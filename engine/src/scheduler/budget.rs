@@ -19,6 +19,15 @@
 const GROUPS: usize = 32;
 /// Weight of a new measurement in its group's average.
 const ALPHA: f64 = 0.25;
+/// A step that streams wait for may take this many times their decode tokens' own time,
+/// so waiting prompts get at least half of it ([`StepCost::step_seconds`]).
+pub const STREAM_FACTOR: f64 = 2.0;
+/// ... and this many times, so waiting prompts get two thirds of it, once the decode tokens
+/// alone take longer than the step target.
+pub const MANY_STREAMS_FACTOR: f64 = 3.0;
+/// However late a prompt is, a step that streams wait for takes at most this many times
+/// the larger of the step target and the decode tokens' own time.
+pub const LATE_CAP: f64 = 4.0;
 
 /// Measured step times by token count.
 #[derive(Debug, Clone, Default)]
@@ -58,16 +67,28 @@ impl StepCost {
         predict_from(&self.points(), tokens as f64)
     }
 
-    /// The seconds a step carrying `decoding` decode tokens may take: `target`, or twice
-    /// what those decode tokens alone are predicted to take when that is longer. With
-    /// many streams decoding alone fills the target, and prompts would advance by a token
-    /// floor per step while the newcomers wait; this way the waiting prompts get at least
-    /// as much of each step as the streams, which are slowed at most twofold.
-    pub fn step_seconds(&self, target: f64, decoding: usize) -> f64 {
-        match self.predict(decoding) {
-            Some(decode) if decoding > 0 => target.max(2.0 * decode),
-            _ => target,
-        }
+    /// The seconds a step carrying `decoding` decode tokens may take, for a `target` that
+    /// waiting prompts have raised `growth`-fold (1 when none is late):
+    /// - the raised target, or [`STREAM_FACTOR`] times what the decode tokens alone are
+    ///   predicted to take when that is longer ([`MANY_STREAMS_FACTOR`] times once that
+    ///   alone is longer than the target). With many streams decoding alone fills the
+    ///   target, and prompts would advance by a token floor per step while the newcomers
+    ///   wait; this way they get half of each step, two thirds under many streams;
+    /// - but never more than [`LATE_CAP`] times the larger of the target and the decode
+    ///   tokens' own time, however late a prompt is: a late prompt is read faster, but no
+    ///   stream waits seconds for it.
+    pub fn step_seconds(&self, target: f64, growth: f64, decoding: usize) -> f64 {
+        let decode = match self.predict(decoding) {
+            Some(decode) if decoding > 0 => decode,
+            _ => 0.0,
+        };
+        let factor = if decode > target {
+            MANY_STREAMS_FACTOR
+        } else {
+            STREAM_FACTOR
+        };
+        let want = (target * growth.max(1.0)).max(factor * decode);
+        want.min(LATE_CAP * target.max(decode))
     }
 
     /// The most tokens (between `floor` and `cap`) a step may carry and still end within
@@ -157,20 +178,45 @@ mod tests {
     }
 
     #[test]
-    fn prompts_get_as_much_of_a_step_as_many_streams_take() {
+    fn prompts_get_half_of_a_step_or_two_thirds_under_many_streams() {
         let mut c = StepCost::default();
-        assert_eq!(c.step_seconds(0.035, 16), 0.035, "nothing measured yet");
+        assert_eq!(c.step_seconds(0.05, 1.0, 16), 0.05, "nothing measured yet");
         for n in [1, 4, 16, 64] {
             c.observe(n, linear(n));
         }
         // Few streams: 2 x 16 ms is under the target, which holds.
-        assert_eq!(c.step_seconds(0.035, 2), 0.035);
-        assert_eq!(c.step_seconds(0.035, 0), 0.035);
-        // Sixteen streams take 58 ms alone: the step may take 116 ms, half of it prompts.
-        let t = c.step_seconds(0.035, 16);
-        assert!((t - 2.0 * linear(16)).abs() < 1e-9, "{t}");
+        assert_eq!(c.step_seconds(0.05, 1.0, 2), 0.05);
+        assert_eq!(c.step_seconds(0.05, 1.0, 0), 0.05);
+        // Eight streams take 34 ms alone: the step may take twice that, half of it prompts.
+        let t = c.step_seconds(0.05, 1.0, 8);
+        assert!((t - 2.0 * linear(8)).abs() < 1e-9, "{t}");
+        // Sixteen streams take 58 ms alone: the step may take 174 ms, two thirds of it
+        // prompts.
+        let t = c.step_seconds(0.05, 1.0, 16);
+        assert!((t - 3.0 * linear(16)).abs() < 1e-9, "{t}");
         let n = c.tokens_within(t, 16 + 16, 512);
-        assert_eq!(n, 35, "16 decode tokens and 19 prompt tokens fit in {t}");
+        assert_eq!(n, 54, "16 decode tokens and 38 prompt tokens fit in {t}");
+    }
+
+    #[test]
+    fn a_late_prompt_raises_the_step_at_most_fourfold() {
+        let mut c = StepCost::default();
+        for n in [1, 4, 16, 64] {
+            c.observe(n, linear(n));
+        }
+        // One stream (13 ms alone): the 50 ms target doubles as the prompt waits, up to
+        // four times the target.
+        assert_eq!(c.step_seconds(0.05, 2.0, 1), 0.1);
+        assert_eq!(c.step_seconds(0.05, 4.0, 1), 0.2);
+        assert_eq!(c.step_seconds(0.05, 1024.0, 1), 0.2);
+        // Sixteen streams (58 ms alone): three times that until the raised target passes
+        // it, then at most four times it.
+        let near = |t: f64, want: f64| assert!((t - want).abs() < 1e-9, "{t} != {want}");
+        near(c.step_seconds(0.05, 2.0, 16), 3.0 * linear(16));
+        near(c.step_seconds(0.05, 4.0, 16), 0.2);
+        near(c.step_seconds(0.05, 1024.0, 16), 4.0 * linear(16));
+        // Before anything is measured the raised target is capped the same way.
+        assert_eq!(StepCost::default().step_seconds(0.05, 1024.0, 16), 0.2);
     }
 
     #[test]

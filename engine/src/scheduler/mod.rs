@@ -51,8 +51,9 @@ pub struct SchedulerConfig {
     /// How long a prompt may wait for its first token before the step budget grows for
     /// it, in milliseconds: once a running sequence still reading its prompt was
     /// submitted `k` times this long ago (`k >= 1`), the step's time budget is
-    /// `2^k x max_step_ms` (under load a fixed budget would starve prompts, and
-    /// throughput with them). `None`: never.
+    /// `2^k x max_step_ms`, at most four times the larger of `max_step_ms` and the decode
+    /// tokens' own time (under load a fixed budget would starve prompts, and throughput
+    /// with them; an unbounded one would stall every stream). `None`: never.
     pub ttft_target_ms: Option<u32>,
     /// The key/value cache (at least one sequence of `n_ctx` fits).
     pub kv: crate::model::KvBudget,
@@ -340,16 +341,18 @@ impl Scheduler {
     /// generating (its stream waits for the step), what fits in `max_step_ms` by the
     /// measured step times, decode tokens plus at least [`MIN_PREFILL_TOKENS`]; when the
     /// decode tokens alone take more than half of that, the step may take twice their
-    /// time ([`budget::StepCost::step_seconds`]: prompts keep pace under many streams). Once a
-    /// prompt being read has waited `ttft_target_ms`, the time budget doubles for every
-    /// further `ttft_target_ms` it waits: under load the prompts catch up gradually
-    /// instead of starving, and streams see longer steps, not one long stall.
+    /// time, three times once they alone take longer than it (prompts keep pace under
+    /// many streams). Once a prompt being read has
+    /// waited `ttft_target_ms`, the time budget doubles for every further
+    /// `ttft_target_ms` it waits, up to four times the larger of `max_step_ms` and the
+    /// decode tokens' time ([`budget::StepCost::step_seconds`]): under load the prompts
+    /// catch up instead of starving, and no stream waits seconds for them.
     fn token_budget(&self) -> usize {
         let cap = self.config.max_batch_tokens.max(1);
         let Some(ms) = self.config.max_step_ms else {
             return cap;
         };
-        let mut budget = f64::from(ms) / 1000.0;
+        let mut growth = 1.0;
         if let Some(ttft) = self.config.ttft_target_ms {
             // The longest wait of a prompt still being read, in units of the target.
             let late = self
@@ -359,7 +362,7 @@ impl Scheduler {
                 .map(|e| e.since.elapsed().as_secs_f64() * 1000.0 / f64::from(ttft.max(1)))
                 .fold(0.0, f64::max);
             if late >= 1.0 {
-                budget *= late.min(20.0).exp2();
+                growth = late.min(20.0).exp2();
             }
         }
         let (mut decoding, mut streaming) = (0, false);
@@ -370,7 +373,9 @@ impl Scheduler {
         if !streaming {
             return cap;
         }
-        let budget = self.cost.step_seconds(budget, decoding);
+        let budget = self
+            .cost
+            .step_seconds(f64::from(ms) / 1000.0, growth, decoding);
         self.cost
             .tokens_within(budget, decoding + MIN_PREFILL_TOKENS, cap)
     }
