@@ -21,13 +21,13 @@ const GROUPS: usize = 32;
 const ALPHA: f64 = 0.25;
 /// A step that streams wait for may take this many times their decode tokens' own time,
 /// so waiting prompts get at least half of it ([`StepCost::step_seconds`]).
-pub const STREAM_FACTOR: f64 = 2.0;
-/// ... and this many times, so waiting prompts get two thirds of it, once the decode tokens
-/// alone take longer than the step target.
-pub const MANY_STREAMS_FACTOR: f64 = 3.0;
+const STREAM_FACTOR: f64 = 2.0;
+/// The same once the decode tokens alone take longer than the step target (many
+/// streams): waiting prompts get two thirds of the step.
+const MANY_STREAMS_FACTOR: f64 = 3.0;
 /// However late a prompt is, a step that streams wait for takes at most this many times
 /// the larger of the step target and the decode tokens' own time.
-pub const LATE_CAP: f64 = 4.0;
+const LATE_CAP: f64 = 4.0;
 
 /// Measured step times by token count.
 #[derive(Debug, Clone, Default)]

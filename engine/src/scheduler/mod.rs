@@ -342,11 +342,11 @@ impl Scheduler {
     /// measured step times, decode tokens plus at least [`MIN_PREFILL_TOKENS`]; when the
     /// decode tokens alone take more than half of that, the step may take twice their
     /// time, three times once they alone take longer than it (prompts keep pace under
-    /// many streams). Once a prompt being read has
-    /// waited `ttft_target_ms`, the time budget doubles for every further
-    /// `ttft_target_ms` it waits, up to four times the larger of `max_step_ms` and the
-    /// decode tokens' time ([`budget::StepCost::step_seconds`]): under load the prompts
-    /// catch up instead of starving, and no stream waits seconds for them.
+    /// many streams). Once a prompt being read has waited `ttft_target_ms`, the time
+    /// budget doubles for every further `ttft_target_ms` it waits, up to four times the
+    /// larger of `max_step_ms` and the decode tokens' time
+    /// ([`budget::StepCost::step_seconds`]): under load the prompts catch up instead of
+    /// starving, and no stream waits seconds for them.
     fn token_budget(&self) -> usize {
         let cap = self.config.max_batch_tokens.max(1);
         let Some(ms) = self.config.max_step_ms else {
