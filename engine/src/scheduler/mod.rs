@@ -338,20 +338,25 @@ impl Scheduler {
     }
 
     /// Tokens this step may carry: `max_batch_tokens`, or while some sequence is
-    /// generating (its stream waits for the step), what fits in `max_step_ms` by the
-    /// measured step times, decode tokens plus at least [`MIN_PREFILL_TOKENS`]; when the
-    /// decode tokens alone take more than half of that, the step may take twice their
-    /// time, three times once they alone take longer than it (prompts keep pace under
-    /// many streams). Once a prompt being read has waited `ttft_target_ms`, the time
-    /// budget doubles for every further `ttft_target_ms` it waits, up to four times the
-    /// larger of `max_step_ms` and the decode tokens' time
-    /// ([`budget::StepCost::step_seconds`]): under load the prompts catch up instead of
+    /// generating (its stream waits for the step), what fits in the step time that
+    /// [`budget::StepCost::step_seconds`] allows for `max_step_ms` and the decode tokens,
+    /// decode tokens plus at least [`MIN_PREFILL_TOKENS`]. Once a prompt being read has
+    /// waited `ttft_target_ms`, the target doubles for every further `ttft_target_ms` it
+    /// waits (within `step_seconds`' ceiling): under load the prompts catch up instead of
     /// starving, and no stream waits seconds for them.
     fn token_budget(&self) -> usize {
         let cap = self.config.max_batch_tokens.max(1);
         let Some(ms) = self.config.max_step_ms else {
             return cap;
         };
+        let (mut decoding, mut streaming) = (0, false);
+        for e in self.running.iter().filter(|e| e.seq.uncomputed() == 1) {
+            decoding += 1;
+            streaming |= !e.seq.output.is_empty();
+        }
+        if !streaming {
+            return cap;
+        }
         let mut growth = 1.0;
         if let Some(ttft) = self.config.ttft_target_ms {
             // The longest wait of a prompt still being read, in units of the target.
@@ -364,14 +369,6 @@ impl Scheduler {
             if late >= 1.0 {
                 growth = late.min(20.0).exp2();
             }
-        }
-        let (mut decoding, mut streaming) = (0, false);
-        for e in self.running.iter().filter(|e| e.seq.uncomputed() == 1) {
-            decoding += 1;
-            streaming |= !e.seq.output.is_empty();
-        }
-        if !streaming {
-            return cap;
         }
         let budget = self
             .cost
